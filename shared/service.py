@@ -1,0 +1,181 @@
+"""How a service is put together and run: one recipe for all four.
+
+A service describes itself with a `ServiceSpec` (its handler table, the events
+it publishes, its HTTP routes, its indexes and background jobs); `build_app`
+turns that into a FastAPI app whose lifespan opens MongoDB, starts the group
+commit, the outbox relay and the consumer, and on SIGTERM stops consuming,
+lets in-flight messages finish, and closes everything in order.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from faststream.rabbit import RabbitBroker
+from faststream.specification import AsyncAPI
+from pymongo import AsyncMongoClient
+from yarl import URL
+
+from shared.consumer import Consumer, Handlers, dead_letters, declare_bindings, subscribe
+from shared.events import Envelope
+from shared.groupcommit import GroupCommit
+from shared.http import admin_guard, health_routes
+from shared.logs import configure_logging
+from shared.metrics import ServiceMetrics
+from shared.mongo import Database, database, ensure_plumbing_indexes, open_client, ping
+from shared.outbox import OutboxRelay, broker_publisher
+from shared.settings import ServiceSettings
+from shared.unit import Unit, run_in_transaction
+
+T = TypeVar("T")
+log = structlog.get_logger("rapport.service")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    handlers: Handlers
+    publishes: Sequence[type[Envelope[Any]]] = ()
+    api: APIRouter | None = None
+    ensure_indexes: Callable[[Database], Awaitable[None]] | None = None
+    background: Sequence[Callable[["Runtime"], Awaitable[None]]] = field(default=())
+
+
+@dataclass
+class Runtime:
+    """Everything a running service holds; routes reach it with `Depends(runtime)`."""
+
+    spec: ServiceSpec
+    settings: ServiceSettings
+    broker: RabbitBroker
+    client: AsyncMongoClient[dict[str, Any]]
+    db: Database
+    metrics: ServiceMetrics
+    group: GroupCommit
+    relay: OutboxRelay
+    consumer: Consumer
+
+    async def transaction(self, work: Callable[[Unit], Awaitable[T]]) -> T:
+        """Run `work` in one transaction; events it publishes go out through the outbox."""
+        result, published = await run_in_transaction(self.client, self.db, work)
+        if published:
+            self.relay.wake()
+        return result
+
+    async def readiness(self) -> dict[str, bool]:
+        broker_up, database_up = await asyncio.gather(self.broker.ping(timeout=2.0), ping(self.client))
+        return {"broker": bool(broker_up), "database": database_up}
+
+    async def render_metrics(self) -> bytes:
+        try:
+            self.metrics.outbox_backlog.set(await self.relay.backlog())
+        except Exception as error:  # noqa: BLE001 - metrics must render while MongoDB is away
+            log.warning("outbox_backlog_unavailable", error=repr(error))
+        return self.metrics.render()
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
+    """Wire everything without any I/O (so the AsyncAPI generator can use it too)."""
+    topology = settings.topology
+    metrics = ServiceMetrics(spec.name)
+    broker = RabbitBroker(
+        str(URL(settings.rabbitmq_url).update_query(name=f"rapport-{spec.name}")),
+        logger=logging.getLogger(f"rapport.{spec.name}.broker"),
+        log_level=logging.DEBUG,
+        graceful_timeout=settings.shutdown_grace_seconds,
+        reconnect_interval=1.0,
+        description=f"Rapport {spec.name}",
+    )
+    client = open_client(settings.mongodb_url, app_name=f"rapport-{spec.name}")
+    db = database(client, topology.database(spec.name))
+    relay = OutboxRelay(
+        db, broker_publisher(broker, topology.events), batch_size=settings.batch_size, on_published=metrics.published.inc
+    )
+    group = GroupCommit(
+        client,
+        db,
+        max_batch=settings.batch_size,
+        max_wait_seconds=settings.batch_wait_ms / 1000,
+        on_published=relay.wake,
+        on_batch=metrics.batch_size.observe,
+    )
+    consumer = Consumer(spec.name, topology, spec.handlers, metrics, settings.retry_backoff_seconds)
+    broker.insert_middleware(dead_letters(consumer, broker))
+    subscribe(broker, consumer, group, prefetch=settings.batch_size)
+    for event in spec.publishes:
+        broker.publisher(
+            exchange=topology.events,
+            routing_key=event.routing_key,
+            schema=event,
+            title=f"{topology.events.name}:{event.routing_key}",
+            description=event.__doc__,
+            persist=True,
+        )
+    return Runtime(spec, settings, broker, client, db, metrics, group, relay, consumer)
+
+
+def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
+    rt = build_runtime(spec, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_plumbing_indexes(rt.db)
+        if spec.ensure_indexes is not None:
+            await spec.ensure_indexes(rt.db)
+        rt.group.start()
+        rt.relay.start()
+        await rt.broker.start()
+        await declare_bindings(rt.broker, rt.consumer)
+        jobs = [asyncio.create_task(job(rt), name=job.__name__) for job in spec.background]
+        log.info("service_started", service=spec.name, port=settings.http_port, prefix=settings.crm_prefix)
+        try:
+            yield
+        finally:
+            log.info("service_stopping", service=spec.name)
+            for subscriber in rt.broker.subscribers:
+                await subscriber.stop()  # stops consuming, waits for in-flight messages
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            await rt.group.stop()
+            await rt.relay.stop()
+            await rt.broker.stop()
+            await rt.client.close()
+            log.info("service_stopped", service=spec.name)
+
+    app = FastAPI(title=f"Rapport {spec.name}", lifespan=lifespan)
+    app.state.runtime = rt
+    app.include_router(health_routes(rt.readiness, rt.render_metrics))
+    if spec.api is not None:
+        app.include_router(spec.api, dependencies=[Depends(admin_guard(settings.admin_api_key))])
+    return app
+
+
+def asyncapi_document(spec: ServiceSpec, settings: ServiceSettings) -> str:
+    rt = build_runtime(spec, settings)
+    return AsyncAPI(rt.broker, title=f"Rapport {spec.name}", version="1.0.0",
+                    description=f"Events the {spec.name} service consumes and publishes.").to_specification().to_yaml()
+
+
+def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
+    """`python -m services.<name>`: run until SIGTERM or Ctrl-C, then drain and exit 0."""
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        build_app(spec, settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the project: real infrastructure, real processes, real events."""

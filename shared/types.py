@@ -1,0 +1,105 @@
+"""Value types of the event contract: money, currency, locale, country, ratings.
+
+Each type validates on the way in, serialises back to the contract's JSON form
+and carries a JSON-schema description and example for the AsyncAPI document.
+"""
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any
+
+import pycountry
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+_MONEY = re.compile(r"^\d{1,12}(\.\d{1,4})?$")
+# RFC 5646 well-formed tag, restricted to the parts shops actually send:
+# language, optional script, optional region, optional variants.
+_BCP47 = re.compile(
+    r"^(?P<language>[A-Za-z]{2,3})"
+    r"(-[A-Za-z]{4})?"
+    r"(-(?:[A-Za-z]{2}|\d{3}))?"
+    r"(-(?:[A-Za-z\d]{5,8}|\d[A-Za-z\d]{3}))*$"
+)
+
+
+def _money_from_string(value: Any) -> Decimal:
+    # Floats lose cents; the contract carries money as a decimal string only.
+    if not isinstance(value, str) and not isinstance(value, Decimal):
+        raise ValueError('money must be a decimal string such as "49.90", not a number')
+    text = str(value)
+    if not _MONEY.match(text):
+        raise ValueError(f'money must be a non-negative decimal string such as "49.90", got {text!r}')
+    return Decimal(text)
+
+
+def _currency(value: str) -> str:
+    if not re.fullmatch(r"[A-Z]{3}", value) or pycountry.currencies.get(alpha_3=value) is None:
+        raise ValueError(f"currency must be an upper-case ISO 4217 code such as EUR, got {value!r}")
+    return value
+
+
+def _country(value: str) -> str:
+    if not re.fullmatch(r"[A-Z]{2}", value) or pycountry.countries.get(alpha_2=value) is None:
+        raise ValueError(f"country must be an upper-case ISO 3166 alpha-2 code such as SK, got {value!r}")
+    return value
+
+
+def _locale(value: str) -> str:
+    match = _BCP47.match(value)
+    language = match.group("language").lower() if match else ""
+    known = pycountry.languages.get(alpha_2=language) if len(language) == 2 else None
+    known = known or (pycountry.languages.get(alpha_3=language) if len(language) == 3 else None)
+    if known is None:
+        raise ValueError(f"locale must be a BCP 47 language tag such as hu-HU, got {value!r}")
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money_from_string),
+    PlainSerializer(lambda amount: str(amount), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _MONEY.pattern,
+            "description": "A non-negative amount as a decimal string, never a float.",
+            "examples": ["49.90"],
+        }
+    ),
+]
+
+Currency = Annotated[
+    str,
+    AfterValidator(_currency),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code.", "examples": ["EUR"]}),
+]
+
+Country = Annotated[
+    str,
+    AfterValidator(_country),
+    WithJsonSchema(
+        {"type": "string", "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1 alpha-2 code.", "examples": ["SK"]}
+    ),
+]
+
+Locale = Annotated[
+    str,
+    AfterValidator(_locale),
+    WithJsonSchema({"type": "string", "description": "BCP 47 language tag.", "examples": ["hu-HU"]}),
+]
+
+Rating = Annotated[int, Field(ge=1, le=5, strict=True)]
+Nps = Annotated[int, Field(ge=0, le=10, strict=True)]
+Timestamp = AwareDatetime
+Email = EmailStr
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]

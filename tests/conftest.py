@@ -1,0 +1,67 @@
+"""Session fixtures: real RabbitMQ and MongoDB (DESIGN.md §8), one CRM_PREFIX per run."""
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import aio_pika
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.testing.infra import Infrastructure, provide
+from shared.topology import Topology
+
+SERVICES = ("orders", "followups", "loyalty", "referrals")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The folder a test lives in is its marker: unit/, service/ or e2e/."""
+    for item in items:
+        folder = Path(item.path).parent.name
+        if folder in {"unit", "service", "e2e"}:
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture(scope="session")
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def topology(prefix: str) -> Topology:
+    return Topology(prefix)
+
+
+@pytest.fixture(scope="session")
+def used_services() -> list[str]:
+    """Services a test ran under this run's prefix; their queues are deleted at the end."""
+    return list(SERVICES)
+
+
+@pytest.fixture(scope="session")
+async def infra(
+    tmp_path_factory: pytest.TempPathFactory, topology: Topology, used_services: list[str]
+) -> AsyncIterator[Infrastructure]:
+    """The broker and database of this run; what the run declared in them is removed at the end."""
+    with ExitStack() as cleanup:
+        found = provide(tmp_path_factory.mktemp("infra"), cleanup)
+        print(f"\ninfrastructure: {found.how}")  # noqa: T201 - shown with -s: what the run talks to
+        yield found
+        await _remove_what_the_run_declared(found, topology, used_services)
+
+
+async def _remove_what_the_run_declared(infra: Infrastructure, topology: Topology, services: list[str]) -> None:
+    connection = await aio_pika.connect(infra.rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        for service in services:
+            for name in (topology.queue_name(service), f"{topology.queue_name(service)}.dlq"):
+                await channel.queue_delete(name)
+        for exchange in (topology.events.name, topology.dead_letters.name):
+            await channel.exchange_delete(exchange)
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(infra.mongodb_url)
+    for name in await client.list_database_names():
+        if name.startswith(f"{topology.prefix}_"):
+            await client.drop_database(name)
+    await client.close()

@@ -1,0 +1,52 @@
+"""A minimal service built from the shared plumbing, to test the plumbing itself.
+
+On OrderPlaced it counts the order in MongoDB and publishes PointsAwarded through
+the outbox; an order id starting with "boom" makes its handler fail.
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter
+
+from shared.events import OrderPlacedEvent, PointsAwarded, PointsAwardedEvent
+from shared.service import ServiceSpec
+from shared.unit import Unit
+
+
+async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
+    order = event.data
+    if order.order_id.startswith("boom"):
+        raise RuntimeError(f"cannot handle {order.order_id}")
+    await unit.db.orders_seen.update_one(
+        {"_id": order.order_id}, {"$inc": {"applied": 1}}, upsert=True, session=unit.session
+    )
+    unit.publish(
+        PointsAwardedEvent.new(
+            PointsAwarded(
+                entry_id=f"le_{order.order_id}",
+                customer_id=order.customer.customer_id,
+                points=int(order.total),
+                reason="purchase",
+                order_id=order.order_id,
+                balance=int(order.total),
+                tier="bronze",
+                expires_at=order.placed_at + timedelta(days=365),
+            ),
+            source="probe",
+            subject=order.customer.customer_id,
+            cause=event,
+        )
+    )
+
+
+api = APIRouter()
+
+
+@api.get("/orders-seen/{order_id}")
+async def orders_seen(order_id: str) -> dict[str, Any]:
+    return {"order_id": order_id, "checked_at": datetime.now(UTC).isoformat()}
+
+
+def probe_spec(name: str) -> ServiceSpec:
+    return ServiceSpec(name=name, handlers={OrderPlacedEvent: on_order_placed}, publishes=(PointsAwardedEvent,), api=api)
