@@ -21,6 +21,9 @@ class ServiceMetrics:
         self.published = Counter(
             "rapport_outbox_published", "Events relayed from the outbox to the broker.", registry=self.registry
         )
+        self.publish_failures = Counter(
+            "rapport_outbox_publish_failures", "Outbox publishes that failed and will be retried.", registry=self.registry
+        )
         self.outbox_backlog = Gauge(
             "rapport_outbox_backlog", "Outbox entries not yet published.", registry=self.registry
         )

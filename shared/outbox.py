@@ -35,12 +35,14 @@ class OutboxRelay:
         batch_size: int = 100,
         poll_seconds: float = 1.0,
         on_published: Callable[[int], None] = lambda count: None,
+        on_failed: Callable[[int], None] = lambda count: None,
     ) -> None:
         self._db = db
         self._publish = publish
         self._batch_size = batch_size
         self._poll = poll_seconds
         self._on_published = on_published
+        self._on_failed = on_failed
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -90,6 +92,8 @@ class OutboxRelay:
         failed = [(entry, result) for entry, result in zip(entries, results, strict=True) if isinstance(result, BaseException)]
         now = datetime.now(UTC)
         outbox = self._db[OUTBOX]
+        if failed:
+            self._on_failed(len(failed))
         if sent:
             await outbox.update_many(
                 {"_id": {"$in": sent}},

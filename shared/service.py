@@ -9,6 +9,7 @@ lets in-flight messages finish, and closes everything in order.
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -100,7 +101,11 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
     client = open_client(settings.mongodb_url, app_name=f"rapport-{spec.name}")
     db = database(client, topology.database(spec.name))
     relay = OutboxRelay(
-        db, broker_publisher(broker, topology.events), batch_size=settings.batch_size, on_published=metrics.published.inc
+        db,
+        broker_publisher(broker, topology.events),
+        batch_size=settings.batch_size,
+        on_published=metrics.published.inc,
+        on_failed=metrics.publish_failures.inc,
     )
     group = GroupCommit(
         client,
@@ -171,6 +176,10 @@ def asyncapi_document(spec: ServiceSpec, settings: ServiceSettings) -> str:
 def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
     """`python -m services.<name>`: run until SIGTERM or Ctrl-C, then drain and exit 0."""
     configure_logging(settings.log_level, settings.log_format)
+    # uvicorn drains on SIGTERM/SIGINT and then re-raises the signal to the handler it found;
+    # after a drained stop that is a normal exit, so the handler it finds does nothing.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(
         build_app(spec, settings),
         host=settings.http_host,

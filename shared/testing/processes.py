@@ -23,12 +23,14 @@ class ServiceProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     ready_after: float | None = field(default=None)
+    started_at: float = 0.0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
@@ -40,16 +42,15 @@ class ServiceProcess:
         log.close()
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        """Poll /readyz until 200; return the seconds it took."""
+        """Poll /readyz until 200; return the seconds since start() it took."""
         assert self.process is not None
-        started = time.monotonic()
-        deadline = started + timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.logs()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    self.ready_after = time.monotonic() - started
+                    self.ready_after = time.monotonic() - self.started_at
                     return self.ready_after
             except httpx.TransportError:
                 pass

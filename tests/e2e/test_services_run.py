@@ -1,0 +1,112 @@
+"""The four services as real processes: start, become ready, consume, stop cleanly on SIGTERM."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.events import parse_event
+from shared.testing.infra import Infrastructure
+from shared.testing.processes import ServiceProcess, service_process
+from shared.testing.tap import EventTap, eventually
+from shared.topology import Topology
+
+SERVICES = ("orders", "followups", "loyalty", "referrals")
+SAMPLES = Path(__file__).parents[1] / "fixtures" / "events"
+
+
+@pytest.fixture(scope="module")
+def services(infra: Infrastructure, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServiceProcess]]:
+    log_dir = tmp_path_factory.mktemp("logs")
+    started = {
+        name: service_process(
+            name, rabbitmq_url=infra.rabbitmq_url, mongodb_url=infra.mongodb_url, prefix=prefix,
+            log_dir=log_dir, ADMIN_API_KEY="e2e-key",
+        )
+        for name in SERVICES
+    }
+    for process in started.values():
+        process.start()
+    try:
+        for process in started.values():
+            process.wait_ready()
+        yield started
+    finally:
+        for process in started.values():
+            process.kill()
+
+
+def test_every_service_becomes_ready(services: dict[str, ServiceProcess]) -> None:
+    for name, process in services.items():
+        assert process.ready_after is not None
+        print(f"{name} ready after {process.ready_after:.2f}s")  # noqa: T201 - the figure the note reports
+        assert httpx.get(f"{process.url}/healthz").json() == {"status": "alive"}
+        assert httpx.get(f"{process.url}/readyz").json() == {"broker": "ok", "database": "ok"}
+
+
+def _consumed(process: ServiceProcess, event_type: str) -> float:
+    text = httpx.get(f"{process.url}/metrics").text
+    line = f'rapport_messages_consumed_total{{outcome="applied",type="{event_type}"}} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
+
+
+async def test_an_order_reaches_every_service_that_consumes_it(
+    services: dict[str, ServiceProcess], infra: Infrastructure, prefix: str
+) -> None:
+    tap = await EventTap.open(infra.rabbitmq_url, Topology(prefix))
+    try:
+        order = parse_event(json.loads((SAMPLES / "OrderPlaced.json").read_text()))
+        await tap.publish(order)
+        await tap.publish(order)  # a duplicate changes nothing
+        for process in services.values():
+            await eventually(lambda p=process: _consumed(p, "OrderPlaced") == 1)
+        refund = parse_event(json.loads((SAMPLES / "OrderRefunded.json").read_text()))
+        await tap.publish(refund)
+        for name in ("orders", "followups", "loyalty", "referrals"):
+            await eventually(lambda n=name: _consumed(services[n], "OrderRefunded") == 1)
+        for process in services.values():
+            assert _consumed(process, "OrderPlaced") == 1
+    finally:
+        await tap.close()
+
+
+async def test_sigterm_drains_in_flight_messages_and_loses_none(
+    services: dict[str, ServiceProcess], infra: Infrastructure, prefix: str
+) -> None:
+    topology = Topology(prefix)
+    loyalty = services["loyalty"]
+    tap = await EventTap.open(infra.rabbitmq_url, topology)
+    raw = json.loads((SAMPLES / "OrderPlaced.json").read_text())
+    try:
+        for n in range(500):
+            raw["id"], raw["data"]["order_id"] = f"drain-{n}", f"ord-drain-{n}"
+            await tap.publish(parse_event(raw))
+        await eventually(lambda: _consumed(loyalty, "OrderPlaced") > 1)
+        assert loyalty.terminate() == 0
+    finally:
+        await tap.close()
+    # Every message is either applied (its id in the inbox) or still waiting in the queue.
+    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(infra.mongodb_url)
+    applied = await mongo[topology.database("loyalty")].inbox.count_documents({"_id": {"$regex": "^drain-"}})
+    await mongo.close()
+    connection = await aio_pika.connect(infra.rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(topology.queue_name("loyalty"), passive=True)
+        waiting = queue.declaration_result.message_count
+    print(f"loyalty stopped with {applied} applied and {waiting} waiting")  # noqa: T201
+    assert applied + waiting == 500
+
+
+def test_every_service_stops_cleanly_on_sigterm(services: dict[str, ServiceProcess]) -> None:
+    for name, process in services.items():
+        started = time.monotonic()
+        assert process.terminate() == 0, process.logs()[-2000:]
+        print(f"{name} stopped in {time.monotonic() - started:.2f}s")  # noqa: T201
+        assert '"event": "service_stopped"' in process.logs()

@@ -1,0 +1,61 @@
+"""The outbox: an event committed while RabbitMQ is unreachable goes out once the broker is back."""
+
+from collections.abc import Callable
+
+from yarl import URL
+
+from shared.events import OrderPlacedEvent, PointsAwarded, PointsAwardedEvent
+from shared.mongo import OUTBOX
+from shared.settings import ServiceSettings
+from shared.testing.proxy import CuttableProxy
+from shared.testing.running import running_service
+from shared.testing.tap import EventTap, eventually
+from shared.unit import Unit
+from tests.service.probe import probe_spec
+
+
+async def test_an_event_written_while_the_broker_is_away_is_published_once_it_is_back(
+    service_name: str, settings: ServiceSettings, tap: EventTap, order_placed: Callable[..., OrderPlacedEvent]
+) -> None:
+    broker = URL(settings.rabbitmq_url)
+    proxy = CuttableProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    await proxy.start()
+    through_proxy = settings.model_copy(
+        update={"rabbitmq_url": str(broker.with_host("127.0.0.1").with_port(proxy.port))}
+    )
+    async with running_service(probe_spec(service_name), through_proxy) as (rt, http):
+        await proxy.cut()
+
+        async def broker_unreachable() -> bool:
+            return not await rt.broker.ping(timeout=0.5)
+
+        await eventually(broker_unreachable)
+        assert (await http.get("/readyz")).status_code == 503
+
+        award = PointsAwardedEvent.new(
+            PointsAwarded(entry_id="le_outage", customer_id="cus_1", points=10, reason="adjustment",
+                          balance=10, tier="bronze"),
+            source=service_name,
+            subject="cus_1",
+        )
+
+        async def award_points(unit: Unit) -> None:
+            unit.publish(award)
+
+        await rt.transaction(award_points)
+        # The relay tries, fails, and keeps the entry pending while the broker is away.
+        await eventually(lambda: rt.metrics.registry.get_sample_value("rapport_outbox_publish_failures_total"))
+        assert await rt.db[OUTBOX].find_one({"_id": award.id, "status": "pending"}) is not None
+        assert [e for e in tap.bodies() if e["id"] == award.id] == []
+
+        await proxy.start()
+        sent = await eventually(lambda: rt.db[OUTBOX].find_one({"_id": award.id, "status": "sent"}), timeout=30)
+        assert sent["sent_at"] is not None
+        received = await tap.wait_for(lambda e: e["id"] == award.id)
+        # Later traffic flows too, and the outage left exactly one copy downstream.
+        await tap.publish(order_placed("ord-after-outage"))
+        await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["order_id"] == "ord-after-outage")
+        assert len([e for e in tap.bodies() if e["id"] == award.id]) == 1
+        assert received[0]["data"]["entry_id"] == "le_outage"
+        assert (await http.get("/readyz")).status_code == 200
+    await proxy.cut()
