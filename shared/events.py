@@ -37,7 +37,9 @@ class Customer(Payload):
     city: ShortText | None = _field("Town or city.", "Košice", default=None)
     region: ShortText | None = _field("Region, county or state.", "Košický kraj", default=None)
     country: Country | None = _field("ISO 3166-1 alpha-2 country.", "SK", default=None)
-    phone: Annotated[str, Field(max_length=40)] | None = _field("Phone number for a personal call.", "+421900123456", default=None)
+    phone: Annotated[str, Field(max_length=40)] | None = _field(
+        "Phone number for a personal call.", "+421900123456", default=None
+    )
 
 
 class LineItem(Payload):
@@ -100,7 +102,9 @@ class FeedbackReceived(Payload):
     order_id: Id | None = _field("The order it is about, if any.", "ord_5001", default=None)
     ratings: Ratings = _field("Ratings from 1 to 5.")
     nps: Nps | None = _field("Answer to 'how likely are you to recommend us', 0–10.", 9, default=None)
-    comment: Annotated[str, Field(max_length=5000)] | None = _field("Free text.", "Lovely mug, fast delivery.", default=None)
+    comment: Annotated[str, Field(max_length=5000)] | None = _field(
+        "Free text.", "Lovely mug, fast delivery.", default=None
+    )
     channel: Literal["email", "web", "phone", "survey"] = _field("How it reached the shop.", "email")
     received_at: Timestamp = _field("When it was received.", "2026-11-18T12:00:00+01:00")
 
@@ -204,8 +208,12 @@ class Envelope(BaseModel, Generic[DataT]):
     time: Timestamp = _field("When it happened.", "2026-11-02T10:15:00+01:00")
     subject: Id | None = _field("The customer id the event is about.", "cus_1001", default=None)
     correlationid: Id | None = _field("Ties a chain of events to what started it.", "ord_5001", default=None)
-    causationid: Id | None = _field("The id of the event that caused this one.", "9b2d4c1e-2a1f-4c3b-8e7d-5f6a7b8c9d0e", default=None)
-    datacontenttype: Literal["application/json"] = _field("Always JSON.", "application/json", default="application/json")
+    causationid: Id | None = _field(
+        "The id of the event that caused this one.", "9b2d4c1e-2a1f-4c3b-8e7d-5f6a7b8c9d0e", default=None
+    )
+    datacontenttype: Literal["application/json"] = _field(
+        "Always JSON.", "application/json", default="application/json"
+    )
     data: DataT
 
     @classmethod

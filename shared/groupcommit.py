@@ -92,7 +92,7 @@ class GroupCommit:
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
             outcomes = await self._transact(batch)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the failure is handed to each waiting consumer
             if len(batch) == 1:
                 _settle(batch[0].done, error=error)
                 return

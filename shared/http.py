@@ -18,9 +18,7 @@ def admin_guard(key: SecretStr | None) -> Callable[..., None]:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
         if key is None or not key.get_secret_value():
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "the API is disabled until ADMIN_API_KEY is set"
-            )
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "the API is disabled until ADMIN_API_KEY is set")
         if credentials is None or not hmac.compare_digest(
             credentials.credentials.encode(), key.get_secret_value().encode()
         ):

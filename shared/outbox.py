@@ -6,6 +6,7 @@ between publish and mark-sent is absorbed by the consumers' inbox.
 """
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -77,10 +78,8 @@ class OutboxRelay:
                 continue
             failures = 0
             if sent < self._batch_size:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
-                except TimeoutError:
-                    pass
 
     async def relay_once(self) -> tuple[int, bool]:
         """Publish one batch of due entries; return (published, whether every publish failed)."""
@@ -88,8 +87,14 @@ class OutboxRelay:
         if not entries:
             return 0, False
         results = await asyncio.gather(*(self._publish(entry) for entry in entries), return_exceptions=True)
-        sent = [entry["_id"] for entry, result in zip(entries, results, strict=True) if not isinstance(result, BaseException)]
-        failed = [(entry, result) for entry, result in zip(entries, results, strict=True) if isinstance(result, BaseException)]
+        sent = [
+            entry["_id"]
+            for entry, result in zip(entries, results, strict=True)
+            if not isinstance(result, BaseException)
+        ]
+        failed = [
+            (entry, result) for entry, result in zip(entries, results, strict=True) if isinstance(result, BaseException)
+        ]
         now = datetime.now(UTC)
         outbox = self._db[OUTBOX]
         if failed:
@@ -112,7 +117,14 @@ class OutboxRelay:
             retry_at = now + timedelta(seconds=min(0.5 * 2**attempts, MAX_ENTRY_BACKOFF_SECONDS))
             await outbox.update_one(
                 {"_id": entry["_id"]},
-                {"$set": {"attempts": attempts, "next_attempt_at": retry_at, "lease_until": now, "last_error": repr(error)}},
+                {
+                    "$set": {
+                        "attempts": attempts,
+                        "next_attempt_at": retry_at,
+                        "lease_until": now,
+                        "last_error": repr(error),
+                    }
+                },
             )
             log.warning("outbox_publish_failed", event_id=entry["_id"], attempts=attempts, error=repr(error))
         return len(sent), False

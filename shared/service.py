@@ -10,7 +10,7 @@ lets in-flight messages finish, and closes everything in order.
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,7 +19,6 @@ import structlog
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from faststream.rabbit import RabbitBroker
-from faststream.specification import AsyncAPI
 from pymongo import AsyncMongoClient
 from yarl import URL
 
@@ -45,7 +44,7 @@ class ServiceSpec:
     publishes: Sequence[type[Envelope[Any]]] = ()
     api: APIRouter | None = None
     ensure_indexes: Callable[[Database], Awaitable[None]] | None = None
-    background: Sequence[Callable[["Runtime"], Awaitable[None]]] = field(default=())
+    background: Sequence[Callable[["Runtime"], Coroutine[Any, Any, None]]] = field(default=())
 
 
 @dataclass
@@ -165,12 +164,6 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     if spec.api is not None:
         app.include_router(spec.api, dependencies=[Depends(admin_guard(settings.admin_api_key))])
     return app
-
-
-def asyncapi_document(spec: ServiceSpec, settings: ServiceSettings) -> str:
-    rt = build_runtime(spec, settings)
-    return AsyncAPI(rt.broker, title=f"Rapport {spec.name}", version="1.0.0",
-                    description=f"Events the {spec.name} service consumes and publishes.").to_specification().to_yaml()
 
 
 def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:

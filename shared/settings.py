@@ -18,17 +18,25 @@ class ServiceSettings(BaseSettings):
         "mongodb://localhost:27017/?replicaSet=rs0",
         description="MongoDB replica set (one node is enough; transactions need a replica set).",
     )
-    crm_prefix: str = Field("crm", pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="Prefix of exchange, queue and database names.")
+    crm_prefix: str = Field(
+        "crm", pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="Prefix of exchange, queue and database names."
+    )
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP API port.")
-    http_host: str = Field("0.0.0.0", description="Address the HTTP API listens on.")  # noqa: S104
-    admin_api_key: SecretStr | None = Field(None, description="Bearer key for the HTTP API; unset refuses every non-health request.")
+    http_host: str = Field("0.0.0.0", description="Address the HTTP API listens on.")
+    admin_api_key: SecretStr | None = Field(
+        None, description="Bearer key for the HTTP API; unset refuses every non-health request."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Log format.")
 
     # Group commit (DESIGN.md §5): the prefetch bounds the batch.
     batch_size: int = Field(100, ge=1, le=1000, description="Messages in flight per consumer = largest commit batch.")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a batch waits for company before it commits.")
-    retry_backoff_seconds: float = Field(0.2, ge=0, le=60, description="First back-off before a failed message is redelivered; doubles each time.")
+    batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long a batch waits for company before it commits."
+    )
+    retry_backoff_seconds: float = Field(
+        0.2, ge=0, le=60, description="First back-off before a failed message is redelivered; doubles each time."
+    )
     shutdown_grace_seconds: float = Field(15.0, ge=0, description="How long SIGTERM waits for in-flight messages.")
 
     @property

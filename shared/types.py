@@ -66,7 +66,7 @@ def _locale(value: str) -> str:
 Money = Annotated[
     Decimal,
     BeforeValidator(_money_from_string),
-    PlainSerializer(lambda amount: str(amount), return_type=str),
+    PlainSerializer(str, return_type=str),
     WithJsonSchema(
         {
             "type": "string",

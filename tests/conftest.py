@@ -46,7 +46,7 @@ async def infra(
     """The broker and database of this run; what the run declared in them is removed at the end."""
     with ExitStack() as cleanup:
         found = provide(tmp_path_factory.mktemp("infra"), cleanup)
-        print(f"\ninfrastructure: {found.how}")  # noqa: T201 - shown with -s: what the run talks to
+        print(f"\ninfrastructure: {found.how}")
         yield found
         await _remove_what_the_run_declared(found, topology, used_services)
 

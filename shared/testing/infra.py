@@ -29,7 +29,7 @@ def docker_answers() -> bool:
     if "DOCKER_HOST" not in os.environ and not Path("/var/run/docker.sock").exists():
         return False  # docker-py would leak a socket finding that out
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         client = docker.from_env(timeout=3)
         try:

@@ -10,7 +10,9 @@ from shared.settings import ServiceSettings
 
 
 @asynccontextmanager
-async def running_service(spec: ServiceSpec, settings: ServiceSettings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+async def running_service(
+    spec: ServiceSpec, settings: ServiceSettings
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     app = build_app(spec, settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

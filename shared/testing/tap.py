@@ -1,13 +1,14 @@
 """Publish events the way a shop backend does, and collect what a flow produces, with deadlines."""
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from shared.events import Envelope
 from shared.topology import Topology
@@ -16,21 +17,21 @@ from shared.topology import Topology
 class EventTap:
     """An exclusive queue bound to every routing key of the events exchange."""
 
-    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+    def __init__(self, connection: AbstractRobustConnection, exchange: AbstractExchange) -> None:
         self._connection = connection
-        self._topology = topology
+        self._exchange = exchange
         self.received: list[AbstractIncomingMessage] = []
         self._arrived = asyncio.Event()
 
     @classmethod
     async def open(cls, rabbitmq_url: str, topology: Topology) -> "EventTap":
-        tap = cls(await aio_pika.connect_robust(rabbitmq_url), topology)
-        channel = await tap._connection.channel(publisher_confirms=True)
+        connection = await aio_pika.connect_robust(rabbitmq_url)
+        channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(topology.events.name, aio_pika.ExchangeType.TOPIC, durable=True)
+        tap = cls(connection, exchange)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange, routing_key="#")
         await queue.consume(tap._on_message, no_ack=True)
-        tap._exchange = exchange
         return tap
 
     async def close(self) -> None:
@@ -69,12 +70,12 @@ class EventTap:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 seen = [b.get("type") for b in self.bodies()]
-                raise TimeoutError(f"expected {count} matching events within {timeout}s, got {len(matches)}; saw {seen}")
+                raise TimeoutError(
+                    f"expected {count} matching events within {timeout}s, got {len(matches)}; saw {seen}"
+                )
             self._arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout=min(remaining, 0.5))
-            except TimeoutError:
-                pass
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

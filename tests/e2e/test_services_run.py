@@ -21,12 +21,18 @@ SAMPLES = Path(__file__).parents[1] / "fixtures" / "events"
 
 
 @pytest.fixture(scope="module")
-def services(infra: Infrastructure, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServiceProcess]]:
+def services(
+    infra: Infrastructure, prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ServiceProcess]]:
     log_dir = tmp_path_factory.mktemp("logs")
     started = {
         name: service_process(
-            name, rabbitmq_url=infra.rabbitmq_url, mongodb_url=infra.mongodb_url, prefix=prefix,
-            log_dir=log_dir, ADMIN_API_KEY="e2e-key",
+            name,
+            rabbitmq_url=infra.rabbitmq_url,
+            mongodb_url=infra.mongodb_url,
+            prefix=prefix,
+            log_dir=log_dir,
+            ADMIN_API_KEY="e2e-key",
         )
         for name in SERVICES
     }
@@ -44,7 +50,7 @@ def services(infra: Infrastructure, prefix: str, tmp_path_factory: pytest.TempPa
 def test_every_service_becomes_ready(services: dict[str, ServiceProcess]) -> None:
     for name, process in services.items():
         assert process.ready_after is not None
-        print(f"{name} ready after {process.ready_after:.2f}s")  # noqa: T201 - the figure the note reports
+        print(f"{name} ready after {process.ready_after:.2f}s")
         assert httpx.get(f"{process.url}/healthz").json() == {"status": "alive"}
         assert httpx.get(f"{process.url}/readyz").json() == {"broker": "ok", "database": "ok"}
 
@@ -100,7 +106,7 @@ async def test_sigterm_drains_in_flight_messages_and_loses_none(
         channel = await connection.channel()
         queue = await channel.declare_queue(topology.queue_name("loyalty"), passive=True)
         waiting = queue.declaration_result.message_count
-    print(f"loyalty stopped with {applied} applied and {waiting} waiting")  # noqa: T201
+    print(f"loyalty stopped with {applied} applied and {waiting} waiting")
     assert applied + waiting == 500
 
 
@@ -108,5 +114,5 @@ def test_every_service_stops_cleanly_on_sigterm(services: dict[str, ServiceProce
     for name, process in services.items():
         started = time.monotonic()
         assert process.terminate() == 0, process.logs()[-2000:]
-        print(f"{name} stopped in {time.monotonic() - started:.2f}s")  # noqa: T201
+        print(f"{name} stopped in {time.monotonic() - started:.2f}s")
         assert '"event": "service_stopped"' in process.logs()

@@ -49,4 +49,6 @@ async def orders_seen(order_id: str) -> dict[str, Any]:
 
 
 def probe_spec(name: str) -> ServiceSpec:
-    return ServiceSpec(name=name, handlers={OrderPlacedEvent: on_order_placed}, publishes=(PointsAwardedEvent,), api=api)
+    return ServiceSpec(
+        name=name, handlers={OrderPlacedEvent: on_order_placed}, publishes=(PointsAwardedEvent,), api=api
+    )

@@ -104,7 +104,9 @@ async def test_one_bad_message_in_a_batch_does_not_hold_back_the_others(
             assert await applied_count(rt, event.data.order_id) == 1
         batches = rt.metrics.registry.get_sample_value("rapport_commit_batch_size_count") or 0
         assert batches < 300, "group commit should commit several messages per transaction"
-        await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["order_id"].startswith("ord-batch"), 300)
+        await tap.wait_for(
+            lambda e: e["type"] == "PointsAwarded" and e["data"]["order_id"].startswith("ord-batch"), 300
+        )
 
 
 async def _dead_letters(settings: ServiceSettings, service: str, expected: int) -> list:  # type: ignore[type-arg]

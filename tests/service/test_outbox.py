@@ -33,8 +33,9 @@ async def test_an_event_written_while_the_broker_is_away_is_published_once_it_is
         assert (await http.get("/readyz")).status_code == 503
 
         award = PointsAwardedEvent.new(
-            PointsAwarded(entry_id="le_outage", customer_id="cus_1", points=10, reason="adjustment",
-                          balance=10, tier="bronze"),
+            PointsAwarded(
+                entry_id="le_outage", customer_id="cus_1", points=10, reason="adjustment", balance=10, tier="bronze"
+            ),
             source=service_name,
             subject="cus_1",
         )

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Make sure a RabbitMQ answers on 127.0.0.1:5672 for `make run` and `make test`:
+# start the local one, installing it with apt-get when it is missing and we may;
+# otherwise say exactly what to run. Nothing to do when RABBITMQ_URL is set or
+# (for tests) a Docker daemon answers.
+set -euo pipefail
+
+if [ -n "${RABBITMQ_URL:-}" ]; then exit 0; fi
+if [ "${1:-}" = "--tests" ] && docker info >/dev/null 2>&1; then exit 0; fi
+
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if port_open; then exit 0; fi
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
+  else return 1
+  fi
+}
+
+if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then
+  echo "RabbitMQ is not installed; installing it with apt-get" >&2
+  if ! (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server); then
+    echo "Could not install RabbitMQ. Run:  sudo apt-get install -y rabbitmq-server && sudo rabbitmq-server -detached" >&2
+    echo "or set RABBITMQ_URL to a RabbitMQ you have." >&2
+    exit 1
+  fi
+fi
+
+port_open && exit 0
+echo "starting RabbitMQ (rabbitmq-server -detached)" >&2
+if ! as_root env PATH="$PATH:/usr/sbin" rabbitmq-server -detached; then
+  echo "Could not start RabbitMQ. Run:  sudo rabbitmq-server -detached" >&2
+  exit 1
+fi
+for _ in $(seq 1 120); do
+  if port_open; then
+    as_root env PATH="$PATH:/usr/sbin" rabbitmqctl await_startup >/dev/null 2>&1 || true
+    exit 0
+  fi
+  sleep 0.5
+done
+echo "RabbitMQ did not start listening on 5672 within 60 s; see /var/log/rabbitmq/" >&2
+exit 1
