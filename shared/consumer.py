@@ -78,6 +78,7 @@ def subscribe(broker: RabbitBroker, consumer: Consumer, group: GroupCommit, pref
     metrics = consumer.metrics
 
     async def consume(event: Any, message: RabbitMessage) -> None:
+        structlog.contextvars.bind_contextvars(correlation_id=event.correlationid or event.id, subject=event.subject)
         applied = await group.apply(event, consumer.handler_for(event.type))
         metrics.consumed.labels(type=event.type, outcome="applied" if applied else "duplicate").inc()
         if not applied:

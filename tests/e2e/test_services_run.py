@@ -10,13 +10,20 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.asyncapi import SPECS
 from shared.events import parse_event
 from shared.testing.infra import Infrastructure
 from shared.testing.processes import ServiceProcess, service_process
-from shared.testing.tap import EventTap, eventually
+from shared.testing.tap import EventTap, drain_queue, eventually
 from shared.topology import Topology
 
 SERVICES = ("orders", "followups", "loyalty", "referrals")
+EXPECTED_CONSUMERS = {  # DESIGN.md §2: who reacts to what
+    "orders": {"OrderPlaced", "OrderFulfilled", "OrderRefunded"},
+    "followups": {"OrderPlaced", "OrderFulfilled", "OrderRefunded", "ReferralInvited", "CustomerErased"},
+    "loyalty": {"OrderPlaced", "OrderRefunded", "FeedbackReceived", "ReferralConverted", "CustomerErased"},
+    "referrals": {"OrderPlaced", "OrderRefunded", "FeedbackReceived", "CustomerErased"},
+}
 SAMPLES = Path(__file__).parents[1] / "fixtures" / "events"
 
 
@@ -82,6 +89,31 @@ async def test_an_order_reaches_every_service_that_consumes_it(
         await tap.close()
 
 
+async def test_every_sample_event_is_accepted_by_the_services_that_consume_it(
+    services: dict[str, ServiceProcess], infra: Infrastructure, prefix: str
+) -> None:
+    topology = Topology(prefix)
+    for spec in SPECS:
+        assert {event.model_fields["type"].default for event in spec.handlers} == EXPECTED_CONSUMERS[spec.name]
+    before = {
+        (name, kind): _consumed(services[name], kind) for name, kinds in EXPECTED_CONSUMERS.items() for kind in kinds
+    }
+    tap = await EventTap.open(infra.rabbitmq_url, topology)
+    try:
+        for sample in sorted(SAMPLES.glob("*.json")):
+            raw = json.loads(sample.read_text())
+            raw["id"] = f"sample-{sample.stem}"
+            await tap.publish(parse_event(raw))
+        await tap.wait_for(lambda e: e["id"].startswith("sample-"), count=len(list(SAMPLES.glob("*.json"))))
+    finally:
+        await tap.close()
+    for (name, kind), count in before.items():
+        await eventually(lambda n=name, k=kind, c=count: _consumed(services[n], k) == c + 1)
+    for name in services:
+        dead = await drain_queue(infra.rabbitmq_url, f"{topology.queue_name(name)}.dlq")
+        assert dead == [], [m.headers for m in dead]
+
+
 async def test_sigterm_drains_in_flight_messages_and_loses_none(
     services: dict[str, ServiceProcess], infra: Infrastructure, prefix: str
 ) -> None:
@@ -90,7 +122,7 @@ async def test_sigterm_drains_in_flight_messages_and_loses_none(
     tap = await EventTap.open(infra.rabbitmq_url, topology)
     raw = json.loads((SAMPLES / "OrderPlaced.json").read_text())
     try:
-        for n in range(500):
+        for n in range(2000):
             raw["id"], raw["data"]["order_id"] = f"drain-{n}", f"ord-drain-{n}"
             await tap.publish(parse_event(raw))
         await eventually(lambda: _consumed(loyalty, "OrderPlaced") > 1)
@@ -107,7 +139,7 @@ async def test_sigterm_drains_in_flight_messages_and_loses_none(
         queue = await channel.declare_queue(topology.queue_name("loyalty"), passive=True)
         waiting = queue.declaration_result.message_count
     print(f"loyalty stopped with {applied} applied and {waiting} waiting")
-    assert applied + waiting == 500
+    assert applied + waiting == 2000
 
 
 def test_every_service_stops_cleanly_on_sigterm(services: dict[str, ServiceProcess]) -> None:
