@@ -118,8 +118,8 @@ class GroupCommit:
                 await item.handler(item.event, unit)
                 fresh.append(item.event)
                 outcomes.append(True)
-            await record_applied(self._db, session, fresh)
-            return outcomes, await unit.write_outbox()
+            record_applied(unit, fresh)
+            return outcomes, await unit.commit_writes()
 
         async with self._client.start_session() as session:
             outcomes, published = await session.with_transaction(attempt)

@@ -4,10 +4,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import InsertOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shared.events import Envelope
 from shared.mongo import INBOX, Database
+from shared.unit import Unit
 
 
 async def already_applied(db: Database, session: AsyncClientSession, event_ids: Iterable[str]) -> set[str]:
@@ -16,11 +18,11 @@ async def already_applied(db: Database, session: AsyncClientSession, event_ids: 
     return {doc["_id"] async for doc in cursor}
 
 
-async def record_applied(db: Database, session: AsyncClientSession, events: list[Envelope[Any]]) -> None:
-    # A concurrent replica recording the same id makes this transaction conflict and retry,
-    # and the retry then finds the id in already_applied().
-    if events:
-        now = datetime.now(UTC)
-        await db[INBOX].insert_many(
-            [{"_id": event.id, "type": event.type, "applied_at": now} for event in events], session=session
-        )
+def record_applied(unit: Unit, events: list[Envelope[Any]]) -> None:
+    """Write the ids of `events` with the unit's other writes.
+
+    A concurrent replica recording the same id makes one of the transactions fail;
+    its retry then finds the id in already_applied().
+    """
+    now = datetime.now(UTC)
+    unit.write(INBOX, *(InsertOne({"_id": event.id, "type": event.type, "applied_at": now}) for event in events))

@@ -4,12 +4,14 @@ Handlers and HTTP routes change state through a Unit; events they publish are
 written to the outbox in the same transaction (DESIGN.md §5).
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shared.events import Envelope
@@ -18,28 +20,53 @@ from shared.mongo import OUTBOX, Database
 T = TypeVar("T")
 
 
+WriteOperation = InsertOne[Any] | UpdateOne | UpdateMany | ReplaceOne[Any] | DeleteOne | DeleteMany
+
+
 @dataclass
 class Unit:
-    """What a handler gets: the service database, the transaction's session, and publish().
+    """What a handler gets: its writes, reads and published events join one transaction.
 
-    Pass `session=unit.session` to every read and write so it joins the transaction.
+    Writes are buffered and sent as one bulk write per collection when the unit
+    commits or before the next read, so a batch of handlers costs a few round
+    trips, not one per write, and every read still sees the writes before it.
+    Read through `find_one` / `find` (or pass `session=unit.session` after
+    `await unit.flush()`), never around the unit.
     """
 
     db: Database
     session: AsyncClientSession
     pending_events: list[Envelope[Any]] = field(default_factory=list)
+    pending_writes: list[tuple[str, WriteOperation]] = field(default_factory=list)
+
+    def write(self, collection: str, *operations: WriteOperation) -> None:
+        """Apply these writes (in order) when the unit commits."""
+        self.pending_writes.extend((collection, operation) for operation in operations)
 
     def publish(self, event: Envelope[Any]) -> None:
         """Publish `event` once this unit commits (through the outbox)."""
         self.pending_events.append(event)
 
-    async def write_outbox(self) -> int:
-        if not self.pending_events:
-            return 0
-        now = datetime.now(UTC)
-        await self.db[OUTBOX].insert_many(
-            [outbox_entry(event, now) for event in self.pending_events], session=self.session
-        )
+    async def find_one(self, collection: str, query: Mapping[str, Any], **options: Any) -> dict[str, Any] | None:
+        await self.flush()
+        return await self.db[collection].find_one(query, session=self.session, **options)
+
+    async def find(self, collection: str, query: Mapping[str, Any], **options: Any) -> list[dict[str, Any]]:
+        await self.flush()
+        return await self.db[collection].find(query, session=self.session, **options).to_list()
+
+    async def flush(self) -> None:
+        """Send the buffered writes: one ordered bulk write per run of writes to the same collection."""
+        writes, self.pending_writes = self.pending_writes, []
+        for collection, run in groupby(writes, key=itemgetter(0)):
+            await self.db[collection].bulk_write([op for _, op in run], ordered=True, session=self.session)
+
+    async def commit_writes(self) -> int:
+        """Flush the buffered writes and the outbox; return how many events were published."""
+        if self.pending_events:
+            now = datetime.now(UTC)
+            self.write(OUTBOX, *(InsertOne(outbox_entry(event, now)) for event in self.pending_events))
+        await self.flush()
         return len(self.pending_events)
 
 
@@ -71,7 +98,7 @@ async def run_in_transaction(
     async def attempt(session: AsyncClientSession) -> tuple[T, int]:
         unit = Unit(db=db, session=session)
         result = await work(unit)
-        return result, await unit.write_outbox()
+        return result, await unit.commit_writes()
 
     async with client.start_session() as session:
         return await session.with_transaction(attempt)

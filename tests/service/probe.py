@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
+from pymongo import UpdateOne
 
 from shared.events import OrderPlacedEvent, PointsAwarded, PointsAwardedEvent
 from shared.service import ServiceSpec
@@ -18,9 +19,7 @@ async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
     order = event.data
     if order.order_id.startswith("boom"):
         raise RuntimeError(f"cannot handle {order.order_id}")
-    await unit.db.orders_seen.update_one(
-        {"_id": order.order_id}, {"$inc": {"applied": 1}}, upsert=True, session=unit.session
-    )
+    unit.write("orders_seen", UpdateOne({"_id": order.order_id}, {"$inc": {"applied": 1}}, upsert=True))
     unit.publish(
         PointsAwardedEvent.new(
             PointsAwarded(

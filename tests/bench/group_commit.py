@@ -1,0 +1,92 @@
+"""Benchmark: consumer throughput with one commit per message vs group commit (DESIGN.md §5).
+
+    make bench-backbone            # or: .venv/bin/python -m tests.bench.group_commit [messages]
+
+Fills a service queue with OrderPlaced events, then starts the probe service
+(inbox insert + one upsert + one outbox event per message, relayed with
+publisher confirms) and measures how fast it drains the queue and the outbox,
+for several BATCH_SIZE values. Prints figures; asserts nothing about speed.
+"""
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import aio_pika
+
+from shared.events import parse_event
+from shared.mongo import OUTBOX
+from shared.settings import ServiceSettings
+from shared.testing.infra import provide
+from shared.testing.running import running_service
+from shared.testing.tap import EventTap
+from tests.service.probe import probe_spec
+
+SAMPLE = Path(__file__).parents[1] / "fixtures" / "events" / "OrderPlaced.json"
+
+
+async def measure(settings: ServiceSettings, service: str, messages: int) -> tuple[float, float]:
+    spec = probe_spec(service)
+    async with running_service(spec, settings):
+        pass  # declares the queue and its bindings
+    tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
+    raw = json.loads(SAMPLE.read_text())
+    for n in range(messages):
+        raw["id"], raw["data"]["order_id"] = str(uuid.uuid4()), f"bench-{n}"
+        await tap.publish(parse_event(raw))
+    await tap.close()
+
+    async with running_service(spec, settings) as (rt, _):
+        started = time.perf_counter()
+        while (
+            rt.metrics.registry.get_sample_value(
+                "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": "applied"}
+            )
+            or 0
+        ) < messages:
+            await asyncio.sleep(0.01)
+        consumed = time.perf_counter() - started
+        while await rt.db[OUTBOX].count_documents({"status": "pending"}):
+            await asyncio.sleep(0.01)
+        relayed = time.perf_counter() - started
+        batches = rt.metrics.registry.get_sample_value("rapport_commit_batch_size_count") or 1
+    print(
+        f"  batch_size={settings.batch_size:<4} {messages / consumed:8.0f} events/s consumed, "
+        f"{messages / relayed:8.0f} events/s through the outbox, {messages / batches:6.1f} messages per commit"
+    )
+    return messages / consumed, messages / relayed
+
+
+async def main(messages: int) -> None:
+    with ExitStack() as cleanup, tempfile.TemporaryDirectory() as workdir:
+        infra = provide(Path(workdir), cleanup)
+        prefix = f"bench{uuid.uuid4().hex[:6]}"
+        print(f"{messages} OrderPlaced per run; infrastructure: {infra.how}")
+        results = {}
+        for batch_size in (1, 10, 100):
+            settings = ServiceSettings(
+                rabbitmq_url=infra.rabbitmq_url,
+                mongodb_url=infra.mongodb_url,
+                crm_prefix=prefix,
+                batch_size=batch_size,
+                log_level="WARNING",
+            )
+            results[batch_size] = await measure(settings, f"bench{batch_size}", messages)
+        print(f"group commit (100) vs one commit per message: {results[100][0] / results[1][0]:.1f}x")
+        connection = await aio_pika.connect(infra.rabbitmq_url)
+        async with connection:
+            channel = await connection.channel()
+            for batch_size in results:
+                await channel.queue_delete(f"{prefix}.bench{batch_size}")
+                await channel.queue_delete(f"{prefix}.bench{batch_size}.dlq")
+            await channel.exchange_delete(f"{prefix}.events")
+            await channel.exchange_delete(f"{prefix}.dlx")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000))
