@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-service test-e2e lint format asyncapi constraints clean
+.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench constraints clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Prints figures; never part of `make test`. Results are recorded in docs/benchmarks.md.
+bench: install
+	deploy/local/ensure-rabbitmq.sh --tests
+	$(BIN)/python -m tests.bench.group_commit 5000
 
 asyncapi: install
 	$(BIN)/python -m services.asyncapi docs/asyncapi

@@ -61,7 +61,7 @@ def provide(workdir: Path, cleanup: ExitStack) -> Infrastructure:
 
 def _rabbitmq(use_docker: bool, on_exit: Callable[..., object]) -> tuple[str, str]:
     if use_docker:
-        from testcontainers.rabbitmq import RabbitMqContainer
+        from testcontainers.community.rabbitmq import RabbitMqContainer
 
         container = RabbitMqContainer("rabbitmq:3.13-alpine")
         container.start()
@@ -78,7 +78,7 @@ def _rabbitmq(use_docker: bool, on_exit: Callable[..., object]) -> tuple[str, st
 
 def _mongodb(use_docker: bool, workdir: Path, on_exit: Callable[..., object]) -> tuple[str, str]:
     if use_docker:
-        from testcontainers.mongodb import MongoDBAtlasLocalContainer
+        from testcontainers.community.mongodb import MongoDBAtlasLocalContainer
 
         container = MongoDBAtlasLocalContainer()
         container.start()
