@@ -1,0 +1,467 @@
+"""Loyalty rules as plain values and functions, no I/O.
+
+A member's ledger is derived from the facts the service has heard of (purchases,
+refunds, activities, redemptions), replayed in the order they happened. Every
+logical award has a key (``purchase:<order>``, ``refund:<order>``, ``review:<order>``…)
+and the replay says how many points each key should amount to; the service
+appends ledger entries for the difference from what the ledger already says.
+So a refund before its order, a late first order or a duplicate all end in the
+same balance as the in-order stream (DESIGN.md §5).
+
+Rules that a fact was earned under (rate, tiers, campaigns, point values) are
+captured on the fact when it is first heard of, so changing the rules later
+never rewrites history.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+
+# --- configuration -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    threshold: int  # purchase points in the tier window needed to hold it
+    multiplier: Decimal
+
+
+DEFAULT_TIERS = (
+    Tier("bronze", 0, Decimal("1.0")),
+    Tier("silver", 500, Decimal("1.25")),
+    Tier("gold", 1500, Decimal("1.5")),
+    Tier("vip", 5000, Decimal("2.0")),
+)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """One shop's earning rules (DESIGN.md §7 defaults)."""
+
+    rates: dict[str, Decimal] = field(default_factory=lambda: {c: Decimal(1) for c in ("EUR", "USD", "GBP", "CHF")})
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    review_points: int = 50
+    review_min_chars: int = 20
+    survey_points: int = 20
+    referrer_points: int = 500
+    referee_points: int = 250
+    two_sided_referrals: bool = True
+    points_lifetime_days: int = 365
+    tier_window_days: int = 365
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Bonus points in a window: ×multiplier on the order (or on the scoped line items)."""
+
+    campaign_id: str
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    multiplier: Decimal
+    categories: frozenset[str] = frozenset()
+    skus: frozenset[str] = frozenset()
+    bonus_lifetime_days: int = 30
+
+    def running_at(self, moment: datetime) -> bool:
+        return self.starts_at <= moment < self.ends_at
+
+    def covers(self, line: "Line") -> bool:
+        if not self.categories and not self.skus:
+            return True
+        return line.sku in self.skus or (line.category is not None and line.category in self.categories)
+
+
+# --- facts ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    category: str | None
+    amount: Decimal  # quantity × unit price
+
+
+@dataclass(frozen=True)
+class Purchase:
+    order_id: str
+    placed_at: datetime
+    currency: str
+    total: Decimal
+    lines: tuple[Line, ...]
+    rate: Decimal | None  # None: the currency earns nothing
+    tiers: tuple[Tier, ...]
+    campaigns: tuple[Campaign, ...]
+    lifetime_days: int
+    tier_window_days: int
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    order_id: str
+    amount: Decimal
+    refunded_at: datetime
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Points earned at one moment: for a review, a survey answer or a referral (or, in the replay, a purchase)."""
+
+    key: str
+    reason: str  # review | survey | referral
+    points: int
+    at: datetime
+    lifetime_days: int
+    order_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Redemption:
+    redemption_id: str
+    reward_id: str
+    points: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Facts:
+    purchases: tuple[Purchase, ...] = ()
+    refunds: tuple[Refund, ...] = ()
+    activities: tuple[Activity, ...] = ()
+    redemptions: tuple[Redemption, ...] = ()
+
+
+# --- rules ------------------------------------------------------------------------
+
+
+def floor_points(amount: Decimal) -> int:
+    return int(amount.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def tier_for(points: int, tiers: Sequence[Tier]) -> Tier:
+    """The highest tier whose threshold `points` reaches."""
+    held = tiers[0]
+    for tier in sorted(tiers, key=lambda t: t.threshold):
+        if points >= tier.threshold:
+            held = tier
+    return held
+
+
+def next_tier(points: int, tiers: Sequence[Tier]) -> tuple[Tier, int] | None:
+    """The next tier up and the points still missing, or None at the top."""
+    for tier in sorted(tiers, key=lambda t: t.threshold):
+        if points < tier.threshold:
+            return tier, tier.threshold - points
+    return None
+
+
+def scoped_amount(campaign: Campaign, lines: Sequence[Line], total: Decimal) -> Decimal:
+    """The part of the order total a campaign applies to; discounts shrink every line alike."""
+    if not campaign.categories and not campaign.skus:
+        return total
+    gross = sum((line.amount for line in lines), Decimal(0))
+    if gross <= 0:
+        return Decimal(0)
+    covered = sum((line.amount for line in lines if campaign.covers(line)), Decimal(0))
+    return total * covered / gross
+
+
+def purchase_points(
+    total: Decimal,
+    rate: Decimal | None,
+    tier_multiplier: Decimal,
+    campaigns: Sequence[Campaign],
+    lines: Sequence[Line],
+) -> tuple[int, dict[str, int]]:
+    """Base points and the bonus per campaign for one order.
+
+    points = floor(rate × tier multiplier × (total + Σ scoped part × (campaign multiplier − 1)));
+    with one campaign over the whole order that is DESIGN.md's
+    floor(total × rate × tier multiplier × campaign multiplier). Overlapping
+    campaigns add their bonuses; the bonus is split between them in proportion,
+    the remainder of the floor going to the first.
+    """
+    if rate is None:
+        return 0, {}
+    base = floor_points(total * rate * tier_multiplier)
+    extras = {c.campaign_id: scoped_amount(c, lines, total) * (c.multiplier - 1) for c in campaigns}
+    extras = {cid: extra for cid, extra in extras.items() if extra > 0}
+    with_bonus = floor_points(rate * tier_multiplier * (total + sum(extras.values(), Decimal(0))))
+    bonus_total = with_bonus - base
+    if bonus_total <= 0 or not extras:
+        return base, {}
+    weight = sum(extras.values(), Decimal(0))
+    split = {cid: floor_points(Decimal(bonus_total) * extra / weight) for cid, extra in extras.items()}
+    first = next(iter(split))
+    split[first] += bonus_total - sum(split.values())
+    return base, {cid: points for cid, points in split.items() if points > 0}
+
+
+def refund_reversal(order_points: int, order_total: Decimal, refunded: Decimal) -> int:
+    """Points to take back for `refunded` (cumulative) of an order: never past the award."""
+    if order_total <= 0 or order_points <= 0:
+        return 0
+    return floor_points(Decimal(order_points) * min(refunded, order_total) / order_total)
+
+
+def feedback_activities(
+    *,
+    feedback_id: str,
+    order_id: str | None,
+    comment: str | None,
+    nps: int | None,
+    received_at: datetime,
+    rules: Rules,
+) -> list[Activity]:
+    """A review (a comment of review_min_chars+) and a survey answer (NPS) earn once per order each."""
+    about = order_id or f"feedback-{feedback_id}"
+    earned = []
+    if comment is not None and len(comment.strip()) >= rules.review_min_chars and rules.review_points > 0:
+        earned.append(
+            Activity(
+                f"review:{about}", "review", rules.review_points, received_at, rules.points_lifetime_days, order_id
+            )
+        )
+    if nps is not None and rules.survey_points > 0:
+        earned.append(
+            Activity(
+                f"survey:{about}", "survey", rules.survey_points, received_at, rules.points_lifetime_days, order_id
+            )
+        )
+    return earned
+
+
+def referral_activity(
+    *, referral_id: str, side: str, converted_at: datetime, order_id: str, rules: Rules
+) -> Activity | None:
+    """Referral points for one side (referrer or referee); None when that side earns nothing."""
+    points = rules.referrer_points if side == "referrer" else rules.referee_points
+    if side == "referee" and not rules.two_sided_referrals:
+        points = 0
+    if points <= 0:
+        return None
+    return Activity(
+        f"referral:{referral_id}:{side}", "referral", points, converted_at, rules.points_lifetime_days, order_id
+    )
+
+
+# --- the replay ---------------------------------------------------------------------
+
+
+@dataclass
+class Lot:
+    """Earned points that can be spent and that expire."""
+
+    key: str
+    earned_at: datetime
+    expires_at: datetime
+    remaining: int
+    order_id: str | None
+
+
+@dataclass
+class Ledger:
+    """What the member's ledger should say, as of `now`."""
+
+    amounts: dict[str, int]  # key → signed points (earns positive, reversals/redemptions/expiries negative)
+    reasons: dict[str, str]  # key → reason of its entries
+    order_of_key: dict[str, str | None]
+    expiry_of_key: dict[str, datetime]
+    lots: list[Lot]
+    tier: Tier
+    qualifying_points: int
+    next_review_at: datetime | None
+
+    @property
+    def balance(self) -> int:
+        return sum(self.amounts.values())
+
+    def expiring_between(self, start: datetime, end: datetime) -> list[Lot]:
+        return sorted(
+            (lot for lot in self.lots if lot.remaining > 0 and start < lot.expires_at <= end),
+            key=lambda lot: lot.expires_at,
+        )
+
+
+_ORDER_OF_KINDS = {Purchase: 0, Activity: 1, Refund: 2, Redemption: 3}
+
+
+def _moment(fact: Purchase | Refund | Activity | Redemption) -> datetime:
+    if isinstance(fact, Purchase):
+        return fact.placed_at
+    if isinstance(fact, Refund):
+        return fact.refunded_at
+    return fact.at
+
+
+def _identity(fact: Purchase | Refund | Activity | Redemption) -> str:
+    if isinstance(fact, Purchase):
+        return fact.order_id
+    if isinstance(fact, Refund):
+        return fact.refund_id
+    if isinstance(fact, Activity):
+        return fact.key
+    return fact.redemption_id
+
+
+def replay(facts: Facts, now: datetime, current_tiers: Sequence[Tier] = DEFAULT_TIERS) -> Ledger:
+    """Replay a member's facts in the order they happened and say what the ledger should hold."""
+    return _Replay(facts).run(now, current_tiers)
+
+
+class _Replay:
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+        self.purchases = {p.order_id: p for p in facts.purchases}
+        self.amounts: dict[str, int] = {}
+        self.reasons: dict[str, str] = {}
+        self.order_of_key: dict[str, str | None] = {}
+        self.expiry_of_key: dict[str, datetime] = {}
+        self.lots: list[Lot] = []
+        self.order_points: dict[str, int] = {}
+        self.refunded: dict[str, Decimal] = {}
+        self.reversed: dict[str, int] = {}
+        self.pending_refunds: dict[str, list[Refund]] = {}
+        self.counted: list[tuple[datetime, str]] = []  # (placed_at, order_id) of purchases so far
+
+    def run(self, now: datetime, current_tiers: Sequence[Tier]) -> Ledger:
+        timeline = sorted(
+            [*self.facts.purchases, *self.facts.activities, *self.facts.refunds, *self.facts.redemptions],
+            key=lambda f: (_moment(f), _ORDER_OF_KINDS[type(f)], _identity(f)),
+        )
+        for fact in timeline:
+            self.expire_until(_moment(fact))
+            if isinstance(fact, Purchase):
+                self.purchase(fact)
+            elif isinstance(fact, Activity):
+                self.earn(fact)
+            elif isinstance(fact, Refund):
+                if fact.order_id in self.order_points:
+                    self.take_back(fact)
+                else:  # the order is not heard of yet, or came later by the shop's clock
+                    self.pending_refunds.setdefault(fact.order_id, []).append(fact)
+            else:
+                self.add(f"redeem:{fact.redemption_id}", -fact.points, "redemption", None)
+                self.spend(fact.points)
+        self.expire_until(now)
+        window = max((p.tier_window_days for p in self.facts.purchases), default=365)
+        points_now = self.qualifying(now, window, strictly_before=False)
+        upcoming = [lot.expires_at for lot in self.lots if lot.remaining > 0 and lot.expires_at > now]
+        upcoming += [at + timedelta(days=window) for at, _ in self.counted if at + timedelta(days=window) > now]
+        return Ledger(
+            amounts=self.amounts,
+            reasons=self.reasons,
+            order_of_key=self.order_of_key,
+            expiry_of_key=self.expiry_of_key,
+            lots=self.lots,
+            tier=tier_for(points_now, current_tiers),
+            qualifying_points=points_now,
+            next_review_at=min(upcoming, default=None),
+        )
+
+    def add(self, key: str, points: int, reason: str, order_id: str | None) -> None:
+        self.amounts[key] = self.amounts.get(key, 0) + points
+        self.reasons[key] = reason
+        self.order_of_key[key] = order_id
+
+    def earn(self, earned: Activity) -> None:
+        self.add(earned.key, earned.points, earned.reason, earned.order_id)
+        self.expiry_of_key[earned.key] = earned.at + timedelta(days=earned.lifetime_days)
+        self.lots.append(Lot(earned.key, earned.at, self.expiry_of_key[earned.key], earned.points, earned.order_id))
+
+    def purchase(self, fact: Purchase) -> None:
+        moment = fact.placed_at
+        held = tier_for(self.qualifying(moment, fact.tier_window_days, strictly_before=True), fact.tiers)
+        running = [c for c in fact.campaigns if c.running_at(moment)]
+        base, bonuses = purchase_points(fact.total, fact.rate, held.multiplier, running, fact.lines)
+        self.order_points[fact.order_id] = base + sum(bonuses.values())
+        self.counted.append((moment, fact.order_id))
+        if base > 0:
+            key = f"purchase:{fact.order_id}"
+            self.earn(Activity(key, "purchase", base, moment, fact.lifetime_days, fact.order_id))
+        lifetimes = {c.campaign_id: c.bonus_lifetime_days for c in running}
+        for campaign_id, bonus in bonuses.items():
+            key = f"bonus:{fact.order_id}:{campaign_id}"
+            self.earn(Activity(key, "bonus", bonus, moment, lifetimes[campaign_id], fact.order_id))
+        for refund in self.pending_refunds.pop(fact.order_id, []):
+            self.take_back(refund)
+
+    def expire_until(self, moment: datetime) -> None:
+        for lot in self.lots:
+            if lot.remaining > 0 and lot.expires_at <= moment:
+                self.add(f"expire:{lot.key}", -lot.remaining, "expiry", lot.order_id)
+                lot.remaining = 0
+
+    def qualifying(self, moment: datetime, window_days: int, *, strictly_before: bool) -> int:
+        start = moment - timedelta(days=window_days)
+        return sum(
+            self.order_points[order_id] - self.reversed.get(order_id, 0)
+            for placed_at, order_id in self.counted
+            if start < placed_at and (placed_at < moment if strictly_before else placed_at <= moment)
+        )
+
+    def take_back(self, refund: Refund) -> None:
+        order_id = refund.order_id
+        self.refunded[order_id] = self.refunded.get(order_id, Decimal(0)) + refund.amount
+        target = refund_reversal(self.order_points[order_id], self.purchases[order_id].total, self.refunded[order_id])
+        delta = target - self.reversed.get(order_id, 0)
+        if delta <= 0:
+            return
+        self.reversed[order_id] = target
+        self.add(f"refund:{order_id}", -delta, "refund", order_id)
+        owed = delta
+        for lot in sorted((lot for lot in self.lots if lot.order_id == order_id), key=lambda lot: lot.expires_at):
+            taken = min(owed, lot.remaining)
+            lot.remaining -= taken
+            owed -= taken
+
+    def spend(self, points: int) -> None:
+        """Redemptions spend the points that expire soonest first."""
+        for lot in sorted(self.lots, key=lambda lot: (lot.expires_at, lot.earned_at)):
+            taken = min(points, lot.remaining)
+            lot.remaining -= taken
+            points -= taken
+            if points == 0:
+                return
+
+
+# --- from replay to entries -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ledger entry to append: the difference between what a key should be and what it is."""
+
+    key: str
+    kind: str  # earn | reverse | redeem | expire | adjust
+    reason: str
+    points: int  # signed
+    order_id: str | None
+    expires_at: datetime | None
+
+
+def entries_to_append(desired: Ledger, recorded: dict[str, int]) -> list[Entry]:
+    entries = []
+    for key, points in desired.amounts.items():
+        delta = points - recorded.get(key, 0)
+        if delta == 0:
+            continue
+        entries.append(_entry(key, delta, desired, first=key not in recorded))
+    for key, points in recorded.items():  # a key the replay no longer produces (cannot happen today)
+        if key not in desired.amounts and points != 0:
+            entries.append(Entry(key, "adjust", "adjustment", -points, None, None))
+    return entries
+
+
+def _entry(key: str, delta: int, desired: Ledger, *, first: bool) -> Entry:
+    kind_of_prefix = {"refund": "reverse", "redeem": "redeem", "expire": "expire"}
+    kind = kind_of_prefix.get(key.split(":", 1)[0], "earn")
+    reason = desired.reasons[key]
+    natural_sign = 1 if kind == "earn" else -1
+    # A correction (a late fact changed an earlier award, or undid part of an expiry) is an adjustment.
+    if delta * natural_sign < 0 or (kind == "earn" and not first):
+        kind, reason = "adjust", "adjustment"
+    return Entry(key, kind, reason, delta, desired.order_of_key.get(key), desired.expiry_of_key.get(key))
