@@ -4,8 +4,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 
 class ServiceMetrics:
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, extra: CollectorRegistry | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.extra = extra
         self.consumed = Counter(
             "rapport_messages_consumed",
             "Events applied or skipped as duplicates.",
@@ -47,4 +48,5 @@ class ServiceMetrics:
         self.info.labels(service=service).set(1)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        own = generate_latest(self.registry)
+        return own + generate_latest(self.extra) if self.extra is not None else own

@@ -19,6 +19,7 @@ import structlog
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from faststream.rabbit import RabbitBroker
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from yarl import URL
 
@@ -45,6 +46,7 @@ class ServiceSpec:
     api: APIRouter | None = None
     ensure_indexes: Callable[[Database], Awaitable[None]] | None = None
     background: Sequence[Callable[["Runtime"], Coroutine[Any, Any, None]]] = field(default=())
+    metrics: CollectorRegistry | None = None  # the service's own metrics, served with the shared ones
 
 
 @dataclass
@@ -88,7 +90,7 @@ def runtime(request: Request) -> Runtime:
 def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
     """Wire everything without any I/O (so the AsyncAPI generator can use it too)."""
     topology = settings.topology
-    metrics = ServiceMetrics(spec.name)
+    metrics = ServiceMetrics(spec.name, extra=spec.metrics)
     broker = RabbitBroker(
         str(URL(settings.rabbitmq_url).update_query(name=f"rapport-{spec.name}")),
         logger=logging.getLogger(f"rapport.{spec.name}.broker"),

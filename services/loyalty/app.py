@@ -1,6 +1,10 @@
 """The loyalty service: points ledger, tiers, campaigns and rewards."""
 
+from services.loyalty.api import api
 from services.loyalty.handlers import HANDLERS
+from services.loyalty.jobs import expire_points_regularly
+from services.loyalty.service import METRICS
+from services.loyalty.store import ensure_indexes
 from shared.events import (
     PointsAwardedEvent,
     PointsExpiredEvent,
@@ -14,4 +18,8 @@ SPEC = ServiceSpec(
     name="loyalty",
     handlers=HANDLERS,
     publishes=(PointsAwardedEvent, PointsReversedEvent, PointsRedeemedEvent, PointsExpiredEvent, TierChangedEvent),
+    api=api,
+    ensure_indexes=ensure_indexes,
+    background=(expire_points_regularly,),
+    metrics=METRICS,
 )

@@ -1,7 +1,6 @@
 """Subscribers of the loyalty service: read the event, call the use case, nothing else."""
 
-import structlog
-
+from services.loyalty import service
 from shared.events import (
     CustomerErasedEvent,
     FeedbackReceivedEvent,
@@ -11,27 +10,25 @@ from shared.events import (
 )
 from shared.unit import Unit
 
-log = structlog.get_logger("rapport.loyalty")
-
 
 async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
-    log.info("order_placed_received", order_id=event.data.order_id, customer_id=event.data.customer.customer_id)
+    await service.award_purchase_points(unit, event)
 
 
 async def on_order_refunded(event: OrderRefundedEvent, unit: Unit) -> None:
-    log.info("order_refunded_received", order_id=event.data.order_id, refund_id=event.data.refund_id)
+    await service.reverse_refunded_points(unit, event)
 
 
 async def on_feedback_received(event: FeedbackReceivedEvent, unit: Unit) -> None:
-    log.info("feedback_received", feedback_id=event.data.feedback_id, customer_id=event.data.customer_id)
+    await service.award_feedback_points(unit, event)
 
 
 async def on_referral_converted(event: ReferralConvertedEvent, unit: Unit) -> None:
-    log.info("referral_converted_received", referral_id=event.data.referral_id)
+    await service.award_referral_points(unit, event)
 
 
 async def on_customer_erased(event: CustomerErasedEvent, unit: Unit) -> None:
-    log.info("customer_erased_received", customer_id=event.data.customer_id)
+    await service.erase_member(unit, event)
 
 
 HANDLERS = {

@@ -7,3 +7,4 @@ from shared.settings import ServiceSettings
 
 class LoyaltySettings(ServiceSettings):
     http_port: int = Field(8003, ge=1, le=65535, description="HTTP API port.")
+    expiry_interval_seconds: float = Field(60.0, gt=0, description="How often expiry and tier review run.")

@@ -1,0 +1,56 @@
+"""Scheduled work of loyalty: expire points and slide tiers, safely in any number of replicas."""
+
+import asyncio
+from datetime import datetime, timedelta
+
+import structlog
+
+from services.loyalty import service
+from services.loyalty.store import MEMBERS
+from shared.service import Runtime
+from shared.unit import Unit
+
+LEASE = timedelta(seconds=60)
+log = structlog.get_logger("rapport.loyalty.expiry")
+
+
+async def review_due_members(rt: Runtime, *, at: datetime | None = None, limit: int = 500) -> int:
+    """Review members whose points expire or whose tier window slides by `at`; return how many.
+
+    Each member is claimed with a lease (an atomic find-and-update), so replicas
+    running this together never review the same member at once; a member whose
+    replica died is picked up again when the lease runs out.
+    """
+    moment = at or service.now()
+    reviewed = 0
+    while reviewed < limit:
+        wall = service.now()
+        claimed = await rt.db[MEMBERS].find_one_and_update(
+            {
+                "next_review_at": {"$lte": moment},
+                "$or": [{"review_lease_until": None}, {"review_lease_until": {"$lte": wall}}],
+            },
+            {"$set": {"review_lease_until": wall + LEASE}},
+            projection={"_id": 1},
+        )
+        if claimed is None:
+            break
+
+        async def review(unit: Unit, customer_id: str = claimed["_id"]) -> None:
+            await service.review_member(unit, customer_id, moment)
+
+        await rt.transaction(review)
+        reviewed += 1
+    return reviewed
+
+
+async def expire_points_regularly(rt: Runtime) -> None:
+    interval = getattr(rt.settings, "expiry_interval_seconds", 60.0)
+    while True:
+        try:
+            reviewed = await review_due_members(rt)
+            if reviewed:
+                log.info("members_reviewed", count=reviewed)
+        except Exception as error:  # noqa: BLE001 - the next round tries again
+            log.warning("expiry_round_failed", error=repr(error))
+        await asyncio.sleep(interval)

@@ -1,0 +1,368 @@
+"""Loyalty use cases: hear of a fact, replay the member, append what changed, publish it."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+from pymongo import DeleteMany, DeleteOne, InsertOne, UpdateMany, UpdateOne
+
+from services.loyalty.domain import (
+    Activity,
+    Entry,
+    Ledger,
+    Line,
+    Purchase,
+    Redemption,
+    Refund,
+    Tier,
+    entries_to_append,
+    feedback_activities,
+    referral_activity,
+    replay,
+)
+from services.loyalty.store import (
+    ERASED,
+    LEDGER,
+    MEMBERS,
+    REDEMPTION_REQUESTS,
+    REWARDS,
+    Member,
+    ProgramCache,
+    erased_id,
+    is_erased,
+    load_member,
+    save_member,
+)
+from shared.events import (
+    CustomerErasedEvent,
+    Envelope,
+    FeedbackReceivedEvent,
+    OrderPlacedEvent,
+    OrderRefundedEvent,
+    PointsAwarded,
+    PointsAwardedEvent,
+    PointsExpired,
+    PointsExpiredEvent,
+    PointsRedeemed,
+    PointsRedeemedEvent,
+    PointsReversed,
+    PointsReversedEvent,
+    ReferralConvertedEvent,
+    TierChanged,
+    TierChangedEvent,
+)
+from shared.unit import Unit
+
+SOURCE = "loyalty"
+log = structlog.get_logger("rapport.loyalty")
+
+PROGRAM = ProgramCache()
+METRICS = CollectorRegistry()
+UNRATED_ORDERS = Counter(
+    "loyalty_orders_in_unrated_currency",
+    "Orders that earned no purchase points because their currency has no rate.",
+    ["currency"],
+    registry=METRICS,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- event use cases -----------------------------------------------------------------------
+
+
+async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
+    order = event.data
+    customer_id = order.customer.customer_id
+    if await is_erased(unit, customer_id):
+        return
+    member = await load_member(unit, customer_id)
+    if any(p.order_id == order.order_id for p in member.facts.purchases):
+        return  # the same order announced again under another event id
+    program = await PROGRAM.get(unit.db)
+    rate = program.rules.rates.get(order.currency)
+    if rate is None:
+        UNRATED_ORDERS.labels(currency=order.currency).inc()
+        log.info("order_in_unrated_currency", order_id=order.order_id, currency=order.currency)
+    purchase = Purchase(
+        order_id=order.order_id,
+        placed_at=order.placed_at,
+        currency=order.currency,
+        total=order.total,
+        lines=tuple(Line(i.sku, i.category, i.unit_price * i.quantity) for i in order.line_items),
+        rate=rate,
+        tiers=program.rules.tiers,
+        campaigns=tuple(c for c in program.campaigns if c.running_at(order.placed_at)),
+        lifetime_days=program.rules.points_lifetime_days,
+        tier_window_days=program.rules.tier_window_days,
+    )
+    member.facts = replace(member.facts, purchases=(*member.facts.purchases, purchase))
+    await settle(unit, member, cause=event, current_tiers=program.rules.tiers)
+
+
+async def reverse_refunded_points(unit: Unit, event: OrderRefundedEvent) -> None:
+    refund = event.data
+    if await is_erased(unit, refund.customer_id):
+        return
+    member = await load_member(unit, refund.customer_id)
+    if any(r.refund_id == refund.refund_id for r in member.facts.refunds):
+        return
+    fact = Refund(refund.refund_id, refund.order_id, refund.amount, refund.refunded_at)
+    member.facts = replace(member.facts, refunds=(*member.facts.refunds, fact))
+    await settle(unit, member, cause=event, current_tiers=(await PROGRAM.get(unit.db)).rules.tiers)
+
+
+async def award_feedback_points(unit: Unit, event: FeedbackReceivedEvent) -> None:
+    feedback = event.data
+    program = await PROGRAM.get(unit.db)
+    earned = feedback_activities(
+        feedback_id=feedback.feedback_id,
+        order_id=feedback.order_id,
+        comment=feedback.comment,
+        nps=feedback.nps,
+        received_at=feedback.received_at,
+        rules=program.rules,
+    )
+    await _add_activities(unit, feedback.customer_id, earned, event, program.rules.tiers)
+
+
+async def award_referral_points(unit: Unit, event: ReferralConvertedEvent) -> None:
+    referral = event.data
+    program = await PROGRAM.get(unit.db)
+    sides = [("referee", referral.referee_customer_id)]
+    if referral.program == "customer":  # affiliates are paid a commission, not points
+        sides.insert(0, ("referrer", referral.referrer_customer_id))
+    for side, customer_id in sides:
+        earned = referral_activity(
+            referral_id=referral.referral_id,
+            side=side,
+            converted_at=referral.converted_at,
+            order_id=referral.order_id,
+            rules=program.rules,
+        )
+        if earned is not None:
+            await _add_activities(unit, customer_id, [earned], event, program.rules.tiers)
+
+
+async def _add_activities(
+    unit: Unit, customer_id: str, earned: list[Activity], cause: Envelope[Any], tiers: Sequence[Tier]
+) -> None:
+    if not earned or await is_erased(unit, customer_id):
+        return
+    member = await load_member(unit, customer_id)
+    known = {a.key for a in member.facts.activities}
+    fresh = tuple(a for a in earned if a.key not in known)  # at most one of each per order
+    if not fresh:
+        return
+    member.facts = replace(member.facts, activities=(*member.facts.activities, *fresh))
+    await settle(unit, member, cause=cause, current_tiers=tiers)
+
+
+async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:
+    """Forget who the member is; the ledger's anonymous totals stay for the shop's books."""
+    customer_id = event.data.customer_id
+    anonymous = f"erased-{uuid.uuid4().hex[:16]}"
+    unit.write(ERASED, UpdateOne({"_id": erased_id(customer_id)}, {"$set": {"at": now()}}, upsert=True))
+    unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
+    unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": anonymous}}))
+    unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))
+    log.info("member_erased")
+
+
+# --- scheduled: expiry and tier review ---------------------------------------------------------
+
+
+async def review_member(unit: Unit, customer_id: str, at: datetime | None = None) -> None:
+    """Expire what is due and move the tier as the 365-day window slides."""
+    member = await load_member(unit, customer_id)
+    if member.exists:
+        await settle(unit, member, cause=None, current_tiers=(await PROGRAM.get(unit.db)).rules.tiers, at=at)
+
+
+# --- redemption ----------------------------------------------------------------------------------
+
+
+class RedemptionRefused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RedemptionResult:
+    status: int
+    body: dict[str, Any]
+
+
+async def redeem_reward(unit: Unit, customer_id: str, reward_id: str, idempotency_key: str) -> RedemptionResult:
+    """Spend points on a reward once per Idempotency-Key; never below zero."""
+    request_id = f"{customer_id}:{idempotency_key}"
+    first = await unit.find_one(REDEMPTION_REQUESTS, {"_id": request_id})
+    if first is not None:
+        if first["reward_id"] != reward_id:
+            raise RedemptionRefused(422, "Idempotency-Key: already used for another reward")
+        return RedemptionResult(first["status"], first["body"])
+    result = await _redeem(unit, customer_id, reward_id)
+    unit.write(
+        REDEMPTION_REQUESTS,
+        InsertOne(
+            {
+                "_id": request_id,
+                "customer_id": customer_id,
+                "reward_id": reward_id,
+                "status": result.status,
+                "body": result.body,
+                "at": now(),
+            }
+        ),
+    )
+    return result
+
+
+async def _redeem(unit: Unit, customer_id: str, reward_id: str) -> RedemptionResult:
+    reward = await unit.find_one(REWARDS, {"_id": reward_id, "active": True})
+    if reward is None:
+        raise RedemptionRefused(404, f"reward_id: no active reward {reward_id!r}")
+    member = await load_member(unit, customer_id)
+    tiers = (await PROGRAM.get(unit.db)).rules.tiers
+    at = now()
+    balance = replay(member.facts, at, tiers).balance
+    price = int(reward["points_price"])
+    if balance < price:
+        detail = f"balance {balance} does not cover {price} points for {reward['name']!r}"
+        return RedemptionResult(409, {"detail": detail, "balance": balance, "points_price": price})
+    redemption = Redemption(str(uuid.uuid4()), reward_id, price, at)
+    member.facts = replace(member.facts, redemptions=(*member.facts.redemptions, redemption))
+    ledger = await settle(unit, member, cause=None, current_tiers=tiers, at=at)
+    return RedemptionResult(
+        201,
+        {
+            "redemption_id": redemption.redemption_id,
+            "customer_id": customer_id,
+            "reward_id": reward_id,
+            "points": price,
+            "balance": ledger.balance,
+        },
+    )
+
+
+# --- the one way state changes: replay, append the difference, publish ----------------------------
+
+
+async def settle(
+    unit: Unit,
+    member: Member,
+    *,
+    cause: Envelope[Any] | None,
+    current_tiers: Sequence[Tier],
+    at: datetime | None = None,
+) -> Ledger:
+    moment = at or now()
+    ledger = replay(member.facts, moment, current_tiers)
+    entries = entries_to_append(ledger, member.recorded)
+    balance = sum(member.recorded.values())
+    expired = 0
+    for entry in entries:
+        balance += entry.points
+        member.recorded[entry.key] = member.recorded.get(entry.key, 0) + entry.points
+        entry_id = str(uuid.uuid4())
+        unit.write(LEDGER, InsertOne(_ledger_doc(entry_id, member.customer_id, entry, balance, cause, moment)))
+        if entry.kind == "expire":
+            expired -= entry.points
+        else:
+            unit.publish(_event_for(entry, entry_id, member, balance, ledger.tier.name, cause))
+    if expired > 0:
+        unit.publish(
+            PointsExpiredEvent.new(
+                PointsExpired(customer_id=member.customer_id, points=expired, balance=balance),
+                source=SOURCE,
+                subject=member.customer_id,
+                cause=cause,
+            )
+        )
+    if ledger.tier.name != member.tier:
+        unit.publish(
+            TierChangedEvent.new(
+                TierChanged(customer_id=member.customer_id, from_tier=member.tier, to_tier=ledger.tier.name),
+                source=SOURCE,
+                subject=member.customer_id,
+                cause=cause,
+            )
+        )
+        log.info("tier_changed", customer_id=member.customer_id, from_tier=member.tier, to_tier=ledger.tier.name)
+    member.balance, member.tier = balance, ledger.tier.name
+    save_member(
+        unit, member, qualifying_points=ledger.qualifying_points, next_review_at=ledger.next_review_at, now=moment
+    )
+    return ledger
+
+
+def _ledger_doc(
+    entry_id: str, customer_id: str, entry: Entry, balance: int, cause: Envelope[Any] | None, at: datetime
+) -> dict[str, Any]:
+    return {
+        "_id": entry_id,
+        "customer_id": customer_id,
+        "kind": entry.kind,
+        "reason": entry.reason,
+        "key": entry.key,
+        "points": entry.points,
+        "balance_after": balance,
+        "order_id": entry.order_id,
+        "expires_at": entry.expires_at if entry.kind == "earn" else None,
+        "cause_event_id": cause.id if cause is not None else None,
+        "cause_type": cause.type if cause is not None else None,
+        "at": at,
+    }
+
+
+def _event_for(
+    entry: Entry, entry_id: str, member: Member, balance: int, tier: str, cause: Envelope[Any] | None
+) -> Envelope[Any]:
+    customer_id = member.customer_id
+    if entry.kind == "redeem":
+        redemption_id = entry.key.split(":", 1)[1]
+        reward_id = next(r.reward_id for r in member.facts.redemptions if r.redemption_id == redemption_id)
+        data: Any = PointsRedeemed(
+            redemption_id=redemption_id,
+            customer_id=customer_id,
+            reward_id=reward_id,
+            points=-entry.points,
+            balance=balance,
+        )
+        return PointsRedeemedEvent.new(data, source=SOURCE, subject=customer_id, cause=cause)
+    if entry.points > 0:
+        data = PointsAwarded(
+            entry_id=entry_id,
+            customer_id=customer_id,
+            points=entry.points,
+            reason=entry.reason,  # type: ignore[arg-type]
+            order_id=entry.order_id,
+            balance=balance,
+            tier=tier,
+            expires_at=entry.expires_at,
+        )
+        return PointsAwardedEvent.new(data, source=SOURCE, subject=customer_id, cause=cause)
+    data = PointsReversed(
+        entry_id=entry_id,
+        customer_id=customer_id,
+        points=-entry.points,
+        reason="refund" if entry.kind == "reverse" else "adjustment",
+        order_id=entry.order_id,
+        balance=balance,
+    )
+    return PointsReversedEvent.new(data, source=SOURCE, subject=customer_id, cause=cause)
+
+
+def expiring_within(ledger: Ledger, start: datetime, days: int = 30) -> list[dict[str, Any]]:
+    return [
+        {"points": lot.remaining, "expires_at": lot.expires_at, "key": lot.key}
+        for lot in ledger.expiring_between(start, start + timedelta(days=days))
+    ]

@@ -1,0 +1,235 @@
+"""MongoDB for loyalty: members (facts and derived totals), the ledger, rules, campaigns, rewards.
+
+Collections:
+- members: one document per member: the facts heard of (purchases, refunds,
+  activities, redemptions), what the ledger records per key, balance and tier.
+- ledger: append-only entries, one per change of a key.
+- config: the shop's rules (one document, `_id: "rules"`).
+- campaigns, rewards: what the owner configured.
+- redemption_requests: Idempotency-Key → first result.
+- erased: sha256 of erased customer ids, so late events do not bring them back.
+"""
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne
+
+from services.loyalty.domain import (
+    Activity,
+    Campaign,
+    Facts,
+    Line,
+    Purchase,
+    Redemption,
+    Refund,
+    Rules,
+    Tier,
+)
+from shared.mongo import Database
+from shared.unit import Unit
+
+MEMBERS = "members"
+LEDGER = "ledger"
+CONFIG = "config"
+CAMPAIGNS = "campaigns"
+REWARDS = "rewards"
+REDEMPTION_REQUESTS = "redemption_requests"
+ERASED = "erased"
+
+
+async def ensure_indexes(db: Database) -> None:
+    await db[MEMBERS].create_indexes(
+        [IndexModel([("next_review_at", ASCENDING)], partialFilterExpression={"next_review_at": {"$type": "date"}})]
+    )
+    await db[LEDGER].create_indexes([IndexModel([("customer_id", ASCENDING), ("at", DESCENDING)])])
+    await db[CAMPAIGNS].create_indexes([IndexModel([("ends_at", ASCENDING)])])
+
+
+# --- members ----------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    customer_id: str
+    facts: Facts = field(default_factory=Facts)
+    recorded: dict[str, int] = field(default_factory=dict)
+    balance: int = 0
+    tier: str = "bronze"
+    exists: bool = False
+
+
+async def load_member(unit: Unit, customer_id: str) -> Member:
+    doc = await unit.find_one(MEMBERS, {"_id": customer_id})
+    if doc is None:
+        return Member(customer_id)
+    return Member(
+        customer_id=customer_id,
+        facts=Facts(
+            purchases=tuple(_purchase(p) for p in doc.get("purchases", [])),
+            refunds=tuple(_refund(r) for r in doc.get("refunds", [])),
+            activities=tuple(_activity(a) for a in doc.get("activities", [])),
+            redemptions=tuple(_redemption(r) for r in doc.get("redemptions", [])),
+        ),
+        recorded=dict(doc.get("recorded", {})),
+        balance=doc.get("balance", 0),
+        tier=doc.get("tier", "bronze"),
+        exists=True,
+    )
+
+
+def save_member(
+    unit: Unit,
+    member: Member,
+    *,
+    qualifying_points: int,
+    next_review_at: datetime | None,
+    now: datetime,
+) -> None:
+    doc = {
+        "_id": member.customer_id,
+        "balance": member.balance,
+        "tier": member.tier,
+        "qualifying_points": qualifying_points,
+        "recorded": member.recorded,
+        "next_review_at": next_review_at,
+        "review_lease_until": None,
+        "purchases": [_jsonable(asdict(p)) for p in member.facts.purchases],
+        "refunds": [_jsonable(asdict(r)) for r in member.facts.refunds],
+        "activities": [_jsonable(asdict(a)) for a in member.facts.activities],
+        "redemptions": [_jsonable(asdict(r)) for r in member.facts.redemptions],
+        "updated_at": now,
+    }
+    unit.write(MEMBERS, ReplaceOne({"_id": member.customer_id}, doc, upsert=True))
+
+
+def _jsonable(value: Any) -> Any:
+    """Decimals as strings, sets as sorted lists: what MongoDB can store and give back exactly."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (frozenset, set)):
+        return sorted(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _tier(doc: dict[str, Any]) -> Tier:
+    return Tier(doc["name"], int(doc["threshold"]), Decimal(doc["multiplier"]))
+
+
+def campaign_from_doc(doc: dict[str, Any]) -> Campaign:
+    return Campaign(
+        campaign_id=doc["campaign_id"],
+        name=doc["name"],
+        starts_at=doc["starts_at"],
+        ends_at=doc["ends_at"],
+        multiplier=Decimal(doc["multiplier"]),
+        categories=frozenset(doc.get("categories", [])),
+        skus=frozenset(doc.get("skus", [])),
+        bonus_lifetime_days=int(doc.get("bonus_lifetime_days", 30)),
+    )
+
+
+def _purchase(doc: dict[str, Any]) -> Purchase:
+    return Purchase(
+        order_id=doc["order_id"],
+        placed_at=doc["placed_at"],
+        currency=doc["currency"],
+        total=Decimal(doc["total"]),
+        lines=tuple(Line(line["sku"], line.get("category"), Decimal(line["amount"])) for line in doc["lines"]),
+        rate=Decimal(doc["rate"]) if doc.get("rate") is not None else None,
+        tiers=tuple(_tier(t) for t in doc["tiers"]),
+        campaigns=tuple(campaign_from_doc(c) for c in doc["campaigns"]),
+        lifetime_days=int(doc["lifetime_days"]),
+        tier_window_days=int(doc["tier_window_days"]),
+    )
+
+
+def _refund(doc: dict[str, Any]) -> Refund:
+    return Refund(doc["refund_id"], doc["order_id"], Decimal(doc["amount"]), doc["refunded_at"])
+
+
+def _activity(doc: dict[str, Any]) -> Activity:
+    return Activity(
+        doc["key"], doc["reason"], int(doc["points"]), doc["at"], int(doc["lifetime_days"]), doc.get("order_id")
+    )
+
+
+def _redemption(doc: dict[str, Any]) -> Redemption:
+    return Redemption(doc["redemption_id"], doc["reward_id"], int(doc["points"]), doc["at"])
+
+
+# --- erased customers ---------------------------------------------------------------------
+
+
+def erased_id(customer_id: str) -> str:
+    return hashlib.sha256(customer_id.encode()).hexdigest()
+
+
+async def is_erased(unit: Unit, customer_id: str) -> bool:
+    return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
+
+
+# --- rules and campaigns, cached briefly ------------------------------------------------------
+
+
+def rules_to_doc(rules: Rules) -> dict[str, Any]:
+    doc: dict[str, Any] = _jsonable(asdict(rules))
+    return doc
+
+
+def rules_from_doc(doc: dict[str, Any] | None) -> Rules:
+    if doc is None:
+        return Rules()
+    defaults = Rules()
+    return Rules(
+        rates={currency: Decimal(rate) for currency, rate in doc.get("rates", {}).items()},
+        tiers=tuple(_tier(t) for t in doc.get("tiers", [])) or defaults.tiers,
+        review_points=doc.get("review_points", defaults.review_points),
+        review_min_chars=doc.get("review_min_chars", defaults.review_min_chars),
+        survey_points=doc.get("survey_points", defaults.survey_points),
+        referrer_points=doc.get("referrer_points", defaults.referrer_points),
+        referee_points=doc.get("referee_points", defaults.referee_points),
+        two_sided_referrals=doc.get("two_sided_referrals", defaults.two_sided_referrals),
+        points_lifetime_days=doc.get("points_lifetime_days", defaults.points_lifetime_days),
+        tier_window_days=doc.get("tier_window_days", defaults.tier_window_days),
+    )
+
+
+@dataclass
+class Program:
+    """The rules and campaigns in force, as one value handlers read."""
+
+    rules: Rules
+    campaigns: tuple[Campaign, ...]
+
+
+class ProgramCache:
+    """Rules and campaigns change rarely and are read for every order: keep them a few seconds.
+
+    A change through this replica's API clears it at once; other replicas see it
+    within `ttl_seconds`.
+    """
+
+    def __init__(self, ttl_seconds: float = 5.0) -> None:
+        self._ttl = ttl_seconds
+        self._loaded: dict[str, tuple[float, Program]] = {}  # by database: one process may serve several shops
+
+    def clear(self) -> None:
+        self._loaded.clear()
+
+    async def get(self, db: Database) -> Program:
+        loaded = self._loaded.get(db.name)
+        if loaded is None or time.monotonic() - loaded[0] > self._ttl:
+            rules = rules_from_doc(await db[CONFIG].find_one({"_id": "rules"}))
+            campaigns = tuple([campaign_from_doc(doc) async for doc in db[CAMPAIGNS].find({"active": True})])
+            loaded = (time.monotonic(), Program(rules, campaigns))
+            self._loaded[db.name] = loaded
+        return loaded[1]

@@ -1,0 +1,514 @@
+"""Loyalty against the real broker and MongoDB: earning, refunds, order-independence, redemptions, expiry."""
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from services.loyalty import service as loyalty
+from services.loyalty.app import SPEC
+from services.loyalty.domain import Facts, Line, Purchase, Refund, Rules, feedback_activities, referral_activity, replay
+from services.loyalty.jobs import review_due_members
+from services.loyalty.settings import LoyaltySettings
+from services.loyalty.store import LEDGER, MEMBERS
+from shared.events import (
+    Customer,
+    CustomerErased,
+    CustomerErasedEvent,
+    Envelope,
+    FeedbackReceived,
+    FeedbackReceivedEvent,
+    LineItem,
+    OrderPlaced,
+    OrderPlacedEvent,
+    OrderRefunded,
+    OrderRefundedEvent,
+    Ratings,
+    ReferralConverted,
+    ReferralConvertedEvent,
+)
+from shared.service import Runtime
+from shared.settings import ServiceSettings
+from shared.testing.running import running_service
+from shared.testing.tap import EventTap, eventually
+
+ADMIN = {"Authorization": "Bearer test-admin-key"}
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def loyalty_service(
+    service_name: str, settings: ServiceSettings
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    own = LoyaltySettings(**settings.model_dump(), expiry_interval_seconds=3600)
+    async with running_service(replace(SPEC, name=service_name), own) as running:
+        yield running
+
+
+def order(customer_id: str, order_id: str, total: str, at: datetime, currency: str = "EUR") -> OrderPlacedEvent:
+    items = [LineItem(sku="MUG", name="Mug", quantity=1, unit_price=Decimal(total), category="kitchen")]
+    data = OrderPlaced(
+        order_id=order_id,
+        customer=Customer(customer_id=customer_id, email=f"{customer_id}@example.com"),
+        placed_at=at,
+        currency=currency,
+        total=Decimal(total),
+        line_items=items,
+    )
+    return OrderPlacedEvent.new(data, source="shop", subject=customer_id)
+
+
+def refund(customer_id: str, order_id: str, amount: str, at: datetime) -> OrderRefundedEvent:
+    data = OrderRefunded(
+        refund_id=f"ref-{uuid.uuid4().hex[:8]}",
+        order_id=order_id,
+        customer_id=customer_id,
+        amount=Decimal(amount),
+        currency="EUR",
+        refunded_at=at,
+    )
+    return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
+
+
+def feedback(
+    customer_id: str, order_id: str, comment: str | None, nps: int | None, at: datetime
+) -> FeedbackReceivedEvent:
+    data = FeedbackReceived(
+        feedback_id=f"fb-{uuid.uuid4().hex[:8]}",
+        customer_id=customer_id,
+        order_id=order_id,
+        ratings=Ratings(overall=4),
+        nps=nps,
+        comment=comment,
+        channel="email",
+        received_at=at,
+    )
+    return FeedbackReceivedEvent.new(data, source="followups", subject=customer_id)
+
+
+def referral(referrer: str, referee: str, order_id: str, at: datetime) -> ReferralConvertedEvent:
+    data = ReferralConverted(
+        referral_id=f"rf-{uuid.uuid4().hex[:8]}",
+        code="K7QX-M2PA",
+        referrer_customer_id=referrer,
+        referee_customer_id=referee,
+        order_id=order_id,
+        order_total=Decimal("10"),
+        currency="EUR",
+        converted_at=at,
+        program="customer",
+    )
+    return ReferralConvertedEvent.new(data, source="referrals", subject=referee)
+
+
+async def member(http: httpx.AsyncClient, customer_id: str) -> dict[str, Any]:
+    got = await http.get(f"/members/{customer_id}", headers=ADMIN)
+    assert got.status_code == 200, got.text
+    body: dict[str, Any] = got.json()
+    return body
+
+
+def consumed(rt: Runtime) -> float:
+    registry = rt.metrics.registry
+    return sum(
+        registry.get_sample_value("rapport_messages_consumed_total", {"type": t, "outcome": o}) or 0
+        for t in ("OrderPlaced", "OrderRefunded", "FeedbackReceived", "ReferralConverted", "CustomerErased")
+        for o in ("applied", "duplicate")
+    )
+
+
+async def test_an_order_earns_points_explained_on_the_member_page(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, http = loyalty_service
+    placed = order("cus-a", "ord-a1", "120.50", NOW - timedelta(days=1))
+    await tap.publish(placed)
+    awarded = await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["causationid"] == placed.id)
+    assert awarded[0]["data"] | {"entry_id": None, "expires_at": None} == {
+        "entry_id": None,
+        "customer_id": "cus-a",
+        "points": 120,
+        "reason": "purchase",
+        "order_id": "ord-a1",
+        "balance": 120,
+        "tier": "bronze",
+        "expires_at": None,
+    }
+    page = await member(http, "cus-a")
+    assert page["balance"] == 120
+    assert page["tier"] == "bronze"
+    assert page["next_tier"] == {"name": "silver", "points_needed": 380}
+    assert [(e["kind"], e["reason"], e["points"], e["cause"]) for e in page["recent_entries"]] == [
+        ("earn", "purchase", 120, "OrderPlaced")
+    ]
+    assert page["expiring_in_30_days"] == 0
+    assert (await http.get("/members/nobody", headers=ADMIN)).status_code == 404
+
+
+async def test_reaching_silver_publishes_tier_changed_and_multiplies_the_next_order(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, _http = loyalty_service
+    await tap.publish(order("cus-t", "ord-t1", "500", NOW - timedelta(days=2)))
+    await tap.wait_for(lambda e: e["type"] == "TierChanged" and e["data"]["customer_id"] == "cus-t")
+    await tap.publish(order("cus-t", "ord-t2", "100", NOW - timedelta(days=1)))
+    second = await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"].get("order_id") == "ord-t2")
+    assert second[0]["data"]["points"] == 125
+    changed = [e["data"] for e in tap.bodies("TierChanged") if e["data"]["customer_id"] == "cus-t"]
+    assert changed == [{"customer_id": "cus-t", "from_tier": "bronze", "to_tier": "silver"}]
+
+
+async def test_a_refund_before_its_order_reverses_once_the_order_arrives(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    early = refund("cus-r", "ord-r1", "25", NOW - timedelta(hours=1))
+    await tap.publish(early)
+    await eventually(lambda: consumed(rt) == 1)
+    assert tap.bodies("PointsReversed") == []
+    await tap.publish(order("cus-r", "ord-r1", "100", NOW - timedelta(hours=2)))
+    reversed_ = await tap.wait_for(lambda e: e["type"] == "PointsReversed" and e["data"]["customer_id"] == "cus-r")
+    assert reversed_[0]["data"]["points"] == 25
+    assert reversed_[0]["data"]["reason"] == "refund"
+    assert (await member(http, "cus-r"))["balance"] == 75
+
+
+async def test_an_unconfigured_currency_earns_nothing_and_is_counted(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    before = loyalty.METRICS.get_sample_value("loyalty_orders_in_unrated_currency_total", {"currency": "JPY"}) or 0
+    await tap.publish(order("cus-y", "ord-y1", "5000", NOW, currency="JPY"))
+    await eventually(lambda: consumed(rt) == 1)
+    after = loyalty.METRICS.get_sample_value("loyalty_orders_in_unrated_currency_total", {"currency": "JPY"})
+    assert after == before + 1
+    assert (await member(http, "cus-y"))["balance"] == 0
+    assert "loyalty_orders_in_unrated_currency_total" in (await http.get("/metrics")).text
+
+
+async def test_a_shuffled_stream_with_duplicates_ends_in_the_in_order_balances(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, _http = loyalty_service
+    rng = random.Random(20261122)  # noqa: S311 - a repeatable shuffle, not a secret
+    customers = [f"cus-{n:03d}" for n in range(120)]
+    stream: list[Envelope[Any]] = []
+    for customer in customers:
+        for n in range(rng.randint(3, 25)):
+            at = NOW - timedelta(days=60) + timedelta(hours=rng.randint(0, 24 * 59))
+            placed = order(customer, f"{customer}-o{n}", f"{rng.randint(5, 400)}.{rng.randint(0, 99):02d}", at)
+            stream.append(placed)
+            if rng.random() < 0.25:
+                part = (placed.data.total * Decimal(rng.choice(["0.25", "0.5", "1"]))).quantize(Decimal("0.01"))
+                stream.append(
+                    refund(customer, placed.data.order_id, str(part), at + timedelta(hours=rng.randint(1, 48)))
+                )
+            if rng.random() < 0.3:
+                words = rng.choice([None, "Lovely, quick and careful delivery"])
+                stream.append(
+                    feedback(customer, placed.data.order_id, words, rng.choice([None, 3, 9]), at + timedelta(days=3))
+                )
+    for n in range(40):
+        referrer, referee = rng.sample(customers, 2)
+        stream.append(referral(referrer, referee, f"ref-order-{n}", NOW - timedelta(days=rng.randint(1, 59))))
+    duplicates = rng.sample(stream, len(stream) // 10)
+    deliveries = stream + duplicates
+    rng.shuffle(deliveries)
+    assert len(deliveries) > 2000
+
+    for event in deliveries:
+        await tap.publish(event)
+    await eventually(lambda: consumed(rt) == len(deliveries), timeout=240)
+
+    expected = _in_order_balances(stream, customers)
+    docs = {doc["_id"]: doc async for doc in rt.db[MEMBERS].find({})}
+    actual = {customer: docs[customer]["balance"] for customer in customers if customer in docs}
+    assert actual == {c: b for c, b in expected.items() if c in docs}
+    assert set(docs) >= {c for c, b in expected.items() if b != 0}
+    for customer in customers[:10]:  # the ledger adds up to the balance
+        total = sum([e["points"] async for e in rt.db[LEDGER].find({"customer_id": customer})])
+        assert total == expected[customer]
+
+
+def _in_order_balances(stream: list[Envelope[Any]], customers: list[str]) -> dict[str, int]:
+    """The pure rules over the de-duplicated stream in the order it happened."""
+    rules = Rules()
+    facts: dict[str, Facts] = {c: Facts() for c in customers}
+    for event in sorted(stream, key=lambda e: e.time):
+        data = event.data
+        if isinstance(data, OrderPlaced):
+            purchase = Purchase(
+                data.order_id,
+                data.placed_at,
+                data.currency,
+                data.total,
+                tuple(Line(i.sku, i.category, i.unit_price * i.quantity) for i in data.line_items),
+                rules.rates.get(data.currency),
+                rules.tiers,
+                (),
+                365,
+                365,
+            )
+            owner = data.customer.customer_id
+            facts[owner] = replace(facts[owner], purchases=(*facts[owner].purchases, purchase))
+        elif isinstance(data, OrderRefunded):
+            fact = Refund(data.refund_id, data.order_id, data.amount, data.refunded_at)
+            facts[data.customer_id] = replace(facts[data.customer_id], refunds=(*facts[data.customer_id].refunds, fact))
+        elif isinstance(data, FeedbackReceived):
+            earned = feedback_activities(
+                feedback_id=data.feedback_id,
+                order_id=data.order_id,
+                comment=data.comment,
+                nps=data.nps,
+                received_at=data.received_at,
+                rules=rules,
+            )
+            known = {a.key for a in facts[data.customer_id].activities}
+            fresh = tuple(a for a in earned if a.key not in known)
+            facts[data.customer_id] = replace(
+                facts[data.customer_id], activities=(*facts[data.customer_id].activities, *fresh)
+            )
+        elif isinstance(data, ReferralConverted):
+            for side, owner in (("referrer", data.referrer_customer_id), ("referee", data.referee_customer_id)):
+                earned_one = referral_activity(
+                    referral_id=data.referral_id,
+                    side=side,
+                    converted_at=data.converted_at,
+                    order_id=data.order_id,
+                    rules=rules,
+                )
+                assert earned_one is not None
+                facts[owner] = replace(facts[owner], activities=(*facts[owner].activities, earned_one))
+    return {customer: replay(f, datetime.now(UTC)).balance for customer, f in facts.items()}
+
+
+async def _reward(http: httpx.AsyncClient, price: int) -> str:
+    created = await http.post("/rewards", json={"name": "Free shipping", "points_price": price}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    reward_id: str = created.json()["reward_id"]
+    return reward_id
+
+
+async def test_fifty_concurrent_redemptions_spend_exactly_the_balance(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, http = loyalty_service
+    await tap.publish(order("cus-c", "ord-c1", "1000", NOW - timedelta(days=1)))
+    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-c")
+    reward_id = await _reward(http, 100)
+
+    async def attempt(n: int) -> httpx.Response:
+        return await http.post(
+            "/members/cus-c/redemptions",
+            json={"reward_id": reward_id},
+            headers={**ADMIN, "Idempotency-Key": f"try-{n}"},
+        )
+
+    answers = await asyncio.gather(*(attempt(n) for n in range(50)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] * 10 + [409] * 40
+    refused = next(a for a in answers if a.status_code == 409)
+    assert refused.json()["detail"] == "balance 0 does not cover 100 points for 'Free shipping'"
+    assert (await member(http, "cus-c"))["balance"] == 0
+    await tap.wait_for(lambda e: e["type"] == "PointsRedeemed" and e["data"]["customer_id"] == "cus-c", count=10)
+
+
+async def test_a_retried_redemption_returns_the_first_result(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, http = loyalty_service
+    await tap.publish(order("cus-i", "ord-i1", "300", NOW - timedelta(days=1)))
+    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-i")
+    reward_id = await _reward(http, 120)
+    headers = {**ADMIN, "Idempotency-Key": "checkout-42"}
+    first = await http.post("/members/cus-i/redemptions", json={"reward_id": reward_id}, headers=headers)
+    again = await http.post("/members/cus-i/redemptions", json={"reward_id": reward_id}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert first.json()["balance"] == 180
+    assert (await member(http, "cus-i"))["balance"] == 180
+
+
+async def test_a_negative_balance_refuses_redemption_clearly(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, http = loyalty_service
+    await tap.publish(order("cus-n", "ord-n1", "200", NOW - timedelta(days=3)))
+    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-n")
+    reward_id = await _reward(http, 150)
+    spent = await http.post(
+        "/members/cus-n/redemptions", json={"reward_id": reward_id}, headers={**ADMIN, "Idempotency-Key": "n-1"}
+    )
+    assert spent.status_code == 201
+    await tap.publish(refund("cus-n", "ord-n1", "200", NOW - timedelta(days=1)))
+    await tap.wait_for(lambda e: e["type"] == "PointsReversed" and e["data"]["customer_id"] == "cus-n")
+    assert (await member(http, "cus-n"))["balance"] == -150
+    refused = await http.post(
+        "/members/cus-n/redemptions", json={"reward_id": reward_id}, headers={**ADMIN, "Idempotency-Key": "n-2"}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "balance -150 does not cover 150 points for 'Free shipping'"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "names"),
+    [
+        ("post", "/rewards", {"name": "Mug", "points_price": -5}, {}, 422, "points_price"),
+        ("post", "/rewards", {"name": "Mug", "points_price": "5"}, {}, 422, "points_price"),
+        ("post", "/members/cus-x/redemptions", {"reward_id": "rw_nope"}, {"Idempotency-Key": "k"}, 404, "reward_id"),
+        ("post", "/members/cus-x/redemptions", {"reward_id": "rw_nope"}, {}, 422, "Idempotency-Key"),
+        (
+            "post",
+            "/campaigns",
+            {
+                "name": "Autumn",
+                "starts_at": "2026-10-10T00:00:00+00:00",
+                "ends_at": "2026-10-01T00:00:00+00:00",
+                "multiplier": "2",
+            },
+            {},
+            422,
+            "ends_at",
+        ),
+        (
+            "post",
+            "/campaigns",
+            {
+                "name": "Autumn",
+                "starts_at": "2026-10-10T00:00:00",
+                "ends_at": "2026-10-20T00:00:00+00:00",
+                "multiplier": "2",
+            },
+            {},
+            422,
+            "starts_at",
+        ),
+        (
+            "post",
+            "/campaigns",
+            {
+                "name": "Autumn",
+                "starts_at": "2026-10-10T00:00:00+00:00",
+                "ends_at": "2026-10-20T00:00:00+00:00",
+                "multiplier": "0.5",
+            },
+            {},
+            422,
+            "multiplier",
+        ),
+        (
+            "put",
+            "/rules",
+            {"rates": {"eur": "1"}, "tiers": [{"name": "b", "threshold": 0, "multiplier": "1"}]},
+            {},
+            422,
+            "rates",
+        ),
+        (
+            "put",
+            "/rules",
+            {"rates": {"EUR": "1"}, "tiers": [{"name": "b", "threshold": 10, "multiplier": "1"}]},
+            {},
+            422,
+            "tiers",
+        ),
+    ],
+)
+async def test_bad_api_input_gets_a_4xx_naming_the_problem(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    status: int,
+    names: str,
+) -> None:
+    _rt, http = loyalty_service
+    answer = await http.request(method, path, json=body, headers={**ADMIN, **headers})
+    assert answer.status_code == status, answer.text
+    assert names in answer.text
+
+
+async def test_rules_and_campaigns_configure_earning(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, http = loyalty_service
+    rules = {
+        "rates": {"EUR": "2", "HUF": "0.005"},
+        "tiers": [
+            {"name": "member", "threshold": 0, "multiplier": "1"},
+            {"name": "star", "threshold": 100, "multiplier": "3"},
+        ],
+    }
+    assert (await http.put("/rules", json=rules, headers=ADMIN)).status_code == 200
+    window = {"starts_at": (NOW - timedelta(days=5)).isoformat(), "ends_at": (NOW + timedelta(days=5)).isoformat()}
+    created = await http.post(
+        "/campaigns",
+        json={
+            "name": "Kitchen week",
+            "multiplier": "2",
+            "categories": ["kitchen"],
+            "bonus_lifetime_days": 10,
+            **window,
+        },
+        headers=ADMIN,
+    )
+    assert created.status_code == 201, created.text
+    await tap.publish(order("cus-k", "ord-k1", "10", NOW - timedelta(days=1)))
+    await tap.publish(order("cus-h", "ord-h1", "10000", NOW - timedelta(days=1), currency="HUF"))
+    awarded = await tap.wait_for(
+        lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] in {"cus-k", "cus-h"}, count=4
+    )
+    by_reason = sorted((e["data"]["customer_id"], e["data"]["reason"], e["data"]["points"]) for e in awarded)
+    # EUR at 2/unit: 20 base + 20 kitchen bonus; HUF at 0.005: 50 base + 50 bonus (the mug is kitchen too)
+    assert by_reason == [
+        ("cus-h", "bonus", 50),
+        ("cus-h", "purchase", 50),
+        ("cus-k", "bonus", 20),
+        ("cus-k", "purchase", 20),
+    ]
+    page = await member(http, "cus-k")
+    assert page["expiring_in_30_days"] == 20  # the bonus lives 10 days
+
+
+async def test_expiry_runs_once_even_with_two_replicas_reviewing_together(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, _http = loyalty_service
+    await tap.publish(order("cus-e", "ord-e1", "80", NOW - timedelta(days=2)))
+    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-e")
+    later = NOW + timedelta(days=400)
+    reviewed = await asyncio.gather(review_due_members(rt, at=later), review_due_members(rt, at=later))
+    assert sum(reviewed) == 1
+    expired = await tap.wait_for(lambda e: e["type"] == "PointsExpired" and e["data"]["customer_id"] == "cus-e")
+    assert expired[0]["data"] == {"customer_id": "cus-e", "points": 80, "balance": 0}
+    assert await review_due_members(rt, at=later) == 0
+    entries = [e async for e in rt.db[LEDGER].find({"customer_id": "cus-e", "kind": "expire"})]
+    assert [e["points"] for e in entries] == [-80]
+    tier_down = [e for e in tap.bodies("TierChanged") if e["data"]["customer_id"] == "cus-e"]
+    assert tier_down == []  # 80 points never left bronze
+
+
+async def test_customer_erased_removes_the_member_and_keeps_anonymous_totals(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    await tap.publish(order("cus-gone", "ord-g1", "70", NOW - timedelta(days=2)))
+    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-gone")
+    erased = CustomerErasedEvent.new(CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders")
+    await tap.publish(erased)
+    await eventually(lambda: consumed(rt) == 2)
+    assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
+    assert await rt.db[LEDGER].count_documents({"customer_id": "cus-gone"}) == 0
+    assert await rt.db[LEDGER].count_documents({"customer_id": {"$regex": "^erased-"}, "points": 70}) == 1
+    await tap.publish(order("cus-gone", "ord-g2", "50", NOW))  # a late event does not bring the member back
+    await eventually(lambda: consumed(rt) == 3)
+    assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
+    assert (await http.get("/members/cus-gone", headers=ADMIN)).status_code == 404
