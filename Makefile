@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench constraints clean
+.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-loyalty constraints clean
 
 install: $(STAMP)
 
@@ -59,3 +59,7 @@ constraints:
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+
+bench-loyalty: install
+	deploy/local/ensure-rabbitmq.sh --tests
+	$(BIN)/python -m tests.bench.loyalty 20000 5000

@@ -21,6 +21,7 @@ from shared.mongo import Database
 from shared.unit import Unit
 
 EventHandler = Callable[[Any, Unit], Awaitable[None]]
+Prefetch = Callable[[Unit, list[Envelope[Any]]], Awaitable[None]]
 
 log = structlog.get_logger("rapport.groupcommit")
 
@@ -42,6 +43,7 @@ class GroupCommit:
         max_wait_seconds: float,
         on_published: Callable[[], None] = lambda: None,
         on_batch: Callable[[int], None] = lambda size: None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._client = client
         self._db = db
@@ -49,6 +51,7 @@ class GroupCommit:
         self._max_wait = max_wait_seconds
         self._on_published = on_published
         self._on_batch = on_batch
+        self._prefetch = prefetch
         self._queue: asyncio.Queue[_Waiting | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -108,6 +111,8 @@ class GroupCommit:
         async def attempt(session: AsyncClientSession) -> tuple[list[bool], int]:
             unit = Unit(db=self._db, session=session)
             seen = await already_applied(self._db, session, (item.event.id for item in batch))
+            if self._prefetch is not None:
+                await self._prefetch(unit, [item.event for item in batch if item.event.id not in seen])
             outcomes: list[bool] = []
             fresh: list[Envelope[Any]] = []
             for item in batch:

@@ -25,7 +25,7 @@ from yarl import URL
 
 from shared.consumer import Consumer, Handlers, dead_letters, declare_bindings, subscribe
 from shared.events import Envelope
-from shared.groupcommit import GroupCommit
+from shared.groupcommit import GroupCommit, Prefetch
 from shared.http import admin_guard, health_routes
 from shared.logs import configure_logging
 from shared.metrics import ServiceMetrics
@@ -47,6 +47,7 @@ class ServiceSpec:
     ensure_indexes: Callable[[Database], Awaitable[None]] | None = None
     background: Sequence[Callable[["Runtime"], Coroutine[Any, Any, None]]] = field(default=())
     metrics: CollectorRegistry | None = None  # the service's own metrics, served with the shared ones
+    prefetch: Prefetch | None = None  # reads a whole batch's documents in one go (see Unit.preload)
 
 
 @dataclass
@@ -115,6 +116,7 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
         max_wait_seconds=settings.batch_wait_ms / 1000,
         on_published=relay.wake,
         on_batch=metrics.batch_size.observe,
+        prefetch=spec.prefetch,
     )
     consumer = Consumer(spec.name, topology, spec.handlers, metrics, settings.retry_backoff_seconds)
     broker.insert_middleware(dead_letters(consumer, broker))

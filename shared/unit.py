@@ -4,7 +4,7 @@ Handlers and HTTP routes change state through a Unit; events they publish are
 written to the outbox in the same transaction (DESIGN.md §5).
 """
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
@@ -31,23 +31,49 @@ class Unit:
     commits or before the next read, so a batch of handlers costs a few round
     trips, not one per write, and every read still sees the writes before it.
     Read through `find_one` / `find` (or pass `session=unit.session` after
-    `await unit.flush()`), never around the unit.
+    `await unit.flush()`), never around the unit. `preload` reads many documents
+    by _id in one query and `replace` writes a whole document, so a batch's
+    handlers can read and write the same documents without a round trip each.
     """
 
     db: Database
     session: AsyncClientSession
     pending_events: list[Envelope[Any]] = field(default_factory=list)
     pending_writes: list[tuple[str, WriteOperation]] = field(default_factory=list)
+    # Documents by collection and _id as this unit last saw or wrote them (None: no such document).
+    known: dict[str, dict[Any, dict[str, Any] | None]] = field(default_factory=dict)
 
     def write(self, collection: str, *operations: WriteOperation) -> None:
         """Apply these writes (in order) when the unit commits."""
         self.pending_writes.extend((collection, operation) for operation in operations)
+        self.known.pop(collection, None)  # what they change is no longer known here
+
+    def replace(self, collection: str, document: dict[str, Any]) -> None:
+        """Store `document` whole under its _id (insert or replace) when the unit commits."""
+        self.pending_writes.append((collection, ReplaceOne({"_id": document["_id"]}, document, upsert=True)))
+        self.known.setdefault(collection, {})[document["_id"]] = document
+
+    async def preload(self, collection: str, ids: Iterable[Any]) -> None:
+        """Read these documents in one query, so `find_one({"_id": …})` for them needs no round trip."""
+        known = self.known.setdefault(collection, {})
+        missing = list({i for i in ids if i not in known})
+        if not missing:
+            return
+        await self.flush()
+        known.update(dict.fromkeys(missing))
+        async for doc in self.db[collection].find({"_id": {"$in": missing}}, session=self.session):
+            known[doc["_id"]] = doc
 
     def publish(self, event: Envelope[Any]) -> None:
         """Publish `event` once this unit commits (through the outbox)."""
         self.pending_events.append(event)
 
     async def find_one(self, collection: str, query: Mapping[str, Any], **options: Any) -> dict[str, Any] | None:
+        wanted = query.get("_id")
+        if not options and query.keys() == {"_id"} and isinstance(wanted, str | int):
+            known = self.known.get(collection, {})
+            if wanted in known:
+                return known[wanted]
         await self.flush()
         return await self.db[collection].find_one(query, session=self.session, **options)
 

@@ -3,7 +3,7 @@
 from services.loyalty.api import api
 from services.loyalty.handlers import HANDLERS
 from services.loyalty.jobs import expire_points_regularly
-from services.loyalty.service import METRICS
+from services.loyalty.service import METRICS, prefetch_members
 from services.loyalty.store import ensure_indexes
 from shared.events import (
     PointsAwardedEvent,
@@ -22,4 +22,5 @@ SPEC = ServiceSpec(
     ensure_indexes=ensure_indexes,
     background=(expire_points_regularly,),
     metrics=METRICS,
+    prefetch=prefetch_members,
 )

@@ -77,6 +77,22 @@ def now() -> datetime:
 # --- event use cases -----------------------------------------------------------------------
 
 
+async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
+    """Read the members (and erasure marks) a whole batch touches in two queries."""
+    customers = {customer for event in events for customer in _customers_of(event)}
+    await unit.preload(MEMBERS, customers)
+    await unit.preload(ERASED, (erased_id(customer) for customer in customers))
+
+
+def _customers_of(event: Envelope[Any]) -> list[str]:
+    data = event.data
+    if isinstance(event, OrderPlacedEvent):
+        return [event.data.customer.customer_id]
+    if isinstance(event, ReferralConvertedEvent):
+        return [event.data.referrer_customer_id, event.data.referee_customer_id]
+    return [data.customer_id] if hasattr(data, "customer_id") else []
+
+
 async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
     order = event.data
     customer_id = order.customer.customer_id

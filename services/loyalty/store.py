@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from services.loyalty.domain import (
     Activity,
@@ -53,6 +53,9 @@ async def ensure_indexes(db: Database) -> None:
 # --- members ----------------------------------------------------------------------------
 
 
+FACT_KINDS = ("purchases", "refunds", "activities", "redemptions")
+
+
 @dataclass
 class Member:
     customer_id: str
@@ -61,6 +64,7 @@ class Member:
     balance: int = 0
     tier: str = "bronze"
     exists: bool = False
+    stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # facts as loaded, by kind
 
 
 async def load_member(unit: Unit, customer_id: str) -> Member:
@@ -79,6 +83,7 @@ async def load_member(unit: Unit, customer_id: str) -> Member:
         balance=doc.get("balance", 0),
         tier=doc.get("tier", "bronze"),
         exists=True,
+        stored={kind: doc.get(kind, []) for kind in FACT_KINDS},
     )
 
 
@@ -90,7 +95,7 @@ def save_member(
     next_review_at: datetime | None,
     now: datetime,
 ) -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "_id": member.customer_id,
         "balance": member.balance,
         "tier": member.tier,
@@ -98,13 +103,13 @@ def save_member(
         "recorded": member.recorded,
         "next_review_at": next_review_at,
         "review_lease_until": None,
-        "purchases": [_jsonable(asdict(p)) for p in member.facts.purchases],
-        "refunds": [_jsonable(asdict(r)) for r in member.facts.refunds],
-        "activities": [_jsonable(asdict(a)) for a in member.facts.activities],
-        "redemptions": [_jsonable(asdict(r)) for r in member.facts.redemptions],
         "updated_at": now,
     }
-    unit.write(MEMBERS, ReplaceOne({"_id": member.customer_id}, doc, upsert=True))
+    for kind in FACT_KINDS:  # facts are only ever appended: serialise just the new ones
+        facts = getattr(member.facts, kind)
+        stored = member.stored.get(kind, [])
+        doc[kind] = [*stored, *(_jsonable(asdict(fact)) for fact in facts[len(stored) :])]
+    unit.replace(MEMBERS, doc)
 
 
 def _jsonable(value: Any) -> Any:

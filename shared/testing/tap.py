@@ -21,6 +21,7 @@ class EventTap:
         self._connection = connection
         self._exchange = exchange
         self.received: list[AbstractIncomingMessage] = []
+        self.listeners: list[Callable[[AbstractIncomingMessage], None]] = []  # called as each message arrives
         self._arrived = asyncio.Event()
 
     @classmethod
@@ -39,6 +40,8 @@ class EventTap:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self.received.append(message)
+        for listener in self.listeners:
+            listener(message)
         self._arrived.set()
 
     async def publish(self, event: Envelope[Any] | bytes, routing_key: str | None = None, **properties: Any) -> None:

@@ -1,0 +1,213 @@
+"""Benchmark: loyalty's OrderPlaced throughput and latency next to the raw floor, in one run.
+
+    make bench-loyalty          # or: .venv/bin/python -m tests.bench.loyalty [orders] [customers]
+
+1. Raw floor: the same number of messages through a RabbitMQ quorum queue into a
+   minimal aio-pika consumer that, per batch of 100, inserts the idempotency ids
+   and `$inc`-upserts one counter per message in one MongoDB transaction, then acks.
+2. Loyalty throughput: the queue is filled with OrderPlaced (1–5 line items) for
+   a few thousand customers, then the loyalty service drains it: inbox, ledger,
+   member and outbox committed per batch.
+3. Latency: OrderPlaced published at a steady 200/s for 15 s; time from publish
+   to the PointsAwarded it causes arriving on the exchange (p50/p95/p99).
+
+Prints figures; asserts nothing.
+"""
+
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import aio_pika
+from pymongo import InsertOne, UpdateOne
+
+from services.loyalty.app import SPEC
+from services.loyalty.settings import LoyaltySettings
+from shared.events import Customer, LineItem, OrderPlaced, OrderPlacedEvent
+from shared.mongo import database, open_client
+from shared.testing.infra import provide
+from shared.testing.running import running_service
+from shared.testing.tap import EventTap
+from shared.topology import Topology
+
+BATCH = 100
+
+
+def random_order(rng: random.Random, customers: int, n: int) -> OrderPlacedEvent:
+    customer_id = f"bench-cus-{rng.randrange(customers)}"
+    items = [
+        LineItem(
+            sku=f"SKU-{rng.randrange(50)}",
+            name="Thing",
+            quantity=rng.randint(1, 3),
+            unit_price=Decimal(rng.randint(300, 9000)) / 100,
+            category=rng.choice(["kitchen", "garden", "tea"]),
+        )
+        for _ in range(rng.randint(1, 5))
+    ]
+    total = sum((i.unit_price * i.quantity for i in items), Decimal(0))
+    data = OrderPlaced(
+        order_id=f"bench-ord-{n}-{uuid.uuid4().hex[:6]}",
+        customer=Customer(customer_id=customer_id, email=f"{customer_id}@example.com", locale="en"),
+        placed_at=datetime.now(UTC) - timedelta(minutes=rng.randint(0, 60 * 24 * 30)),
+        currency="EUR",
+        total=total,
+        line_items=items,
+    )
+    return OrderPlacedEvent.new(data, source="shop", subject=customer_id)
+
+
+async def raw_floor(rabbitmq_url: str, mongodb_url: str, prefix: str, bodies: list[bytes]) -> float:
+    """A minimal consumer doing the least work that is still idempotent and durable."""
+    connection = await aio_pika.connect(rabbitmq_url)
+    client = open_client(mongodb_url, "raw-floor")
+    db = database(client, f"{prefix}_rawfloor")
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(f"{prefix}.rawfloor", durable=True, arguments={"x-queue-type": "quorum"})
+        for body in bodies:
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(uuid.uuid4())),
+                routing_key=queue.name,
+            )
+        await channel.set_qos(prefetch_count=BATCH)
+        pending: list[aio_pika.abc.AbstractIncomingMessage] = []
+        done = asyncio.Event()
+        handled = 0
+        started = time.perf_counter()
+
+        async def commit() -> None:
+            nonlocal handled
+            batch, pending[:] = list(pending), []
+            async with client.start_session() as session, await session.start_transaction():
+                await db.inbox.bulk_write([InsertOne({"_id": m.message_id}) for m in batch], session=session)
+                await db.counters.bulk_write(
+                    [UpdateOne({"_id": json.loads(m.body)["subject"]}, {"$inc": {"n": 1}}, upsert=True) for m in batch],
+                    session=session,
+                )
+            await batch[-1].ack(multiple=True)
+            handled += len(batch)
+            if handled >= len(bodies):
+                done.set()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            pending.append(message)
+            if len(pending) >= BATCH or handled + len(pending) >= len(bodies):
+                await commit()
+
+        tag = await queue.consume(on_message)
+        await done.wait()
+        elapsed = time.perf_counter() - started
+        await queue.cancel(tag)
+        await queue.delete(if_unused=False, if_empty=False)
+    await client.drop_database(db.name)
+    await client.close()
+    return len(bodies) / elapsed
+
+
+async def loyalty_throughput(settings: LoyaltySettings, orders: list[OrderPlacedEvent]) -> tuple[float, float]:
+    spec = replace(SPEC, name="benchloyalty")
+    async with running_service(spec, settings):
+        pass  # declares the queue
+    tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
+    for event in orders:
+        await tap.publish(event)
+    await tap.close()
+    async with running_service(spec, settings) as (rt, _):
+        started = time.perf_counter()
+        while (
+            rt.metrics.registry.get_sample_value(
+                "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": "applied"}
+            )
+            or 0
+        ) < len(orders):
+            await asyncio.sleep(0.01)
+        consumed = time.perf_counter() - started
+        batches = rt.metrics.registry.get_sample_value("rapport_commit_batch_size_count") or 1
+    return len(orders) / consumed, len(orders) / batches
+
+
+async def loyalty_latency(settings: LoyaltySettings, rng: random.Random, rate: int, seconds: int) -> list[float]:
+    spec = replace(SPEC, name="benchloyalty")
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    async with running_service(spec, settings):
+        tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
+
+        def stamp(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if message.type == "PointsAwarded":
+                cause = json.loads(message.body)["causationid"]
+                if cause in sent:
+                    arrived.setdefault(cause, time.perf_counter())
+
+        tap.listeners.append(stamp)
+        start = time.perf_counter()
+        for n in range(rate * seconds):
+            due = start + n / rate
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            event = random_order(rng, 5000, 10**7 + n)
+            sent[event.id] = time.perf_counter()
+            await tap.publish(event)
+        deadline = time.perf_counter() + 30
+        while len(arrived) < len(sent) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        await tap.close()
+    return sorted((arrived[k] - sent[k]) * 1000 for k in arrived)
+
+
+async def main(count: int, customers: int) -> None:
+    rng = random.Random(7)  # noqa: S311 - a repeatable shop day, not a secret
+    with ExitStack() as cleanup, tempfile.TemporaryDirectory() as workdir:
+        infra = provide(Path(workdir), cleanup)
+        prefix = f"bench{uuid.uuid4().hex[:6]}"
+        settings = LoyaltySettings(
+            rabbitmq_url=infra.rabbitmq_url,
+            mongodb_url=infra.mongodb_url,
+            crm_prefix=prefix,
+            log_level="WARNING",
+            expiry_interval_seconds=3600,
+        )
+        orders = [random_order(rng, customers, n) for n in range(count)]
+        print(f"{count} OrderPlaced for {customers} customers; infrastructure: {infra.how}")
+        floor = await raw_floor(
+            infra.rabbitmq_url, infra.mongodb_url, prefix, [o.model_dump_json().encode() for o in orders]
+        )
+        print(f"raw floor (aio-pika + inbox insert + $inc upsert, {BATCH} per commit): {floor:8.0f} messages/s")
+        throughput, per_commit = await loyalty_throughput(settings, orders)
+        print(
+            f"loyalty OrderPlaced → ledger, member, outbox:            {throughput:8.0f} orders/s "
+            f"({per_commit:.1f} per commit, {throughput / floor:.0%} of the floor)"
+        )
+        latencies = await loyalty_latency(settings, rng, rate=200, seconds=15)
+        if latencies:
+
+            def pct(p: float) -> float:
+                return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
+            print(
+                f"latency OrderPlaced → PointsAwarded at 200/s: p50 {pct(0.50):.1f} ms, p95 {pct(0.95):.1f} ms, "
+                f"p99 {pct(0.99):.1f} ms, mean {statistics.mean(latencies):.1f} ms ({len(latencies)} orders)"
+            )
+        connection = await aio_pika.connect(infra.rabbitmq_url)
+        async with connection:
+            channel = await connection.channel()
+            for name in ("benchloyalty", "benchloyalty.dlq"):
+                await channel.queue_delete(f"{prefix}.{name}")
+            topology = Topology(prefix)
+            await channel.exchange_delete(topology.events.name)
+            await channel.exchange_delete(topology.dead_letters.name)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20000, int(sys.argv[2]) if len(sys.argv) > 2 else 5000))
