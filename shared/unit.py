@@ -7,8 +7,6 @@ written to the outbox in the same transaction (DESIGN.md §5).
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import groupby
-from operator import itemgetter
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient, DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
@@ -82,10 +80,17 @@ class Unit:
         return await self.db[collection].find(query, session=self.session, **options).to_list()
 
     async def flush(self) -> None:
-        """Send the buffered writes: one ordered bulk write per run of writes to the same collection."""
+        """Send the buffered writes: one ordered bulk write per collection.
+
+        Writes to one collection keep their order; writes to different collections
+        do not depend on each other, so each collection's go out together.
+        """
         writes, self.pending_writes = self.pending_writes, []
-        for collection, run in groupby(writes, key=itemgetter(0)):
-            await self.db[collection].bulk_write([op for _, op in run], ordered=True, session=self.session)
+        by_collection: dict[str, list[WriteOperation]] = {}
+        for collection, operation in writes:
+            by_collection.setdefault(collection, []).append(operation)
+        for collection, operations in by_collection.items():
+            await self.db[collection].bulk_write(operations, ordered=True, session=self.session)
 
     async def commit_writes(self) -> int:
         """Flush the buffered writes and the outbox; return how many events were published."""
