@@ -48,7 +48,15 @@ class Unit:
 
     def replace(self, collection: str, document: dict[str, Any]) -> None:
         """Store `document` whole under its _id (insert or replace) when the unit commits."""
-        self.pending_writes.append((collection, ReplaceOne({"_id": document["_id"]}, document, upsert=True)))
+        self.update(collection, document, ReplaceOne({"_id": document["_id"]}, document, upsert=True))
+
+    def update(self, collection: str, document: dict[str, Any], operation: WriteOperation) -> None:
+        """Apply `operation`, which turns the stored document into `document`; later reads here get `document`.
+
+        For a large document that changes a little (a `$push`, a few `$set`s) this
+        sends the change, not the document.
+        """
+        self.pending_writes.append((collection, operation))
         self.known.setdefault(collection, {})[document["_id"]] = document
 
     async def preload(self, collection: str, ids: Iterable[Any]) -> None:

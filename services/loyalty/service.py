@@ -81,7 +81,8 @@ async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
     """Read the members (and erasure marks) a whole batch touches in two queries."""
     customers = {customer for event in events for customer in _customers_of(event)}
     await unit.preload(MEMBERS, customers)
-    await unit.preload(ERASED, (erased_id(customer) for customer in customers))
+    newcomers = [c for c in customers if await unit.find_one(MEMBERS, {"_id": c}) is None]
+    await unit.preload(ERASED, (erased_id(customer) for customer in newcomers))
 
 
 def _customers_of(event: Envelope[Any]) -> list[str]:
@@ -95,10 +96,9 @@ def _customers_of(event: Envelope[Any]) -> list[str]:
 
 async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
     order = event.data
-    customer_id = order.customer.customer_id
-    if await is_erased(unit, customer_id):
+    member = await _member_unless_erased(unit, order.customer.customer_id)
+    if member is None:
         return
-    member = await load_member(unit, customer_id)
     if any(p.order_id == order.order_id for p in member.facts.purchases):
         return  # the same order announced again under another event id
     program = await PROGRAM.get(unit.db)
@@ -124,9 +124,9 @@ async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
 
 async def reverse_refunded_points(unit: Unit, event: OrderRefundedEvent) -> None:
     refund = event.data
-    if await is_erased(unit, refund.customer_id):
+    member = await _member_unless_erased(unit, refund.customer_id)
+    if member is None:
         return
-    member = await load_member(unit, refund.customer_id)
     if any(r.refund_id == refund.refund_id for r in member.facts.refunds):
         return
     fact = Refund(refund.refund_id, refund.order_id, refund.amount, refund.refunded_at)
@@ -169,15 +169,23 @@ async def award_referral_points(unit: Unit, event: ReferralConvertedEvent) -> No
 async def _add_activities(
     unit: Unit, customer_id: str, earned: list[Activity], cause: Envelope[Any], tiers: Sequence[Tier]
 ) -> None:
-    if not earned or await is_erased(unit, customer_id):
+    member = await _member_unless_erased(unit, customer_id) if earned else None
+    if member is None:
         return
-    member = await load_member(unit, customer_id)
     known = {a.key for a in member.facts.activities}
     fresh = tuple(a for a in earned if a.key not in known)  # at most one of each per order
     if not fresh:
         return
     member.facts = replace(member.facts, activities=(*member.facts.activities, *fresh))
     await settle(unit, member, cause=cause, current_tiers=tiers)
+
+
+async def _member_unless_erased(unit: Unit, customer_id: str) -> Member | None:
+    """The member, new or known; None for an erased customer (their document is gone, so check only then)."""
+    member = await load_member(unit, customer_id)
+    if not member.exists and await is_erased(unit, customer_id):
+        return None
+    return member
 
 
 async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:

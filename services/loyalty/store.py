@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 
 from services.loyalty.domain import (
     Activity,
@@ -105,11 +105,15 @@ def save_member(
         "review_lease_until": None,
         "updated_at": now,
     }
-    for kind in FACT_KINDS:  # facts are only ever appended: serialise just the new ones
+    change: dict[str, Any] = {"$set": {k: v for k, v in doc.items() if k != "_id"}}
+    for kind in FACT_KINDS:  # facts are only ever appended: serialise and send just the new ones
         facts = getattr(member.facts, kind)
         stored = member.stored.get(kind, [])
-        doc[kind] = [*stored, *(_jsonable(asdict(fact)) for fact in facts[len(stored) :])]
-    unit.replace(MEMBERS, doc)
+        fresh = [_jsonable(asdict(fact)) for fact in facts[len(stored) :]]
+        doc[kind] = [*stored, *fresh]
+        if fresh:
+            change.setdefault("$push", {})[kind] = {"$each": fresh}
+    unit.update(MEMBERS, doc, UpdateOne({"_id": member.customer_id}, change, upsert=True))
 
 
 def _jsonable(value: Any) -> Any:
