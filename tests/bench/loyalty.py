@@ -141,7 +141,9 @@ async def loyalty_latency(settings: LoyaltySettings, rng: random.Random, rate: i
     spec = replace(SPEC, name="benchloyalty")
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
-    async with running_service(spec, settings):
+    async with running_service(spec, settings) as (rt, _):
+        while await rt.relay.backlog():  # the throughput run's events are still going out
+            await asyncio.sleep(0.1)
         tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
 
         def stamp(message: aio_pika.abc.AbstractIncomingMessage) -> None:
