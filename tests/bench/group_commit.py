@@ -20,14 +20,19 @@ from pathlib import Path
 import aio_pika
 
 from shared.events import parse_event
-from shared.mongo import OUTBOX
+from shared.service import Runtime
 from shared.settings import ServiceSettings
 from shared.testing.infra import provide
 from shared.testing.running import running_service
-from shared.testing.tap import EventTap
+from shared.testing.tap import EventTap, eventually
 from tests.service.probe import probe_spec
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "events" / "OrderPlaced.json"
+
+
+def applied(rt: Runtime) -> float:
+    sample = {"type": "OrderPlaced", "outcome": "applied"}
+    return rt.metrics.registry.get_sample_value("rapport_messages_consumed_total", sample) or 0
 
 
 async def measure(settings: ServiceSettings, service: str, messages: int) -> tuple[float, float]:
@@ -43,16 +48,13 @@ async def measure(settings: ServiceSettings, service: str, messages: int) -> tup
 
     async with running_service(spec, settings) as (rt, _):
         started = time.perf_counter()
-        while (
-            rt.metrics.registry.get_sample_value(
-                "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": "applied"}
-            )
-            or 0
-        ) < messages:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: applied(rt) >= messages, timeout=900, interval=0.01)
         consumed = time.perf_counter() - started
-        while await rt.db[OUTBOX].count_documents({"status": "pending"}):
-            await asyncio.sleep(0.01)
+
+        async def outbox_empty() -> bool:
+            return not await rt.relay.backlog()
+
+        await eventually(outbox_empty, timeout=900, interval=0.01)
         relayed = time.perf_counter() - started
         batches = rt.metrics.registry.get_sample_value("rapport_commit_batch_size_count") or 1
     print(

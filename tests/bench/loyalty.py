@@ -15,6 +15,7 @@ Prints figures; asserts nothing.
 """
 
 import asyncio
+import contextlib
 import json
 import random
 import statistics
@@ -37,8 +38,9 @@ from shared.events import Customer, LineItem, OrderPlaced, OrderPlacedEvent
 from shared.mongo import database, open_client
 from shared.testing.infra import provide
 from shared.testing.running import running_service
-from shared.testing.tap import EventTap
+from shared.testing.tap import EventTap, eventually
 from shared.topology import Topology
+from tests.bench.group_commit import applied
 
 BATCH = 100
 
@@ -125,13 +127,7 @@ async def loyalty_throughput(settings: LoyaltySettings, orders: list[OrderPlaced
     await tap.close()
     async with running_service(spec, settings) as (rt, _):
         started = time.perf_counter()
-        while (
-            rt.metrics.registry.get_sample_value(
-                "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": "applied"}
-            )
-            or 0
-        ) < len(orders):
-            await asyncio.sleep(0.01)
+        await eventually(lambda: applied(rt) >= len(orders), timeout=900, interval=0.01)
         consumed = time.perf_counter() - started
         batches = rt.metrics.registry.get_sample_value("rapport_commit_batch_size_count") or 1
     return len(orders) / consumed, len(orders) / batches
@@ -142,8 +138,11 @@ async def loyalty_latency(settings: LoyaltySettings, rng: random.Random, rate: i
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
     async with running_service(spec, settings) as (rt, _):
-        while await rt.relay.backlog():  # the throughput run's events are still going out
-            await asyncio.sleep(0.1)
+
+        async def outbox_empty() -> bool:  # the throughput run's events may still be going out
+            return not await rt.relay.backlog()
+
+        await eventually(outbox_empty, timeout=900, interval=0.1)
         tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
 
         def stamp(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -161,9 +160,8 @@ async def loyalty_latency(settings: LoyaltySettings, rng: random.Random, rate: i
             event = random_order(rng, 5000, 10**7 + n)
             sent[event.id] = time.perf_counter()
             await tap.publish(event)
-        deadline = time.perf_counter() + 30
-        while len(arrived) < len(sent) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # what has not arrived by then is left out, and counted
+            await eventually(lambda: len(arrived) >= len(sent), timeout=30)
         await tap.close()
     return sorted((arrived[k] - sent[k]) * 1000 for k in arrived)
 
