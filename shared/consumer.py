@@ -14,7 +14,7 @@ import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import reduce
+from functools import cached_property, reduce
 from operator import or_
 from typing import Annotated, Any
 
@@ -55,7 +55,7 @@ class Consumer:
     def handler_for(self, event_type: str) -> EventHandler:
         return self._by_type[event_type]
 
-    @property
+    @cached_property  # read for every message
     def _by_type(self) -> dict[str, EventHandler]:
         return {event.model_fields["type"].default: handler for event, handler in self.handlers.items()}
 

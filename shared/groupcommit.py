@@ -110,7 +110,7 @@ class GroupCommit:
     async def _transact(self, batch: list[_Waiting]) -> list[bool]:
         async def attempt(session: AsyncClientSession) -> tuple[list[bool], int]:
             unit = Unit(db=self._db, session=session)
-            seen = await already_applied(self._db, session, (item.event.id for item in batch))
+            seen = await already_applied(unit, (item.event.id for item in batch))
             if self._prefetch is not None:
                 await self._prefetch(unit, [item.event for item in batch if item.event.id not in seen])
             outcomes: list[bool] = []

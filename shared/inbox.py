@@ -5,17 +5,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import InsertOne
-from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shared.events import Envelope
-from shared.mongo import INBOX, Database
+from shared.mongo import INBOX
 from shared.unit import Unit
 
 
-async def already_applied(db: Database, session: AsyncClientSession, event_ids: Iterable[str]) -> set[str]:
-    ids = list(set(event_ids))
-    cursor = db[INBOX].find({"_id": {"$in": ids}}, {"_id": 1}, session=session)
-    return {doc["_id"] async for doc in cursor}
+async def already_applied(unit: Unit, event_ids: Iterable[str]) -> set[str]:
+    found = await unit.find(INBOX, {"_id": {"$in": list(set(event_ids))}}, projection={"_id": 1})
+    return {doc["_id"] for doc in found}
 
 
 def record_applied(unit: Unit, events: list[Envelope[Any]]) -> None:

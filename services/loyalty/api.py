@@ -1,7 +1,7 @@
 """HTTP API of loyalty: members, redemptions, rules, campaigns, rewards."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -35,7 +35,10 @@ async def get_member(customer_id: str, rt: Rt) -> dict[str, Any]:
         ledger = replay(member.facts, at, rules.tiers)
         upcoming = next_tier(ledger.qualifying_points, rules.tiers)
         entries = await unit.find(LEDGER, {"customer_id": customer_id}, sort=[("at", -1)], limit=20)
-        soon = service.expiring_within(ledger, at)
+        soon = [
+            {"points": lot.remaining, "expires_at": lot.expires_at, "key": lot.key}
+            for lot in ledger.expiring_between(at, at + timedelta(days=30))
+        ]
         return {
             "customer_id": customer_id,
             "balance": ledger.balance,
@@ -179,13 +182,9 @@ async def create_campaign(body: CampaignIn, rt: Rt) -> dict[str, Any]:
 @api.delete("/campaigns/{campaign_id}")
 async def end_campaign(campaign_id: str, rt: Rt) -> dict[str, Any]:
     """Stop a campaign for orders from now on; points already earned stay."""
-    done = await rt.db[CAMPAIGNS].find_one_and_update(
-        {"_id": campaign_id}, {"$set": {"active": False}}, return_document=True
-    )
-    if done is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"campaign_id: no campaign {campaign_id!r}")
+    ended = await _deactivate(rt, CAMPAIGNS, "campaign_id", campaign_id)
     service.PROGRAM.clear()
-    return _public(done)
+    return ended
 
 
 # --- rewards ----------------------------------------------------------------------------------------
@@ -212,11 +211,14 @@ async def create_reward(body: RewardIn, rt: Rt) -> dict[str, Any]:
 
 @api.delete("/rewards/{reward_id}")
 async def retire_reward(reward_id: str, rt: Rt) -> dict[str, Any]:
-    done = await rt.db[REWARDS].find_one_and_update(
-        {"_id": reward_id}, {"$set": {"active": False}}, return_document=True
-    )
+    """Take a reward out of the catalogue; redemptions already made stay."""
+    return await _deactivate(rt, REWARDS, "reward_id", reward_id)
+
+
+async def _deactivate(rt: Runtime, collection: str, field: str, key: str) -> dict[str, Any]:
+    done = await rt.db[collection].find_one_and_update({"_id": key}, {"$set": {"active": False}}, return_document=True)
     if done is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"reward_id: no reward {reward_id!r}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{field}: no such {collection[:-1]} {key!r}")
     return _public(done)
 
 

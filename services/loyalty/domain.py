@@ -14,9 +14,12 @@ never rewrites history.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from shared.events import FeedbackReceived, OrderPlaced, OrderRefunded, ReferralConverted
 
 # --- configuration -------------------------------------------------------------
 
@@ -126,12 +129,48 @@ class Redemption:
     at: datetime
 
 
+Fact = Purchase | Refund | Activity | Redemption
+
+
+def fact_moment(fact: Fact) -> datetime:
+    if isinstance(fact, Purchase):
+        return fact.placed_at
+    if isinstance(fact, Refund):
+        return fact.refunded_at
+    return fact.at
+
+
+def fact_id(fact: Fact) -> str:
+    if isinstance(fact, Purchase):
+        return fact.order_id
+    if isinstance(fact, Refund):
+        return fact.refund_id
+    if isinstance(fact, Activity):
+        return fact.key
+    return fact.redemption_id
+
+
+_KIND_OF_FACT = {Purchase: "purchases", Refund: "refunds", Activity: "activities", Redemption: "redemptions"}
+
+
 @dataclass(frozen=True)
 class Facts:
+    """Everything heard of about one member; each fact is known once, by its id."""
+
     purchases: tuple[Purchase, ...] = ()
     refunds: tuple[Refund, ...] = ()
     activities: tuple[Activity, ...] = ()
     redemptions: tuple[Redemption, ...] = ()
+
+    def adding(self, *new: Fact) -> "Facts | None":
+        """These facts added to the known ones; None when all were known (a repeat changes nothing)."""
+        grown: dict[str, tuple[Any, ...]] = {}
+        for fact in new:
+            kind = _KIND_OF_FACT[type(fact)]
+            known = grown.get(kind, getattr(self, kind))
+            if all(fact_id(k) != fact_id(fact) for k in known):
+                grown[kind] = (*known, fact)
+        return replace(self, **grown) if grown else None
 
 
 # --- rules ------------------------------------------------------------------------
@@ -207,45 +246,71 @@ def refund_reversal(order_points: int, order_total: Decimal, refunded: Decimal) 
     return floor_points(Decimal(order_points) * min(refunded, order_total) / order_total)
 
 
-def feedback_activities(
-    *,
-    feedback_id: str,
-    order_id: str | None,
-    comment: str | None,
-    nps: int | None,
-    received_at: datetime,
-    rules: Rules,
-) -> list[Activity]:
+def feedback_activities(feedback: FeedbackReceived, rules: Rules) -> list[Activity]:
     """A review (a comment of review_min_chars+) and a survey answer (NPS) earn once per order each."""
-    about = order_id or f"feedback-{feedback_id}"
+    about = feedback.order_id or f"feedback-{feedback.feedback_id}"
+    lifetime, at, order_id = rules.points_lifetime_days, feedback.received_at, feedback.order_id
     earned = []
-    if comment is not None and len(comment.strip()) >= rules.review_min_chars and rules.review_points > 0:
-        earned.append(
-            Activity(
-                f"review:{about}", "review", rules.review_points, received_at, rules.points_lifetime_days, order_id
-            )
-        )
-    if nps is not None and rules.survey_points > 0:
-        earned.append(
-            Activity(
-                f"survey:{about}", "survey", rules.survey_points, received_at, rules.points_lifetime_days, order_id
-            )
-        )
+    comment = (feedback.comment or "").strip()
+    if feedback.comment is not None and len(comment) >= rules.review_min_chars and rules.review_points > 0:
+        earned.append(Activity(f"review:{about}", "review", rules.review_points, at, lifetime, order_id))
+    if feedback.nps is not None and rules.survey_points > 0:
+        earned.append(Activity(f"survey:{about}", "survey", rules.survey_points, at, lifetime, order_id))
     return earned
 
 
-def referral_activity(
-    *, referral_id: str, side: str, converted_at: datetime, order_id: str, rules: Rules
-) -> Activity | None:
-    """Referral points for one side (referrer or referee); None when that side earns nothing."""
-    points = rules.referrer_points if side == "referrer" else rules.referee_points
-    if side == "referee" and not rules.two_sided_referrals:
-        points = 0
-    if points <= 0:
-        return None
-    return Activity(
-        f"referral:{referral_id}:{side}", "referral", points, converted_at, rules.points_lifetime_days, order_id
+def referral_activities(referral: ReferralConverted, rules: Rules) -> list[tuple[str, Activity]]:
+    """Referral points per side, as (customer id, activity); affiliates are paid a commission, not points."""
+    sides = (
+        [("referrer", referral.referrer_customer_id, rules.referrer_points)] if referral.program == "customer" else []
     )
+    sides.append(("referee", referral.referee_customer_id, rules.referee_points if rules.two_sided_referrals else 0))
+    return [
+        (
+            customer_id,
+            Activity(
+                f"referral:{referral.referral_id}:{side}",
+                "referral",
+                points,
+                referral.converted_at,
+                rules.points_lifetime_days,
+                referral.order_id,
+            ),
+        )
+        for side, customer_id, points in sides
+        if points > 0
+    ]
+
+
+def purchase_of(order: OrderPlaced, rules: Rules, campaigns: Sequence[Campaign]) -> Purchase:
+    """The purchase fact, with the rules in force for it: its currency's rate and the campaigns running then."""
+    return Purchase(
+        order_id=order.order_id,
+        placed_at=order.placed_at,
+        currency=order.currency,
+        total=order.total,
+        lines=tuple(Line(i.sku, i.category, i.unit_price * i.quantity) for i in order.line_items),
+        rate=rules.rates.get(order.currency),
+        tiers=rules.tiers,
+        campaigns=tuple(c for c in campaigns if c.running_at(order.placed_at)),
+        lifetime_days=rules.points_lifetime_days,
+        tier_window_days=rules.tier_window_days,
+    )
+
+
+def facts_of(
+    data: OrderPlaced | OrderRefunded | FeedbackReceived | ReferralConverted,
+    rules: Rules,
+    campaigns: Sequence[Campaign],
+) -> list[tuple[str, Fact]]:
+    """What an event tells loyalty, as (customer id, fact) pairs."""
+    if isinstance(data, OrderPlaced):
+        return [(data.customer.customer_id, purchase_of(data, rules, campaigns))]
+    if isinstance(data, OrderRefunded):
+        return [(data.customer_id, Refund(data.refund_id, data.order_id, data.amount, data.refunded_at))]
+    if isinstance(data, FeedbackReceived):
+        return [(data.customer_id, activity) for activity in feedback_activities(data, rules)]
+    return referral_activities(data, rules)
 
 
 # --- the replay ---------------------------------------------------------------------
@@ -289,24 +354,6 @@ class Ledger:
 _ORDER_OF_KINDS = {Purchase: 0, Activity: 1, Refund: 2, Redemption: 3}
 
 
-def _moment(fact: Purchase | Refund | Activity | Redemption) -> datetime:
-    if isinstance(fact, Purchase):
-        return fact.placed_at
-    if isinstance(fact, Refund):
-        return fact.refunded_at
-    return fact.at
-
-
-def _identity(fact: Purchase | Refund | Activity | Redemption) -> str:
-    if isinstance(fact, Purchase):
-        return fact.order_id
-    if isinstance(fact, Refund):
-        return fact.refund_id
-    if isinstance(fact, Activity):
-        return fact.key
-    return fact.redemption_id
-
-
 def replay(facts: Facts, now: datetime, current_tiers: Sequence[Tier] = DEFAULT_TIERS) -> Ledger:
     """Replay a member's facts in the order they happened and say what the ledger should hold."""
     return _Replay(facts).run(now, current_tiers)
@@ -330,10 +377,10 @@ class _Replay:
     def run(self, now: datetime, current_tiers: Sequence[Tier]) -> Ledger:
         timeline = sorted(
             [*self.facts.purchases, *self.facts.activities, *self.facts.refunds, *self.facts.redemptions],
-            key=lambda f: (_moment(f), _ORDER_OF_KINDS[type(f)], _identity(f)),
+            key=lambda f: (fact_moment(f), _ORDER_OF_KINDS[type(f)], fact_id(f)),
         )
         for fact in timeline:
-            self.expire_until(_moment(fact))
+            self.expire_until(fact_moment(fact))
             if isinstance(fact, Purchase):
                 self.purchase(fact)
             elif isinstance(fact, Activity):
@@ -445,14 +492,11 @@ class Entry:
 
 def entries_to_append(desired: Ledger, recorded: dict[str, int]) -> list[Entry]:
     entries = []
-    for key, points in desired.amounts.items():
+    for key, points in desired.amounts.items():  # keys only ever grow: facts are never forgotten
         delta = points - recorded.get(key, 0)
         if delta == 0:
             continue
         entries.append(_entry(key, delta, desired, first=key not in recorded))
-    for key, points in recorded.items():  # a key the replay no longer produces (cannot happen today)
-        if key not in desired.amounts and points != 0:
-            entries.append(Entry(key, "adjust", "adjustment", -points, None, None))
     return entries
 
 

@@ -1,29 +1,15 @@
 """Loyalty use cases: hear of a fact, replay the member, append what changed, publish it."""
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 from pymongo import DeleteMany, DeleteOne, InsertOne, UpdateMany, UpdateOne
 
-from services.loyalty.domain import (
-    Activity,
-    Entry,
-    Ledger,
-    Line,
-    Purchase,
-    Redemption,
-    Refund,
-    Tier,
-    entries_to_append,
-    feedback_activities,
-    referral_activity,
-    replay,
-)
+from services.loyalty.domain import Entry, Fact, Ledger, Redemption, entries_to_append, facts_of, replay
 from services.loyalty.store import (
     ERASED,
     LEDGER,
@@ -31,6 +17,7 @@ from services.loyalty.store import (
     REDEMPTION_REQUESTS,
     REWARDS,
     Member,
+    Program,
     ProgramCache,
     erased_id,
     is_erased,
@@ -96,88 +83,37 @@ def _customers_of(event: Envelope[Any]) -> list[str]:
 
 async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
     order = event.data
-    member = await _member_unless_erased(unit, order.customer.customer_id)
-    if member is None:
-        return
-    if any(p.order_id == order.order_id for p in member.facts.purchases):
-        return  # the same order announced again under another event id
     program = await PROGRAM.get(unit.db)
-    rate = program.rules.rates.get(order.currency)
-    if rate is None:
+    if order.currency not in program.rules.rates:
         UNRATED_ORDERS.labels(currency=order.currency).inc()
         log.info("order_in_unrated_currency", order_id=order.order_id, currency=order.currency)
-    purchase = Purchase(
-        order_id=order.order_id,
-        placed_at=order.placed_at,
-        currency=order.currency,
-        total=order.total,
-        lines=tuple(Line(i.sku, i.category, i.unit_price * i.quantity) for i in order.line_items),
-        rate=rate,
-        tiers=program.rules.tiers,
-        campaigns=tuple(c for c in program.campaigns if c.running_at(order.placed_at)),
-        lifetime_days=program.rules.points_lifetime_days,
-        tier_window_days=program.rules.tier_window_days,
-    )
-    member.facts = replace(member.facts, purchases=(*member.facts.purchases, purchase))
-    await settle(unit, member, cause=event, current_tiers=program.rules.tiers)
+    await hear(unit, event, program)
 
 
 async def reverse_refunded_points(unit: Unit, event: OrderRefundedEvent) -> None:
-    refund = event.data
-    member = await _member_unless_erased(unit, refund.customer_id)
-    if member is None:
-        return
-    if any(r.refund_id == refund.refund_id for r in member.facts.refunds):
-        return
-    fact = Refund(refund.refund_id, refund.order_id, refund.amount, refund.refunded_at)
-    member.facts = replace(member.facts, refunds=(*member.facts.refunds, fact))
-    await settle(unit, member, cause=event, current_tiers=(await PROGRAM.get(unit.db)).rules.tiers)
+    await hear(unit, event, await PROGRAM.get(unit.db))
 
 
 async def award_feedback_points(unit: Unit, event: FeedbackReceivedEvent) -> None:
-    feedback = event.data
-    program = await PROGRAM.get(unit.db)
-    earned = feedback_activities(
-        feedback_id=feedback.feedback_id,
-        order_id=feedback.order_id,
-        comment=feedback.comment,
-        nps=feedback.nps,
-        received_at=feedback.received_at,
-        rules=program.rules,
-    )
-    await _add_activities(unit, feedback.customer_id, earned, event, program.rules.tiers)
+    await hear(unit, event, await PROGRAM.get(unit.db))
 
 
 async def award_referral_points(unit: Unit, event: ReferralConvertedEvent) -> None:
-    referral = event.data
-    program = await PROGRAM.get(unit.db)
-    sides = [("referee", referral.referee_customer_id)]
-    if referral.program == "customer":  # affiliates are paid a commission, not points
-        sides.insert(0, ("referrer", referral.referrer_customer_id))
-    for side, customer_id in sides:
-        earned = referral_activity(
-            referral_id=referral.referral_id,
-            side=side,
-            converted_at=referral.converted_at,
-            order_id=referral.order_id,
-            rules=program.rules,
-        )
-        if earned is not None:
-            await _add_activities(unit, customer_id, [earned], event, program.rules.tiers)
+    await hear(unit, event, await PROGRAM.get(unit.db))
 
 
-async def _add_activities(
-    unit: Unit, customer_id: str, earned: list[Activity], cause: Envelope[Any], tiers: Sequence[Tier]
-) -> None:
-    member = await _member_unless_erased(unit, customer_id) if earned else None
-    if member is None:
-        return
-    known = {a.key for a in member.facts.activities}
-    fresh = tuple(a for a in earned if a.key not in known)  # at most one of each per order
-    if not fresh:
-        return
-    member.facts = replace(member.facts, activities=(*member.facts.activities, *fresh))
-    await settle(unit, member, cause=cause, current_tiers=tiers)
+async def hear(unit: Unit, event: Envelope[Any], program: Program) -> None:
+    """Add what the event tells to each member it concerns and settle them; a repeat changes nothing."""
+    told: dict[str, list[Fact]] = {}
+    for customer_id, fact in facts_of(event.data, program.rules, program.campaigns):
+        told.setdefault(customer_id, []).append(fact)
+    for customer_id, facts in told.items():
+        member = await _member_unless_erased(unit, customer_id)
+        grown = member.facts.adding(*facts) if member is not None else None
+        if member is None or grown is None:
+            continue
+        member.facts = grown
+        await settle(unit, member, cause=event)
 
 
 async def _member_unless_erased(unit: Unit, customer_id: str) -> Member | None:
@@ -206,7 +142,7 @@ async def review_member(unit: Unit, customer_id: str, at: datetime | None = None
     """Expire what is due and move the tier as the 365-day window slides."""
     member = await load_member(unit, customer_id)
     if member.exists:
-        await settle(unit, member, cause=None, current_tiers=(await PROGRAM.get(unit.db)).rules.tiers, at=at)
+        await settle(unit, member, cause=None, at=at)
 
 
 # --- redemption ----------------------------------------------------------------------------------
@@ -255,16 +191,17 @@ async def _redeem(unit: Unit, customer_id: str, reward_id: str) -> RedemptionRes
     if reward is None:
         raise RedemptionRefused(404, f"reward_id: no active reward {reward_id!r}")
     member = await load_member(unit, customer_id)
-    tiers = (await PROGRAM.get(unit.db)).rules.tiers
-    at = now()
-    balance = replay(member.facts, at, tiers).balance
-    price = int(reward["points_price"])
-    if balance < price:
+    at, price = now(), int(reward["points_price"])
+    redemption = Redemption(str(uuid.uuid4()), reward_id, price, at)
+    with_redemption = member.facts.adding(redemption)
+    assert with_redemption is not None  # a fresh id is never known
+    ledger = replay(with_redemption, at, (await PROGRAM.get(unit.db)).rules.tiers)
+    if ledger.balance < 0:  # spending changes nothing else at the same moment
+        balance = ledger.balance + price
         detail = f"balance {balance} does not cover {price} points for {reward['name']!r}"
         return RedemptionResult(409, {"detail": detail, "balance": balance, "points_price": price})
-    redemption = Redemption(str(uuid.uuid4()), reward_id, price, at)
-    member.facts = replace(member.facts, redemptions=(*member.facts.redemptions, redemption))
-    ledger = await settle(unit, member, cause=None, current_tiers=tiers, at=at)
+    member.facts = with_redemption
+    await settle(unit, member, cause=None, at=at, ledger=ledger)
     return RedemptionResult(
         201,
         {
@@ -285,13 +222,15 @@ async def settle(
     member: Member,
     *,
     cause: Envelope[Any] | None,
-    current_tiers: Sequence[Tier],
     at: datetime | None = None,
+    ledger: Ledger | None = None,
 ) -> Ledger:
+    """Append what the member's facts say beyond what the ledger records (`ledger`: their replay at `at`)."""
     moment = at or now()
-    ledger = replay(member.facts, moment, current_tiers)
+    if ledger is None:
+        ledger = replay(member.facts, moment, (await PROGRAM.get(unit.db)).rules.tiers)
     entries = entries_to_append(ledger, member.recorded)
-    balance = sum(member.recorded.values())
+    balance = member.balance
     expired = 0
     for entry in entries:
         balance += entry.points
@@ -321,7 +260,7 @@ async def settle(
             )
         )
         log.info("tier_changed", customer_id=member.customer_id, from_tier=member.tier, to_tier=ledger.tier.name)
-    member.balance, member.tier = balance, ledger.tier.name
+    member.tier = ledger.tier.name
     save_member(
         unit, member, qualifying_points=ledger.qualifying_points, next_review_at=ledger.next_review_at, now=moment
     )
@@ -383,10 +322,3 @@ def _event_for(
         balance=balance,
     )
     return PointsReversedEvent.new(data, source=SOURCE, subject=customer_id, cause=cause)
-
-
-def expiring_within(ledger: Ledger, start: datetime, days: int = 30) -> list[dict[str, Any]]:
-    return [
-        {"points": lot.remaining, "expires_at": lot.expires_at, "key": lot.key}
-        for lot in ledger.expiring_between(start, start + timedelta(days=days))
-    ]

@@ -12,7 +12,7 @@ Collections:
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -60,11 +60,14 @@ FACT_KINDS = ("purchases", "refunds", "activities", "redemptions")
 class Member:
     customer_id: str
     facts: Facts = field(default_factory=Facts)
-    recorded: dict[str, int] = field(default_factory=dict)
-    balance: int = 0
+    recorded: dict[str, int] = field(default_factory=dict)  # what the ledger says per key
     tier: str = "bronze"
     exists: bool = False
     stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # facts as loaded, by kind
+
+    @property
+    def balance(self) -> int:
+        return sum(self.recorded.values())
 
 
 async def load_member(unit: Unit, customer_id: str) -> Member:
@@ -80,7 +83,6 @@ async def load_member(unit: Unit, customer_id: str) -> Member:
             redemptions=tuple(_redemption(r) for r in doc.get("redemptions", [])),
         ),
         recorded=dict(doc.get("recorded", {})),
-        balance=doc.get("balance", 0),
         tier=doc.get("tier", "bronze"),
         exists=True,
         stored={kind: doc.get(kind, []) for kind in FACT_KINDS},
@@ -195,20 +197,14 @@ def rules_to_doc(rules: Rules) -> dict[str, Any]:
 
 
 def rules_from_doc(doc: dict[str, Any] | None) -> Rules:
+    """The stored rules; what the document does not say keeps its default."""
     if doc is None:
         return Rules()
-    defaults = Rules()
+    plain = {f.name: doc[f.name] for f in fields(Rules) if f.name in doc and f.name not in {"rates", "tiers"}}
     return Rules(
         rates={currency: Decimal(rate) for currency, rate in doc.get("rates", {}).items()},
-        tiers=tuple(_tier(t) for t in doc.get("tiers", [])) or defaults.tiers,
-        review_points=doc.get("review_points", defaults.review_points),
-        review_min_chars=doc.get("review_min_chars", defaults.review_min_chars),
-        survey_points=doc.get("survey_points", defaults.survey_points),
-        referrer_points=doc.get("referrer_points", defaults.referrer_points),
-        referee_points=doc.get("referee_points", defaults.referee_points),
-        two_sided_referrals=doc.get("two_sided_referrals", defaults.two_sided_referrals),
-        points_lifetime_days=doc.get("points_lifetime_days", defaults.points_lifetime_days),
-        tier_window_days=doc.get("tier_window_days", defaults.tier_window_days),
+        tiers=tuple(_tier(t) for t in doc.get("tiers", [])) or Rules().tiers,
+        **plain,
     )
 
 

@@ -20,41 +20,30 @@ from pathlib import Path
 import aio_pika
 
 from shared.events import parse_event
-from shared.service import Runtime
 from shared.settings import ServiceSettings
 from shared.testing.infra import provide
 from shared.testing.running import running_service
-from shared.testing.tap import EventTap, eventually
+from shared.testing.tap import eventually
+from tests.bench.common import applied, fill_queue, outbox_drained
 from tests.service.probe import probe_spec
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "events" / "OrderPlaced.json"
 
 
-def applied(rt: Runtime) -> float:
-    sample = {"type": "OrderPlaced", "outcome": "applied"}
-    return rt.metrics.registry.get_sample_value("rapport_messages_consumed_total", sample) or 0
-
-
 async def measure(settings: ServiceSettings, service: str, messages: int) -> tuple[float, float]:
     spec = probe_spec(service)
-    async with running_service(spec, settings):
-        pass  # declares the queue and its bindings
-    tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
     raw = json.loads(SAMPLE.read_text())
-    for n in range(messages):
-        raw["id"], raw["data"]["order_id"] = str(uuid.uuid4()), f"bench-{n}"
-        await tap.publish(parse_event(raw))
-    await tap.close()
+    orders = (
+        parse_event(raw | {"id": str(uuid.uuid4()), "data": raw["data"] | {"order_id": f"bench-{n}"}})
+        for n in range(messages)
+    )
+    await fill_queue(spec, settings, orders)
 
     async with running_service(spec, settings) as (rt, _):
         started = time.perf_counter()
         await eventually(lambda: applied(rt) >= messages, timeout=900, interval=0.01)
         consumed = time.perf_counter() - started
-
-        async def outbox_empty() -> bool:
-            return not await rt.relay.backlog()
-
-        await eventually(outbox_empty, timeout=900, interval=0.01)
+        await outbox_drained(rt)
         relayed = time.perf_counter() - started
         batches = rt.metrics.registry.get_sample_value("rapport_commit_batch_size_count") or 1
     print(

@@ -40,7 +40,7 @@ from shared.testing.infra import provide
 from shared.testing.running import running_service
 from shared.testing.tap import EventTap, eventually
 from shared.topology import Topology
-from tests.bench.group_commit import applied
+from tests.bench.common import applied, fill_queue, outbox_drained
 
 BATCH = 100
 
@@ -119,12 +119,7 @@ async def raw_floor(rabbitmq_url: str, mongodb_url: str, prefix: str, bodies: li
 
 async def loyalty_throughput(settings: LoyaltySettings, orders: list[OrderPlacedEvent]) -> tuple[float, float]:
     spec = replace(SPEC, name="benchloyalty")
-    async with running_service(spec, settings):
-        pass  # declares the queue
-    tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
-    for event in orders:
-        await tap.publish(event)
-    await tap.close()
+    await fill_queue(spec, settings, orders)
     async with running_service(spec, settings) as (rt, _):
         started = time.perf_counter()
         await eventually(lambda: applied(rt) >= len(orders), timeout=900, interval=0.01)
@@ -138,11 +133,7 @@ async def loyalty_latency(settings: LoyaltySettings, rng: random.Random, rate: i
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
     async with running_service(spec, settings) as (rt, _):
-
-        async def outbox_empty() -> bool:  # the throughput run's events may still be going out
-            return not await rt.relay.backlog()
-
-        await eventually(outbox_empty, timeout=900, interval=0.1)
+        await outbox_drained(rt)  # the throughput run's events may still be going out
         tap = await EventTap.open(settings.rabbitmq_url, settings.topology)
 
         def stamp(message: aio_pika.abc.AbstractIncomingMessage) -> None:

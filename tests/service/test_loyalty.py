@@ -14,7 +14,7 @@ import pytest
 
 from services.loyalty import service as loyalty
 from services.loyalty.app import SPEC
-from services.loyalty.domain import Facts, Line, Purchase, Refund, Rules, feedback_activities, referral_activity, replay
+from services.loyalty.domain import Facts, Rules, facts_of, replay
 from services.loyalty.jobs import review_due_members
 from services.loyalty.settings import LoyaltySettings
 from services.loyalty.store import LEDGER, MEMBERS
@@ -108,6 +108,13 @@ def referral(referrer: str, referee: str, order_id: str, at: datetime) -> Referr
     return ReferralConvertedEvent.new(data, source="referrals", subject=referee)
 
 
+async def earn(tap: EventTap, placed: OrderPlacedEvent) -> dict[str, Any]:
+    """Publish an order as the shop does and wait for the points it earns."""
+    await tap.publish(placed)
+    awarded = await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["causationid"] == placed.id)
+    return awarded[0]
+
+
 async def member(http: httpx.AsyncClient, customer_id: str) -> dict[str, Any]:
     got = await http.get(f"/members/{customer_id}", headers=ADMIN)
     assert got.status_code == 200, got.text
@@ -129,9 +136,8 @@ async def test_an_order_earns_points_explained_on_the_member_page(
 ) -> None:
     _rt, http = loyalty_service
     placed = order("cus-a", "ord-a1", "120.50", NOW - timedelta(days=1))
-    await tap.publish(placed)
-    awarded = await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["causationid"] == placed.id)
-    assert awarded[0]["data"] | {"entry_id": None, "expires_at": None} == {
+    awarded = await earn(tap, placed)
+    assert awarded["data"] | {"entry_id": None, "expires_at": None} == {
         "entry_id": None,
         "customer_id": "cus-a",
         "points": 120,
@@ -242,50 +248,8 @@ def _in_order_balances(stream: list[Envelope[Any]], customers: list[str]) -> dic
     rules = Rules()
     facts: dict[str, Facts] = {c: Facts() for c in customers}
     for event in sorted(stream, key=lambda e: e.time):
-        data = event.data
-        if isinstance(data, OrderPlaced):
-            purchase = Purchase(
-                data.order_id,
-                data.placed_at,
-                data.currency,
-                data.total,
-                tuple(Line(i.sku, i.category, i.unit_price * i.quantity) for i in data.line_items),
-                rules.rates.get(data.currency),
-                rules.tiers,
-                (),
-                365,
-                365,
-            )
-            owner = data.customer.customer_id
-            facts[owner] = replace(facts[owner], purchases=(*facts[owner].purchases, purchase))
-        elif isinstance(data, OrderRefunded):
-            fact = Refund(data.refund_id, data.order_id, data.amount, data.refunded_at)
-            facts[data.customer_id] = replace(facts[data.customer_id], refunds=(*facts[data.customer_id].refunds, fact))
-        elif isinstance(data, FeedbackReceived):
-            earned = feedback_activities(
-                feedback_id=data.feedback_id,
-                order_id=data.order_id,
-                comment=data.comment,
-                nps=data.nps,
-                received_at=data.received_at,
-                rules=rules,
-            )
-            known = {a.key for a in facts[data.customer_id].activities}
-            fresh = tuple(a for a in earned if a.key not in known)
-            facts[data.customer_id] = replace(
-                facts[data.customer_id], activities=(*facts[data.customer_id].activities, *fresh)
-            )
-        elif isinstance(data, ReferralConverted):
-            for side, owner in (("referrer", data.referrer_customer_id), ("referee", data.referee_customer_id)):
-                earned_one = referral_activity(
-                    referral_id=data.referral_id,
-                    side=side,
-                    converted_at=data.converted_at,
-                    order_id=data.order_id,
-                    rules=rules,
-                )
-                assert earned_one is not None
-                facts[owner] = replace(facts[owner], activities=(*facts[owner].activities, earned_one))
+        for owner, fact in facts_of(event.data, rules, ()):
+            facts[owner] = facts[owner].adding(fact) or facts[owner]
     return {customer: replay(f, datetime.now(UTC)).balance for customer, f in facts.items()}
 
 
@@ -300,8 +264,7 @@ async def test_fifty_concurrent_redemptions_spend_exactly_the_balance(
     loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
 ) -> None:
     _rt, http = loyalty_service
-    await tap.publish(order("cus-c", "ord-c1", "1000", NOW - timedelta(days=1)))
-    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-c")
+    await earn(tap, order("cus-c", "ord-c1", "1000", NOW - timedelta(days=1)))
     reward_id = await _reward(http, 100)
 
     async def attempt(n: int) -> httpx.Response:
@@ -324,8 +287,7 @@ async def test_a_retried_redemption_returns_the_first_result(
     loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
 ) -> None:
     _rt, http = loyalty_service
-    await tap.publish(order("cus-i", "ord-i1", "300", NOW - timedelta(days=1)))
-    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-i")
+    await earn(tap, order("cus-i", "ord-i1", "300", NOW - timedelta(days=1)))
     reward_id = await _reward(http, 120)
     headers = {**ADMIN, "Idempotency-Key": "checkout-42"}
     first = await http.post("/members/cus-i/redemptions", json={"reward_id": reward_id}, headers=headers)
@@ -340,8 +302,7 @@ async def test_a_negative_balance_refuses_redemption_clearly(
     loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
 ) -> None:
     _rt, http = loyalty_service
-    await tap.publish(order("cus-n", "ord-n1", "200", NOW - timedelta(days=3)))
-    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-n")
+    await earn(tap, order("cus-n", "ord-n1", "200", NOW - timedelta(days=3)))
     reward_id = await _reward(http, 150)
     spent = await http.post(
         "/members/cus-n/redemptions", json={"reward_id": reward_id}, headers={**ADMIN, "Idempotency-Key": "n-1"}
@@ -482,8 +443,7 @@ async def test_expiry_runs_once_even_with_two_replicas_reviewing_together(
     loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
 ) -> None:
     rt, _http = loyalty_service
-    await tap.publish(order("cus-e", "ord-e1", "80", NOW - timedelta(days=2)))
-    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-e")
+    await earn(tap, order("cus-e", "ord-e1", "80", NOW - timedelta(days=2)))
     later = NOW + timedelta(days=400)
     reviewed = await asyncio.gather(review_due_members(rt, at=later), review_due_members(rt, at=later))
     assert sum(reviewed) == 1
@@ -500,8 +460,7 @@ async def test_customer_erased_removes_the_member_and_keeps_anonymous_totals(
     loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
 ) -> None:
     rt, http = loyalty_service
-    await tap.publish(order("cus-gone", "ord-g1", "70", NOW - timedelta(days=2)))
-    await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["customer_id"] == "cus-gone")
+    await earn(tap, order("cus-gone", "ord-g1", "70", NOW - timedelta(days=2)))
     erased = CustomerErasedEvent.new(CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders")
     await tap.publish(erased)
     await eventually(lambda: consumed(rt) == 2)

@@ -19,11 +19,12 @@ from services.loyalty.domain import (
     feedback_activities,
     next_tier,
     purchase_points,
-    referral_activity,
+    referral_activities,
     refund_reversal,
     replay,
     tier_for,
 )
+from shared.events import FeedbackReceived, Ratings, ReferralConverted
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 RULES = Rules()
@@ -216,26 +217,52 @@ def test_a_campaign_outside_its_window_gives_nothing() -> None:
 
 
 def test_feedback_earns_a_review_and_a_survey_once_per_order() -> None:
-    both = feedback_activities(
-        feedback_id="f1", order_id="o1", comment="Lovely mug, quick delivery", nps=9, received_at=T0, rules=RULES
-    )
+    both = feedback_activities(feedback("f1", "Lovely mug, quick delivery", 9), RULES)
     assert [(a.key, a.points) for a in both] == [("review:o1", 50), ("survey:o1", 20)]
-    short = feedback_activities(feedback_id="f2", order_id="o1", comment="ok", nps=None, received_at=T0, rules=RULES)
+    short = feedback_activities(feedback("f2", "ok", None), RULES)
     assert short == []
-    again = feedback_activities(feedback_id="f3", order_id="o1", comment="x" * 30, nps=3, received_at=T0, rules=RULES)
-    facts = Facts(activities=tuple({a.key: a for a in [*both, *again]}.values()))  # same keys: one of each
+    again = feedback_activities(feedback("f3", "x" * 30, 3), RULES)
+    facts = Facts().adding(*both)
+    assert facts is not None
+    assert facts.adding(*again) is None  # same keys: one of each per order
     assert replay(facts, T0).balance == 70
 
 
+def feedback(feedback_id: str, comment: str | None, nps: int | None) -> FeedbackReceived:
+    return FeedbackReceived(
+        feedback_id=feedback_id,
+        customer_id="c1",
+        order_id="o1",
+        ratings=Ratings(overall=5),
+        nps=nps,
+        comment=comment,
+        channel="email",
+        received_at=T0,
+    )
+
+
 def test_referrals_are_two_sided_by_default_and_one_sided_by_setting() -> None:
-    referee = referral_activity(referral_id="rf1", side="referee", converted_at=T0, order_id="o9", rules=RULES)
+    converted = ReferralConverted(
+        referral_id="rf1",
+        code="K7QX-M2PA",
+        referrer_customer_id="a",
+        referee_customer_id="b",
+        order_id="o9",
+        order_total=Decimal("10"),
+        currency="EUR",
+        converted_at=T0,
+        program="customer",
+    )
+    referee = dict(referral_activities(converted, RULES)).get("b")
     assert referee is not None
     assert referee.points == 250
-    one_sided = Rules(two_sided_referrals=False)
-    assert referral_activity(referral_id="rf1", side="referee", converted_at=T0, order_id="o9", rules=one_sided) is None
-    referrer = referral_activity(referral_id="rf1", side="referrer", converted_at=T0, order_id="o9", rules=one_sided)
+    one_sided = dict(referral_activities(converted, Rules(two_sided_referrals=False)))
+    assert one_sided.get("b") is None
+    referrer = one_sided.get("a")
     assert referrer is not None
     assert referrer.points == 500
+    affiliate = converted.model_copy(update={"program": "affiliate"})
+    assert [customer for customer, _ in referral_activities(affiliate, RULES)] == ["b"]
 
 
 def test_entries_are_the_difference_and_corrections_are_adjustments() -> None:
