@@ -225,12 +225,17 @@ class Envelope(BaseModel, Generic[DataT]):
         subject: str | None = None,
         cause: "Envelope[Any] | None" = None,
         correlationid: str | None = None,
+        event_id: str | None = None,
     ) -> Self:
-        """A fresh event; with `cause`, it continues the cause's correlation chain."""
+        """A fresh event; with `cause`, it continues the cause's correlation chain.
+
+        `event_id` gives it a deterministic id (say, from a platform's own ids) so
+        that telling the same thing twice yields the same event; otherwise a UUID.
+        """
         if cause is not None:
             correlationid = correlationid or cause.correlationid or cause.id
         return cls(
-            id=str(uuid.uuid4()),
+            id=event_id or str(uuid.uuid4()),
             source=source,
             time=datetime.now(UTC),
             subject=subject,

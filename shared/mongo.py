@@ -1,5 +1,6 @@
 """The one way to open MongoDB: PyMongo's async client, one database per service."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
@@ -56,3 +57,8 @@ async def ping(client: AsyncMongoClient[dict[str, Any]]) -> bool:
     except Exception:  # noqa: BLE001 - readiness reports any failure as "not reachable"
         return False
     return True
+
+
+def as_stored(moment: datetime) -> datetime:
+    """`moment` as MongoDB keeps it (UTC, whole milliseconds), so values compare the same before and after a save."""
+    return moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)

@@ -43,8 +43,9 @@ class ServiceSpec:
     name: str
     handlers: Handlers
     publishes: Sequence[type[Envelope[Any]]] = ()
-    api: APIRouter | None = None
-    ensure_indexes: Callable[[Database], Awaitable[None]] | None = None
+    api: APIRouter | None = None  # behind the admin key
+    public_api: APIRouter | None = None  # routes that check who calls them themselves (signed webhooks, tokens)
+    ensure_indexes: Callable[[Database, ServiceSettings], Awaitable[None]] | None = None
     background: Sequence[Callable[["Runtime"], Coroutine[Any, Any, None]]] = field(default=())
     metrics: CollectorRegistry | None = None  # the service's own metrics, served with the shared ones
     prefetch: Prefetch | None = None  # reads a whole batch's documents in one go (see Unit.preload)
@@ -140,7 +141,7 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_plumbing_indexes(rt.db)
         if spec.ensure_indexes is not None:
-            await spec.ensure_indexes(rt.db)
+            await spec.ensure_indexes(rt.db, settings)
         rt.group.start()
         rt.relay.start()
         await rt.broker.start()
@@ -167,6 +168,8 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     app.include_router(health_routes(rt.readiness, rt.render_metrics))
     if spec.api is not None:
         app.include_router(spec.api, dependencies=[Depends(admin_guard(settings.admin_api_key))])
+    if spec.public_api is not None:
+        app.include_router(spec.public_api)
     return app
 
 

@@ -31,6 +31,7 @@ from services.loyalty.domain import (
     Tier,
 )
 from shared.mongo import Database
+from shared.settings import ServiceSettings
 from shared.unit import Unit
 
 MEMBERS = "members"
@@ -42,7 +43,9 @@ REDEMPTION_REQUESTS = "redemption_requests"
 ERASED = "erased"
 
 
-async def ensure_indexes(db: Database) -> None:
+async def ensure_indexes(
+    db: Database, settings: ServiceSettings
+) -> None:  # the settings are for services whose indexes depend on them
     await db[MEMBERS].create_indexes(
         [IndexModel([("next_review_at", ASCENDING)], partialFilterExpression={"next_review_at": {"$type": "date"}})]
     )

@@ -1,23 +1,20 @@
 """Subscribers of the orders service: read the event, call the use case, nothing else."""
 
-import structlog
-
+from services.orders import service
 from shared.events import OrderFulfilledEvent, OrderPlacedEvent, OrderRefundedEvent
 from shared.unit import Unit
 
-log = structlog.get_logger("rapport.orders")
-
 
 async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
-    log.info("order_placed_received", order_id=event.data.order_id, customer_id=event.data.customer.customer_id)
+    await service.record_order_placed(unit, event)
 
 
 async def on_order_fulfilled(event: OrderFulfilledEvent, unit: Unit) -> None:
-    log.info("order_fulfilled_received", order_id=event.data.order_id, customer_id=event.data.customer_id)
+    await service.record_fulfilment(unit, event)
 
 
 async def on_order_refunded(event: OrderRefundedEvent, unit: Unit) -> None:
-    log.info("order_refunded_received", order_id=event.data.order_id, refund_id=event.data.refund_id)
+    await service.record_refund(unit, event)
 
 
 HANDLERS = {

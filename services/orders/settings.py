@@ -1,9 +1,29 @@
 """Settings of the orders service (DESIGN.md §6)."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import ServiceSettings
+from shared.types import Currency
 
 
 class OrdersSettings(ServiceSettings):
     http_port: int = Field(8001, ge=1, le=65535, description="HTTP API port.")
+    reporting_currency: Currency = Field(
+        "EUR", description="Currency whose net spend ranks customers (RFM monetary score, `sort=spent`)."
+    )
+    segment_interval_seconds: float = Field(
+        900.0, gt=0, description="How often every customer's RFM scores and segment are recomputed."
+    )
+    shopify_webhook_secret: SecretStr | None = Field(
+        None, description="Shopify app's client secret: verifies X-Shopify-Hmac-Sha256; unset refuses the webhooks."
+    )
+    woocommerce_webhook_secret: SecretStr | None = Field(
+        None, description="WooCommerce webhook secret: verifies X-WC-Webhook-Signature; unset refuses the webhooks."
+    )
+
+
+def orders_settings(settings: ServiceSettings) -> OrdersSettings:
+    """The orders settings a runtime was built with (routes and jobs get them as the base type)."""
+    if not isinstance(settings, OrdersSettings):
+        raise TypeError(f"the orders service needs OrdersSettings, got {type(settings).__name__}")
+    return settings

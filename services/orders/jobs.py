@@ -1,0 +1,90 @@
+"""Scheduled work of orders: score every customer (RFM) and name their segment.
+
+Scores are quintiles over the whole customer base and recency moves with the
+calendar, so the scores are recomputed for everyone regularly rather than per
+event. A lease on one job document lets only one replica score at a time.
+"""
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+
+import structlog
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from services.orders.domain import history_of
+from services.orders.insight import History, RetentionReport, retention_report, score_rfm
+from services.orders.service import now
+from services.orders.settings import orders_settings
+from services.orders.store import CUSTOMERS, JOBS, lines_of
+from shared.mongo import Database
+from shared.service import Runtime
+
+LEASE = timedelta(minutes=10)
+WRITE_BATCH = 1000
+log = structlog.get_logger("rapport.orders.segments")
+
+
+async def histories(db: Database) -> list[History]:
+    """Every customer as the insight rules see them, read in one pass."""
+    cursor = db[CUSTOMERS].find({"orders_count": {"$gt": 0}}, {"orders": 1})
+    return [history_of(doc["_id"], lines_of(doc)) async for doc in cursor]
+
+
+async def score_customers(rt: Runtime, *, at: datetime | None = None) -> int | None:
+    """Recompute every customer's RFM scores and segment; None when another replica holds the job."""
+    settings = orders_settings(rt.settings)
+    owner = str(uuid.uuid4())
+    if not await _claim(rt.db, "segments", owner):
+        return None
+    try:
+        moment = at or now()
+        scores = score_rfm(await histories(rt.db), moment, settings.reporting_currency)
+        writes = [
+            UpdateOne(
+                {"_id": customer_id},
+                {
+                    "$set": {
+                        "rfm": {"recency": rfm.recency, "frequency": rfm.frequency, "monetary": rfm.monetary},
+                        "segment": rfm.segment,
+                        "scored_at": moment,
+                    }
+                },
+            )
+            for customer_id, rfm in scores.items()
+        ]
+        for start in range(0, len(writes), WRITE_BATCH):
+            await rt.db[CUSTOMERS].bulk_write(writes[start : start + WRITE_BATCH], ordered=False)
+        return len(writes)
+    finally:
+        await rt.db[JOBS].update_one({"_id": "segments", "owner": owner}, {"$set": {"lease_until": now()}})
+
+
+async def retention(rt: Runtime, *, at: datetime | None = None) -> RetentionReport:
+    return retention_report(await histories(rt.db), at or now())
+
+
+async def _claim(db: Database, job: str, owner: str) -> bool:
+    wall = now()
+    try:
+        await db[JOBS].update_one(
+            {"_id": job, "lease_until": {"$lte": wall}},
+            {"$set": {"lease_until": wall + LEASE, "owner": owner}},
+            upsert=True,
+        )
+    except DuplicateKeyError:  # the job exists and its lease is held: the upsert's insert collided
+        return False
+    return True
+
+
+async def score_customers_regularly(rt: Runtime) -> None:
+    interval = orders_settings(rt.settings).segment_interval_seconds
+    while True:
+        try:
+            scored = await score_customers(rt)
+            if scored:
+                log.info("customers_scored", count=scored)
+        except Exception as error:  # noqa: BLE001 - the next round tries again
+            log.warning("scoring_failed", error=repr(error))
+        await asyncio.sleep(interval)

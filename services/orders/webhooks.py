@@ -1,0 +1,159 @@
+"""Platform webhooks: Shopify and WooCommerce orders become canonical events, through the outbox.
+
+Each request is verified against the platform's HMAC signature (401 otherwise),
+de-duplicated on the platform's delivery id, translated (422 naming the
+platform's field when it cannot be), and every resulting event is published in
+the same transaction that records the delivery. Events get ids made from the
+platform's own ids, so a webhook delivered again under a new delivery id still
+yields events the consumers' inboxes recognise. These routes are public: the
+signature, not the admin key, says who is calling.
+"""
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from pydantic import SecretStr
+from pymongo import InsertOne
+from pymongo.errors import DuplicateKeyError
+
+from services.orders.platforms import Translation, UntranslatableWebhook, shopify, signature_valid, woocommerce
+from services.orders.service import SOURCE, now
+from services.orders.settings import orders_settings
+from services.orders.store import ORDERS, WEBHOOK_DELIVERIES
+from shared.events import (
+    Envelope,
+    OrderFulfilled,
+    OrderFulfilledEvent,
+    OrderPlaced,
+    OrderPlacedEvent,
+    OrderRefunded,
+    OrderRefundedEvent,
+)
+from shared.service import Runtime, runtime
+from shared.unit import Unit
+
+webhooks = APIRouter(tags=["webhooks"])
+Rt = Annotated[Runtime, Depends(runtime)]
+log = structlog.get_logger("rapport.orders.webhooks")
+
+Translate = Callable[[Unit, str, dict[str, Any]], Any]
+
+
+@webhooks.post("/webhooks/shopify")
+async def shopify_webhook(
+    request: Request,
+    rt: Rt,
+    x_shopify_topic: Annotated[str | None, Header()] = None,
+    x_shopify_hmac_sha256: Annotated[str | None, Header()] = None,
+    x_shopify_webhook_id: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Shopify `orders/create`, `orders/fulfilled` and `refunds/create`."""
+
+    async def translate(unit: Unit, topic: str, payload: dict[str, Any]) -> list[Translation]:
+        customer_id = None
+        if topic == "refunds/create":  # a refund names its order, not its customer
+            order = await unit.find_one(ORDERS, {"_id": str(payload.get("order_id"))})
+            customer_id = order["customer_id"] if order is not None else None
+        return shopify.translate(topic, payload, customer_id=customer_id)
+
+    secret = orders_settings(rt.settings).shopify_webhook_secret
+    body = await request.body()
+    return await _receive(
+        rt, "shopify", body, secret, x_shopify_hmac_sha256, x_shopify_topic, x_shopify_webhook_id, translate
+    )
+
+
+@webhooks.post("/webhooks/woocommerce")
+async def woocommerce_webhook(
+    request: Request,
+    rt: Rt,
+    x_wc_webhook_topic: Annotated[str | None, Header()] = None,
+    x_wc_webhook_signature: Annotated[str | None, Header()] = None,
+    x_wc_webhook_delivery_id: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """WooCommerce `order.created` and `order.updated` (fulfilment when completed, refunds)."""
+    body = await request.body()
+    if x_wc_webhook_topic is None and body.startswith(b"webhook_id="):
+        return {"ping": True}  # WooCommerce checks the URL this way when a webhook is saved
+
+    async def translate(unit: Unit, topic: str, payload: dict[str, Any]) -> list[Translation]:
+        return woocommerce.translate(topic, payload)
+
+    secret = orders_settings(rt.settings).woocommerce_webhook_secret
+    return await _receive(
+        rt, "woocommerce", body, secret, x_wc_webhook_signature, x_wc_webhook_topic, x_wc_webhook_delivery_id, translate
+    )
+
+
+async def _receive(
+    rt: Runtime,
+    platform: str,
+    body: bytes,
+    secret: SecretStr | None,
+    signature: str | None,
+    topic: str | None,
+    delivery_id: str | None,
+    translate: Translate,
+) -> dict[str, Any]:
+    if secret is None or not secret.get_secret_value():
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{platform} webhooks are off: no secret configured")
+    if not signature_valid(body, signature, secret.get_secret_value()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "signature: missing or does not match the body")
+    if not topic:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "topic: the webhook topic header is missing")
+    if not delivery_id:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "delivery id: the webhook id header is missing")
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body: not JSON ({error})") from error
+    if not isinstance(payload, dict):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: not a JSON object")
+    delivery = f"{platform}:{delivery_id}"
+
+    async def receive(unit: Unit) -> dict[str, Any]:
+        if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": delivery}) is not None:
+            return {"duplicate": True, "published": []}
+        try:
+            translations = await translate(unit, topic, payload)
+        except UntranslatableWebhook as untranslatable:
+            raise _refusal(untranslatable) from untranslatable
+        unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": delivery, "topic": topic, "received_at": now()}))
+        events = [_event(translation) for translation in translations]
+        for event in events:
+            unit.publish(event)
+        return {"duplicate": False, "published": [{"id": e.id, "type": e.type} for e in events]}
+
+    try:
+        outcome = await rt.transaction(receive)
+    except DuplicateKeyError:  # the same delivery, twice at once: the other request took it
+        outcome = {"duplicate": True, "published": []}
+    log.info("webhook_received", platform=platform, topic=topic, delivery=delivery, **outcome)
+    return outcome
+
+
+def _refusal(untranslatable: UntranslatableWebhook) -> HTTPException:
+    if untranslatable.field == "order_id" and "not known" in untranslatable.reason:
+        # A refund raced ahead of its order's webhook: the platform retries a non-2xx answer later.
+        return HTTPException(status.HTTP_409_CONFLICT, f"order_id: {untranslatable.reason}")
+    field = untranslatable.field or "body"
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        {"field": field, "reason": untranslatable.reason, "message": f"{field}: {untranslatable.reason}"},
+    )
+
+
+def _event(translation: Translation) -> Envelope[Any]:
+    data = translation.data
+    if isinstance(data, OrderPlaced):
+        return OrderPlacedEvent.new(
+            data, source=SOURCE, subject=data.customer.customer_id, event_id=translation.event_id
+        )
+    if isinstance(data, OrderFulfilled):
+        return OrderFulfilledEvent.new(data, source=SOURCE, subject=data.customer_id, event_id=translation.event_id)
+    if isinstance(data, OrderRefunded):
+        return OrderRefundedEvent.new(data, source=SOURCE, subject=data.customer_id, event_id=translation.event_id)
+    raise TypeError(f"no event for {type(data).__name__}")

@@ -1,0 +1,372 @@
+"""Orders against the real broker and MongoDB: profiles from shuffled duplicates, webhooks, listings, erasure."""
+
+import base64
+import hashlib
+import hmac
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.orders.app import SPEC
+from services.orders.settings import OrdersSettings
+from services.orders.store import CUSTOMERS, ORDERS
+from shared.events import (
+    Customer,
+    Envelope,
+    LineItem,
+    OrderFulfilled,
+    OrderFulfilledEvent,
+    OrderPlaced,
+    OrderPlacedEvent,
+    OrderRefunded,
+    OrderRefundedEvent,
+)
+from shared.mongo import INBOX
+from shared.service import Runtime
+from shared.settings import ServiceSettings
+from shared.testing.running import running_service
+from shared.testing.tap import EventTap, eventually
+
+ADMIN = {"Authorization": "Bearer test-admin-key"}
+SHOPIFY_SECRET = "shopify-test-secret"
+WOO_SECRET = "woo-test-secret"
+WEBHOOKS = Path(__file__).parents[1] / "fixtures" / "webhooks"
+
+
+@pytest.fixture
+async def orders_service(
+    service_name: str, settings: ServiceSettings
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    own = OrdersSettings(
+        **settings.model_dump(),
+        shopify_webhook_secret=SHOPIFY_SECRET,
+        woocommerce_webhook_secret=WOO_SECRET,
+        segment_interval_seconds=3600,
+    )
+    async with running_service(replace(SPEC, name=service_name), own) as running:
+        yield running
+
+
+def at(day: str) -> datetime:
+    return datetime.fromisoformat(f"{day}T10:00:00+00:00")
+
+
+def placed(customer_id: str, order_id: str, total: str, day: str, currency: str = "EUR", city: str = "") -> Any:
+    data = OrderPlaced(
+        order_id=order_id,
+        customer=Customer(
+            customer_id=customer_id, email=f"{customer_id}@example.com", first_name="Eva", city=city or None
+        ),
+        placed_at=at(day),
+        currency=currency,
+        total=Decimal(total),
+        line_items=[LineItem(sku="MUG", name="Mug", quantity=1, unit_price=Decimal(total))],
+    )
+    return OrderPlacedEvent.new(data, source="shop", subject=customer_id)
+
+
+def fulfilled(customer_id: str, order_id: str, day: str) -> Any:
+    data = OrderFulfilled(order_id=order_id, customer_id=customer_id, fulfilled_at=at(day))
+    return OrderFulfilledEvent.new(data, source="shop", subject=customer_id)
+
+
+def refunded(customer_id: str, order_id: str, refund_id: str, amount: str, day: str, currency: str = "EUR") -> Any:
+    data = OrderRefunded(
+        refund_id=refund_id,
+        order_id=order_id,
+        customer_id=customer_id,
+        amount=Decimal(amount),
+        currency=currency,
+        refunded_at=at(day),
+    )
+    return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
+
+
+async def publish_all(rt: Runtime, tap: EventTap, events: list[Envelope[Any]]) -> None:
+    """Publish and wait until the service has taken in every distinct event."""
+    for event in events:
+        await tap.publish(event)
+    distinct = {event.id for event in events}
+    await eventually(lambda: _all_applied(rt, distinct), timeout=20)
+
+
+async def _all_applied(rt: Runtime, ids: set[str]) -> bool:
+    return await rt.db[INBOX].count_documents({"_id": {"$in": list(ids)}}) == len(ids)
+
+
+async def customer(http: httpx.AsyncClient, customer_id: str) -> dict[str, Any]:
+    got = await http.get(f"/customers/{customer_id}", headers=ADMIN)
+    assert got.status_code == 200, got.text
+    body: dict[str, Any] = got.json()
+    return body
+
+
+async def test_shuffled_duplicated_stream_gives_the_profile_computed_by_hand(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    stream = [
+        placed("cus-a", "a1", "100.00", "2026-01-10", city="Bratislava"),
+        placed("cus-a", "a2", "50.00", "2026-02-05", city="Bratislava"),
+        placed("cus-a", "a3", "30.00", "2026-03-01", currency="USD", city="Košice"),
+        fulfilled("cus-a", "a1", "2026-01-12"),
+        fulfilled("cus-a", "a2", "2026-02-07"),
+        refunded("cus-a", "a1", "ra1", "20.00", "2026-01-20"),
+        refunded("cus-a", "a1", "ra2", "10.00", "2026-01-25"),
+        refunded("cus-a", "a2", "ra3", "60.00", "2026-02-20"),  # more than the order: counts up to its total
+        placed("cus-b", "b1", "40.00", "2026-02-01"),
+        refunded("cus-b", "b1", "rb1", "15.50", "2026-02-03"),
+    ]
+    # Every event twice, in shuffled order, and a1 told again under a new event id (a webhook and the backend).
+    retold = placed("cus-a", "a1", "100.00", "2026-01-10", city="Bratislava")
+    deliveries = [*stream, *stream, retold]
+    random.Random(4).shuffle(deliveries)  # noqa: S311 - a repeatable shuffle, not a secret
+    await publish_all(rt, tap, deliveries)
+
+    a = await customer(http, "cus-a")
+    assert a["orders_count"] == 3
+    assert a["first_order_at"] == "2026-01-10T10:00:00Z"
+    assert a["last_order_at"] == "2026-03-01T10:00:00Z"
+    # EUR: 100 − 30 + 50 − 50 (capped) = 70; USD 30.
+    assert a["total_spent"] == {"EUR": "70.00", "USD": "30.00"}
+    assert a["refunded"] == {"EUR": "80.00", "USD": "0.00"}
+    assert a["average_order_value"] == {"EUR": "75.00", "USD": "30.00"}
+    assert a["lifetime_value"] == {"EUR": "70.00", "USD": "30.00"}
+    assert a["contact"]["city"] == "Košice"  # from the latest order
+    by_id = {order["order_id"]: order for order in a["orders"]}
+    assert [order["order_id"] for order in a["orders"]] == ["a3", "a2", "a1"]
+    assert by_id["a1"]["total"] == "100.00"
+    assert by_id["a1"]["fulfilled_at"] == "2026-01-12T10:00:00Z"
+    assert sorted(r["refund_id"] for r in by_id["a1"]["refunds"]) == ["ra1", "ra2"]
+
+    b = await customer(http, "cus-b")
+    assert (b["orders_count"], b["total_spent"], b["refunded"]) == (1, {"EUR": "24.50"}, {"EUR": "15.50"})
+
+
+async def test_a_refund_before_its_order_counts_once_the_order_arrives(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    await publish_all(rt, tap, [refunded("cus-c", "c1", "rc1", "5.00", "2026-04-02")])
+    assert (await http.get("/customers/cus-c", headers=ADMIN)).status_code == 404
+    await publish_all(rt, tap, [placed("cus-c", "c1", "25.00", "2026-04-01")])
+    assert (await customer(http, "cus-c"))["total_spent"] == {"EUR": "20.00"}
+
+
+async def test_listing_by_segment_and_sort_uses_an_index(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    stream = [placed("loyal", f"l{n}", "80.00", f"2026-0{n}-15") for n in range(1, 6)]
+    stream += [placed("once", "o1", "10.00", "2026-05-20"), placed("gone", "g1", "20.00", "2025-01-02")]
+    await publish_all(rt, tap, stream)
+    refreshed = await http.post("/segments/refresh", headers=ADMIN)
+    assert refreshed.json() == {"scored": 3}
+
+    listed = await http.get("/customers", params={"sort": "-spent", "limit": 2}, headers=ADMIN)
+    assert [c["customer_id"] for c in listed.json()["customers"]] == ["loyal", "gone"]
+    by_recency = await http.get("/customers", params={"sort": "-last_order_at"}, headers=ADMIN)
+    assert [c["customer_id"] for c in by_recency.json()["customers"]] == ["once", "loyal", "gone"]
+    segments = {c["customer_id"]: c["segment"] for c in by_recency.json()["customers"]}
+    # Three customers: recency scores once 4, loyal 2, gone 1; frequency loyal 4, the others 1.
+    assert segments == {"once": "promising", "loyal": "at_risk", "gone": "hibernating"}
+    hibernating = await http.get("/customers", params={"segment": "hibernating"}, headers=ADMIN)
+    assert [c["customer_id"] for c in hibernating.json()["customers"]] == ["gone"]
+
+    plan = await rt.db[CUSTOMERS].find({"segment": "at_risk"}).sort([("net_spent.EUR", -1), ("_id", 1)]).explain()
+    plan_text = json.dumps(plan["queryPlanner"]["winningPlan"], default=str)
+    assert "IXSCAN" in plan_text
+    assert "COLLSCAN" not in plan_text
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"segment": "vips"}, "segment"), ({"sort": "size"}, "sort"), ({"limit": 0}, "limit")],
+)
+async def test_bad_listing_parameters_get_a_422_naming_them(
+    orders_service: tuple[Runtime, httpx.AsyncClient], params: dict[str, Any], field: str
+) -> None:
+    _rt, http = orders_service
+    got = await http.get("/customers", params=params, headers=ADMIN)
+    assert got.status_code == 422
+    assert field in got.text
+
+
+async def test_retention_report_over_the_api(orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap) -> None:
+    rt, http = orders_service
+    await publish_all(
+        rt,
+        tap,
+        [
+            placed("r1", "r1-1", "10.00", "2026-01-05"),
+            placed("r1", "r1-2", "30.00", "2026-01-15"),
+            placed("r2", "r2-1", "20.00", "2026-01-20"),
+        ],
+    )
+    report = (await http.get("/reports/retention", headers=ADMIN)).json()
+    assert (report["customers"], report["repeat_customers"], report["repeat_purchase_rate"]) == (2, 1, 0.5)
+    assert report["days_to_second_order"] == 10.0
+    assert report["cohorts"][0]["month"] == "2026-01"
+    assert report["cohorts"][0]["customers"] == 2
+    assert report["lifetime_value"]["EUR"] == {"customers": 2, "average": "30.00", "total": "60.00"}
+
+
+# --- erasure ---------------------------------------------------------------------------------------
+
+
+async def test_erasure_removes_personal_data_keeps_totals_and_tells_everyone_once(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    await publish_all(rt, tap, [placed("cus-e", "e1", "60.00", "2026-03-03", city="Trnava")])
+    erased = await http.post("/customers/cus-e/erase", headers=ADMIN)
+    assert erased.status_code == 202
+    assert erased.json() == {"customer_id": "cus-e", "erased": True, "already_erased": False}
+    told = await tap.wait_for(lambda e: e["type"] == "CustomerErased" and e["data"]["customer_id"] == "cus-e")
+    assert told[0]["source"] == "orders"
+
+    gone = await http.get("/customers/cus-e", headers=ADMIN)
+    assert gone.status_code == 404
+    assert "erased" in gone.text
+    stored = json.dumps(
+        [d async for d in rt.db[ORDERS].find({})] + [d async for d in rt.db[CUSTOMERS].find({})], default=str
+    )
+    assert "cus-e" not in stored
+    assert "Trnava" not in stored
+    assert "example.com" not in stored
+
+    # A late order of the erased customer joins the anonymous record; the shop's totals still add up.
+    await publish_all(rt, tap, [placed("cus-e", "e2", "40.00", "2026-03-09", city="Trnava")])
+    anonymous = await rt.db[CUSTOMERS].find_one({"_id": {"$regex": "^erased-"}})
+    assert anonymous is not None
+    assert (anonymous["orders_count"], anonymous["total_spent"], anonymous["contact"]) == (2, {"EUR": "100.00"}, None)
+    assert "Trnava" not in json.dumps(await rt.db[ORDERS].find_one({"_id": "e2"}), default=str)
+
+    again = await http.post("/customers/cus-e/erase", headers=ADMIN)
+    assert again.json()["already_erased"] is True
+    await eventually(lambda: _outbox_empty(rt))
+    assert len([e for e in tap.bodies("CustomerErased") if e["data"]["customer_id"] == "cus-e"]) == 1
+
+
+# --- webhooks -----------------------------------------------------------------------------------
+
+
+def signed(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def shopify_headers(
+    body: bytes, topic: str, secret: str = SHOPIFY_SECRET, delivery: str | None = None
+) -> dict[str, str]:
+    return {
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Hmac-Sha256": signed(body, secret),
+        "X-Shopify-Webhook-Id": delivery or str(uuid.uuid4()),
+        "Content-Type": "application/json",
+    }
+
+
+async def test_a_signed_shopify_order_becomes_one_order_placed_and_a_redelivery_none(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    body = (WEBHOOKS / "shopify" / "orders_create.json").read_bytes()
+    headers = shopify_headers(body, "orders/create", delivery="delivery-1")
+    first = await http.post("/webhooks/shopify", content=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["published"] == [{"id": "shopify:order:450789469:placed", "type": "OrderPlaced"}]
+    event = (await tap.wait_for(lambda e: e["id"] == "shopify:order:450789469:placed"))[0]
+    assert event["source"] == "orders"
+    assert event["data"]["customer"]["email"] == "eva.novakova@example.sk"
+    assert event["data"]["total"] == "36.31"
+    assert event["data"]["referral_code"] == "K7QX-M2PA"
+
+    again = await http.post("/webhooks/shopify", content=body, headers=headers)
+    assert again.json() == {"duplicate": True, "published": []}
+    # The service consumes the order it published: once it is recorded, nothing more can still be on its way.
+    await eventually(lambda: rt.db[ORDERS].find_one({"_id": "450789469"}))
+    await eventually(lambda: _outbox_empty(rt))
+    assert len([e for e in tap.bodies() if e["id"] == "shopify:order:450789469:placed"]) == 1
+
+
+async def _outbox_empty(rt: Runtime) -> bool:
+    return await rt.relay.backlog() == 0
+
+
+async def test_a_refund_webhook_waits_for_its_order_then_names_the_customer(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    refund = (WEBHOOKS / "shopify" / "refunds_create.json").read_bytes()
+    early = await http.post("/webhooks/shopify", content=refund, headers=shopify_headers(refund, "refunds/create"))
+    assert early.status_code == 409
+    assert "order_id" in early.text
+
+    order = (WEBHOOKS / "shopify" / "orders_create.json").read_bytes()
+    await http.post("/webhooks/shopify", content=order, headers=shopify_headers(order, "orders/create"))
+    await eventually(lambda: rt.db[ORDERS].find_one({"_id": "450789469"}))
+    late = await http.post("/webhooks/shopify", content=refund, headers=shopify_headers(refund, "refunds/create"))
+    assert late.status_code == 200, late.text
+    [published] = late.json()["published"]
+    event = (await tap.wait_for(lambda e: e["id"] == published["id"]))[0]
+    assert event["type"] == "OrderRefunded"
+    assert event["data"]["customer_id"] == "207119551"
+    assert event["data"]["order_id"] == "450789469"
+
+
+async def test_a_bad_signature_gets_401_and_publishes_nothing(
+    orders_service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    rt, http = orders_service
+    body = (WEBHOOKS / "shopify" / "orders_create.json").read_bytes()
+    forged = await http.post(
+        "/webhooks/shopify", content=body, headers=shopify_headers(body, "orders/create", secret="not-the-secret")
+    )
+    tampered = await http.post(
+        "/webhooks/shopify", content=body.replace(b"36.31", b"0.01"), headers=shopify_headers(body, "orders/create")
+    )
+    assert (forged.status_code, tampered.status_code) == (401, 401)
+    assert await rt.db["outbox"].count_documents({}) == 0
+
+
+async def test_a_payload_missing_what_the_translation_needs_gets_422_naming_it(
+    orders_service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    rt, http = orders_service
+    payload = json.loads((WEBHOOKS / "shopify" / "orders_create.json").read_text())
+    del payload["total_price"]
+    body = json.dumps(payload).encode()
+    got = await http.post("/webhooks/shopify", content=body, headers=shopify_headers(body, "orders/create"))
+    assert got.status_code == 422
+    assert got.json()["detail"]["field"] == "total_price"
+    assert await rt.db["outbox"].count_documents({}) == 0
+
+
+async def test_a_signed_woocommerce_order_and_its_completion_become_canonical_events(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, http = orders_service
+    for topic, name in (("order.created", "order_created"), ("order.updated", "order_updated_completed")):
+        body = (WEBHOOKS / "woocommerce" / f"{name}.json").read_bytes()
+        headers = {
+            "X-WC-Webhook-Topic": topic,
+            "X-WC-Webhook-Signature": signed(body, WOO_SECRET),
+            "X-WC-Webhook-Delivery-ID": str(uuid.uuid4()),
+        }
+        got = await http.post("/webhooks/woocommerce", content=body, headers=headers)
+        assert got.status_code == 200, got.text
+    placed_event = (await tap.wait_for(lambda e: e["id"] == "woocommerce:order:727:placed"))[0]
+    assert placed_event["type"] == "OrderPlaced"
+    done = (await tap.wait_for(lambda e: e["id"] == "woocommerce:order:727:fulfilled"))[0]
+    assert done["data"]["customer_id"] == placed_event["data"]["customer"]["customer_id"]
+    ping = await http.post("/webhooks/woocommerce", content=b"webhook_id=12")
+    assert ping.json() == {"ping": True}
