@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-loyalty constraints clean
+.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-loyalty bench-orders constraints clean
 
 install: $(STAMP)
 
@@ -63,3 +63,7 @@ clean:
 bench-loyalty: install
 	deploy/local/ensure-rabbitmq.sh --tests
 	$(BIN)/python -m tests.bench.loyalty 20000 5000
+
+bench-orders: install
+	deploy/local/ensure-rabbitmq.sh --tests
+	$(BIN)/python -m tests.bench.orders_customers 100000

@@ -10,7 +10,7 @@ from services.orders import jobs, service
 from services.orders.domain import history_of, stats_of
 from services.orders.insight import SEGMENTS, lifetime_value_of
 from services.orders.settings import orders_settings
-from services.orders.store import CUSTOMERS, ERASED, ORDERS, erased_id, lines_of, sort_field
+from services.orders.store import CUSTOMERS, ERASED, ORDERS, erased_id, lines_of, listing_order
 from shared.service import Runtime, runtime
 from shared.unit import Unit
 
@@ -63,12 +63,11 @@ async def list_customers(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"segment: {segment!r} is not one of {', '.join(SEGMENTS)}"
         )
-    field = sort_field(sort.removeprefix("-"), orders_settings(rt.settings).reporting_currency)
-    query: dict[str, Any] = {"orders_count": {"$gt": 0}} if segment is None else {"segment": segment}
+    query = {} if segment is None else {"segment": segment}  # a profile exists once its customer has ordered
     found = rt.db[CUSTOMERS].find(
         query,
         {"orders": 0},
-        sort=[(field, -1 if sort.startswith("-") else 1), ("_id", 1)],
+        sort=listing_order(sort, orders_settings(rt.settings).reporting_currency),
         skip=offset,
         limit=limit,
     )

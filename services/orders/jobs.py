@@ -28,8 +28,7 @@ log = structlog.get_logger("rapport.orders.segments")
 
 async def histories(db: Database) -> list[History]:
     """Every customer as the insight rules see them, read in one pass."""
-    cursor = db[CUSTOMERS].find({"orders_count": {"$gt": 0}}, {"orders": 1})
-    return [history_of(doc["_id"], lines_of(doc)) async for doc in cursor]
+    return [history_of(doc["_id"], lines_of(doc)) async for doc in db[CUSTOMERS].find({}, {"orders": 1})]
 
 
 async def score_customers(rt: Runtime, *, at: datetime | None = None) -> int | None:
@@ -40,23 +39,19 @@ async def score_customers(rt: Runtime, *, at: datetime | None = None) -> int | N
         return None
     try:
         moment = at or now()
-        scores = score_rfm(await histories(rt.db), moment, settings.reporting_currency)
-        writes = [
-            UpdateOne(
-                {"_id": customer_id},
-                {
-                    "$set": {
-                        "rfm": {"recency": rfm.recency, "frequency": rfm.frequency, "monetary": rfm.monetary},
-                        "segment": rfm.segment,
-                        "scored_at": moment,
-                    }
-                },
-            )
-            for customer_id, rfm in scores.items()
-        ]
+        profiles = await rt.db[CUSTOMERS].find({}, {"orders": 1, "rfm": 1, "segment": 1}).to_list()
+        scores = score_rfm([history_of(p["_id"], lines_of(p)) for p in profiles], moment, settings.reporting_currency)
+        before = {p["_id"]: (p.get("rfm"), p.get("segment")) for p in profiles}
+        writes = []
+        for customer_id, rfm in scores.items():
+            scored = {"recency": rfm.recency, "frequency": rfm.frequency, "monetary": rfm.monetary}
+            if before[customer_id] != (scored, rfm.segment):  # most scores hold from one round to the next
+                change = {"rfm": scored, "segment": rfm.segment, "scored_at": moment}
+                writes.append(UpdateOne({"_id": customer_id}, {"$set": change}))
         for start in range(0, len(writes), WRITE_BATCH):
             await rt.db[CUSTOMERS].bulk_write(writes[start : start + WRITE_BATCH], ordered=False)
-        return len(writes)
+        log.info("customers_scored", count=len(scores), changed=len(writes))
+        return len(scores)
     finally:
         await rt.db[JOBS].update_one({"_id": "segments", "owner": owner}, {"$set": {"lease_until": now()}})
 
@@ -82,9 +77,7 @@ async def score_customers_regularly(rt: Runtime) -> None:
     interval = orders_settings(rt.settings).segment_interval_seconds
     while True:
         try:
-            scored = await score_customers(rt)
-            if scored:
-                log.info("customers_scored", count=scored)
+            await score_customers(rt)
         except Exception as error:  # noqa: BLE001 - the next round tries again
             log.warning("scoring_failed", error=repr(error))
         await asyncio.sleep(interval)

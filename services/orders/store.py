@@ -42,12 +42,19 @@ def sort_field(sort: str, reporting_currency: str) -> str:
     return f"net_spent.{reporting_currency}" if sort == "spent" else sort
 
 
+def listing_order(sort: str, reporting_currency: str) -> list[tuple[str, int]]:
+    """The MongoDB sort for `sort` ('-' first for largest or latest first), in the shape the indexes serve."""
+    direction = DESCENDING if sort.startswith("-") else ASCENDING
+    return [(sort_field(sort.removeprefix("-"), reporting_currency), direction), ("_id", -direction)]
+
+
 async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
     currency = orders_settings(settings).reporting_currency
     await db[ORDERS].create_indexes([IndexModel([("customer_id", ASCENDING), ("placed.placed_at", DESCENDING)])])
     fields = [sort_field(sort, currency) for sort in SORTS]
-    sort_indexes = [IndexModel([(field, DESCENDING)]) for field in fields]
-    by_segment = [IndexModel([("segment", ASCENDING), (field, DESCENDING)]) for field in fields]
+    # The customer id breaks ties, so pages are stable; walked backwards, each index serves the other direction.
+    sort_indexes = [IndexModel([(field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
+    by_segment = [IndexModel([("segment", ASCENDING), (field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
     await db[CUSTOMERS].create_indexes([*sort_indexes, *by_segment])
     await db[WEBHOOK_DELIVERIES].create_indexes(
         [IndexModel([("received_at", ASCENDING)], expireAfterSeconds=WEBHOOK_RETENTION_SECONDS)]

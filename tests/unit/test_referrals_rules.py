@@ -1,0 +1,532 @@
+"""Referral rules as plain functions: codes, identities, fraud checks, commission, invitations, K-factor."""
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from services.referrals.domain import (
+    ALREADY_REFERRED,
+    CAPPED_CODE,
+    CODE_ALPHABET,
+    CODE_ENTROPY_BITS,
+    EXPIRED_CODE,
+    OWN_ORDER,
+    REFUSAL_REASONS,
+    RETURNING_CUSTOMER,
+    UNKNOWN_CODE,
+    Code,
+    MonthStats,
+    Party,
+    Referee,
+    address_identity,
+    clawback,
+    commission,
+    email_identity,
+    is_code,
+    may_invite,
+    new_code,
+    normalize_code,
+    program_stats,
+    refusal,
+)
+
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+HOME = address_identity("Hlavná 1", "040 01", "Košice", "SK", line2="Flat 4")
+FRIEND_HOME = address_identity("Mlynská 7", "040 01", "Košice", "SK")
+
+CODE = Code("K7Q-XM4-PA9", "cus_eva", None, "customer", expires_at=T0 + timedelta(days=30), max_conversions=5)
+EVA = Party("cus_eva", frozenset({email_identity("eva@example.sk")}), frozenset({HOME}))
+FRIEND = Referee("cus_jan", email_identity("jan@example.sk"), FRIEND_HOME, False, False)
+
+
+# --- codes ------------------------------------------------------------------------------
+
+
+def test_the_alphabet_has_no_look_alikes_and_codes_carry_at_least_40_bits() -> None:
+    assert set(CODE_ALPHABET).isdisjoint("0O1IL5S2Z8BGU")
+    assert len(CODE_ALPHABET) == len(set(CODE_ALPHABET)) == 23
+    assert round(CODE_ENTROPY_BITS, 2) == 40.71
+
+
+def test_a_new_code_is_three_groups_of_three_from_the_alphabet() -> None:
+    code = new_code()
+
+    assert re.fullmatch(rf"[{CODE_ALPHABET}]{{3}}-[{CODE_ALPHABET}]{{3}}-[{CODE_ALPHABET}]{{3}}", code)
+    assert is_code(code)
+    assert normalize_code(code) == code
+
+
+def test_new_codes_are_unique_over_ten_thousand_draws_and_use_the_whole_alphabet() -> None:
+    codes = [new_code() for _ in range(10_000)]
+
+    # 23**9 ≈ 1.8e12 codes: a collision among 10,000 has a probability of about 3e-5.
+    assert len(set(codes)) == 10_000
+    assert set("".join(codes).replace("-", "")) == set(CODE_ALPHABET)
+
+
+def test_a_new_code_is_drawn_from_the_random_source_given() -> None:
+    class Scripted(secrets.SystemRandom):
+        def __init__(self) -> None:
+            super().__init__()
+            self.draws = iter("K7QXM4PA9")
+
+        def choice(self, seq: Sequence[str]) -> str:
+            return next(self.draws)
+
+    assert new_code(Scripted()) == "K7Q-XM4-PA9"
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "K7Q-XM4-PA9",
+        "k7q-xm4-pa9",
+        "K7QXM4PA9",
+        "k7q xm4 pa9",
+        " k 7 q x m 4 p a 9 ",
+        "--K7Q--XM4--PA9--",
+        "K7QX-M4PA9",
+        "K7Q–XM4—PA9",  # typographic dashes from a phone keyboard
+        "Ｋ７Ｑ－ＸＭ４－ＰＡ９",  # full-width characters
+        "K7Q\tXM4\nPA9",
+    ],
+)
+def test_what_a_customer_types_normalizes_to_the_canonical_code(typed: str) -> None:
+    assert normalize_code(typed) == "K7Q-XM4-PA9"
+
+
+@pytest.mark.parametrize(
+    ("typed", "canonical"),
+    [
+        ("k7q-xm4-paG", "K7Q-XM4-PA6"),  # G read for 6
+        ("uk7-qxm-4pa", "VK7-QXM-4PA"),  # U read for a handwritten V
+    ],
+)
+def test_a_look_alike_becomes_the_character_it_stands_for(typed: str, canonical: str) -> None:
+    assert normalize_code(typed) == canonical
+    assert is_code(canonical)
+
+
+@pytest.mark.parametrize(
+    ("typed", "normalized"),
+    [
+        ("K7Q-XM0-PA9", "K7Q-XM0-PA9"),  # 0 could be D or Q: left to fail the lookup
+        ("k7q-xmo-pa9", "K7Q-XMO-PA9"),
+        ("K7Q-XM1-PA9", "K7Q-XM1-PA9"),
+        ("K7Q-XM4", "K7QXM4"),  # too short: never grouped like a real code
+        ("K7Q-XM4-PA9-3", "K7QXM4PA93"),
+    ],
+)
+def test_what_cannot_be_a_code_stays_so_the_lookup_fails(typed: str, normalized: str) -> None:
+    assert normalize_code(typed) == normalized
+    assert not is_code(normalized)
+
+
+def test_a_code_without_its_dashes_is_not_canonical() -> None:
+    assert is_code("K7Q-XM4-PA9")
+    assert not is_code("K7QXM4PA9")
+    assert not is_code("K7QX-M4PA9")
+
+
+# --- identities -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("email", "identity"),
+    [
+        ("Eva@Example.SK", "eva@example.sk"),
+        ("eva+friends@example.sk", "eva@example.sk"),
+        ("eva+a+b@example.sk", "eva@example.sk"),
+        ("e.va@example.sk", "e.va@example.sk"),  # only Gmail ignores dots
+        ("E.Va@gmail.com", "eva@gmail.com"),
+        ("e.v.a+promo@gmail.com", "eva@gmail.com"),
+        ("eva@googlemail.com", "eva@gmail.com"),
+        ("E.va+x@GoogleMail.com", "eva@gmail.com"),
+        ("  eva@example.sk ", "eva@example.sk"),
+    ],
+)
+def test_email_identity(email: str, identity: str) -> None:
+    assert email_identity(email) == identity
+
+
+def test_an_email_identity_is_its_own_identity() -> None:
+    identity = email_identity("E.Va+x@GoogleMail.com")
+
+    assert email_identity(identity) == identity
+
+
+def test_the_same_address_typed_differently_has_one_identity() -> None:
+    retyped = address_identity("hlavna 1,", "04001", "KOSICE", "sk", line2="flat 4.")
+    on_one_line = address_identity("Hlavná 1, Flat 4", " 040  01 ", "Košice", "SK")
+    squeezed = address_identity("Hlavná1 Flat4", "040-01", "Košice ", "SK")
+
+    assert retyped == on_one_line == squeezed == HOME
+
+
+def test_different_addresses_have_different_identities() -> None:
+    assert address_identity("Hlavná 1", "040 01", "Košice", "SK") != address_identity(
+        "Hlavná 11", "040 01", "Košice", "SK"
+    )
+    assert address_identity("Hlavná 1", "040 01", "Košice", "SK") != address_identity(
+        "Hlavná 1", "040 02", "Košice", "SK"
+    )
+    assert address_identity("Main St 1", "12345", "Springfield", "US") != address_identity(
+        "Main St 1", "12345", "Springfield", "CA"
+    )
+
+
+# --- attribution: each fraud rule -----------------------------------------------------------
+
+
+def test_a_first_order_by_someone_else_converts() -> None:
+    assert refusal(CODE, EVA, FRIEND, T0) is None
+
+
+def test_an_unknown_code_is_refused() -> None:
+    assert refusal(None, None, FRIEND, T0) == UNKNOWN_CODE
+
+
+def test_the_referrers_own_customer_id_is_an_own_order() -> None:
+    eva_herself = replace(FRIEND, customer_id="cus_eva")
+
+    assert refusal(CODE, EVA, eva_herself, T0) == OWN_ORDER
+    assert refusal(CODE, None, eva_herself, T0) == OWN_ORDER  # the code names her even when her details are gone
+
+
+def test_an_affiliate_ordering_under_their_own_customer_id_is_an_own_order() -> None:
+    code = Code("AFF-333-444", None, "aff_1", "affiliate")
+    affiliate = Party("cus_anna", frozenset({email_identity("anna@shop.example")}))
+
+    assert refusal(code, affiliate, replace(FRIEND, customer_id="cus_anna"), T0) == OWN_ORDER
+    assert refusal(code, affiliate, FRIEND, T0) is None
+    assert refusal(code, None, FRIEND, T0) is None
+
+
+def test_the_referrers_email_with_a_plus_tag_is_an_own_order() -> None:
+    second_account = replace(FRIEND, email_identity=email_identity("Eva+deal@example.sk"))
+
+    assert refusal(CODE, EVA, second_account, T0) == OWN_ORDER
+
+
+def test_the_referrers_gmail_with_dots_is_an_own_order() -> None:
+    eva = replace(EVA, emails=frozenset({email_identity("eva.novak@gmail.com")}))
+    second_account = replace(FRIEND, email_identity=email_identity("e.v.a.n.o.v.a.k@gmail.com"))
+
+    assert refusal(CODE, eva, second_account, T0) == OWN_ORDER
+
+
+def test_the_referrers_gmail_as_googlemail_is_an_own_order() -> None:
+    eva = replace(EVA, emails=frozenset({email_identity("evanovak@gmail.com")}))
+    second_account = replace(FRIEND, email_identity=email_identity("EvaNovak@googlemail.com"))
+
+    assert refusal(CODE, eva, second_account, T0) == OWN_ORDER
+
+
+def test_any_of_the_referrers_known_emails_is_an_own_order() -> None:
+    eva = replace(EVA, emails=frozenset({email_identity("eva@example.sk"), email_identity("eva@work.example")}))
+
+    assert refusal(CODE, eva, replace(FRIEND, email_identity=email_identity("eva@work.example")), T0) == OWN_ORDER
+
+
+def test_dots_in_a_non_gmail_address_make_a_different_person() -> None:
+    someone_else = replace(FRIEND, email_identity=email_identity("e.va@example.sk"))
+
+    assert refusal(CODE, EVA, someone_else, T0) is None
+
+
+def test_the_referrers_address_typed_differently_is_an_own_order() -> None:
+    retyped = address_identity("HLAVNA 1 / flat 4", "04001", "kosice", "sk")
+
+    assert refusal(CODE, EVA, replace(FRIEND, address_identity=retyped), T0) == OWN_ORDER
+
+
+def test_the_same_address_known_on_one_side_only_is_not_an_own_order() -> None:
+    address_unknown = replace(FRIEND, address_identity=None)
+    referrer_address_unknown = replace(EVA, addresses=frozenset())
+
+    assert refusal(CODE, EVA, address_unknown, T0) is None
+    assert refusal(CODE, referrer_address_unknown, replace(FRIEND, address_identity=HOME), T0) is None
+
+
+def test_a_returning_customer_is_refused() -> None:
+    assert refusal(CODE, EVA, replace(FRIEND, has_ordered_before=True), T0) == RETURNING_CUSTOMER
+
+
+def test_a_customer_referred_before_is_refused() -> None:
+    assert refusal(CODE, EVA, replace(FRIEND, was_referred_before=True), T0) == ALREADY_REFERRED
+
+
+def test_an_order_placed_after_the_code_expired_is_refused() -> None:
+    expires_at = T0 + timedelta(days=30)
+
+    assert refusal(CODE, EVA, FRIEND, expires_at + timedelta(seconds=1)) == EXPIRED_CODE
+    assert refusal(CODE, EVA, FRIEND, expires_at) is None
+    assert refusal(replace(CODE, expires_at=None), EVA, FRIEND, T0 + timedelta(days=3650)) is None
+
+
+def test_an_order_placed_at_the_expiry_in_another_offset_is_compared_as_the_same_moment() -> None:
+    expires_at = T0 + timedelta(days=30)
+    later_in_bratislava = (expires_at + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=1)))
+
+    assert refusal(CODE, EVA, FRIEND, later_in_bratislava) == EXPIRED_CODE
+
+
+def test_a_code_at_its_cap_is_refused() -> None:
+    assert refusal(replace(CODE, conversions=5), EVA, FRIEND, T0) == CAPPED_CODE
+    assert refusal(replace(CODE, conversions=6), EVA, FRIEND, T0) == CAPPED_CODE
+    assert refusal(replace(CODE, conversions=4), EVA, FRIEND, T0) is None
+    assert refusal(replace(CODE, max_conversions=None, conversions=10_000), EVA, FRIEND, T0) is None
+
+
+# --- attribution: precedence ---------------------------------------------------------------
+
+
+def test_refusal_reasons_are_listed_in_the_order_they_are_checked() -> None:
+    assert REFUSAL_REASONS == (
+        UNKNOWN_CODE,
+        OWN_ORDER,
+        RETURNING_CUSTOMER,
+        ALREADY_REFERRED,
+        EXPIRED_CODE,
+        CAPPED_CODE,
+    )
+
+
+def test_the_first_reason_that_applies_wins_and_fraud_comes_before_the_codes_limits() -> None:
+    # Everything is wrong; lift one problem at a time, in precedence order.
+    expired_and_capped = replace(CODE, conversions=5)
+    late = T0 + timedelta(days=31)
+    eva_again = Referee("cus_eva", email_identity("eva@example.sk"), HOME, True, True)
+
+    assert refusal(None, EVA, eva_again, late) == UNKNOWN_CODE
+    assert refusal(expired_and_capped, EVA, eva_again, late) == OWN_ORDER
+    not_eva = replace(eva_again, customer_id="cus_jan", email_identity="jan@example.sk", address_identity=None)
+    assert refusal(expired_and_capped, EVA, not_eva, late) == RETURNING_CUSTOMER
+    first_order = replace(not_eva, has_ordered_before=False)
+    assert refusal(expired_and_capped, EVA, first_order, late) == ALREADY_REFERRED
+    never_referred = replace(first_order, was_referred_before=False)
+    assert refusal(expired_and_capped, EVA, never_referred, late) == EXPIRED_CODE
+    assert refusal(expired_and_capped, EVA, never_referred, T0) == CAPPED_CODE
+    assert refusal(CODE, EVA, never_referred, T0) is None
+
+
+# --- commission and clawback -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("total", "rate", "expected"),
+    [
+        ("80.00", "0.10", "8.00"),
+        ("40.05", "0.10", "4.01"),  # 4.005 rounds half up, not to even
+        ("49.99", "0.10", "5.00"),  # 4.999
+        ("12.34", "0.15", "1.85"),  # 1.851
+        ("0.00", "0.10", "0.00"),
+        ("80.00", "0", "0.00"),
+    ],
+)
+def test_commission_is_total_times_rate_to_the_cent_half_up(total: str, rate: str, expected: str) -> None:
+    result = commission(Decimal(total), Decimal(rate))
+
+    assert result == Decimal(expected)
+    assert result.as_tuple().exponent == -2
+
+
+@pytest.mark.parametrize("rate", ["-0.01", "1.01", "10"])
+def test_a_commission_rate_outside_zero_to_one_is_refused(rate: str) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        commission(Decimal("80.00"), Decimal(rate))
+
+
+def test_three_equal_partial_refunds_claw_back_the_whole_commission_exactly() -> None:
+    # 10.00 on 30.00: shares after each refund 3.333→3.33, 6.667→6.67, 10.00.
+    earned = Decimal("10.00")
+    total = Decimal("30.00")
+
+    first = clawback(earned, total, Decimal("0.00"), Decimal("10.00"))
+    second = clawback(earned, total, Decimal("10.00"), Decimal("10.00"))
+    third = clawback(earned, total, Decimal("20.00"), Decimal("10.00"))
+
+    assert (first, second, third) == (Decimal("3.33"), Decimal("3.34"), Decimal("3.33"))
+    assert first + second + third == earned
+
+
+def test_uneven_refunds_add_up_to_the_commission_and_an_over_refund_takes_no_more() -> None:
+    # shares: 7.00→2.333→2.33; 20.00→6.67; 35.00 is capped at 30.00→10.00
+    earned = Decimal("10.00")
+    total = Decimal("30.00")
+
+    clawbacks = [
+        clawback(earned, total, Decimal("0.00"), Decimal("7.00")),
+        clawback(earned, total, Decimal("7.00"), Decimal("13.00")),
+        clawback(earned, total, Decimal("20.00"), Decimal("15.00")),
+        clawback(earned, total, Decimal("35.00"), Decimal("5.00")),
+    ]
+
+    assert clawbacks == [Decimal("2.33"), Decimal("4.34"), Decimal("3.33"), Decimal("0.00")]
+    assert sum(clawbacks) == earned
+
+
+def test_a_partial_refund_claws_back_only_its_share() -> None:
+    assert clawback(Decimal("10.00"), Decimal("30.00"), Decimal("0.00"), Decimal("5.00")) == Decimal("1.67")
+    assert clawback(Decimal("10.00"), Decimal("30.00"), Decimal("0.00"), Decimal("0.00")) == Decimal("0.00")
+
+
+def test_refunds_in_any_order_and_any_size_add_up_to_the_commission_exactly() -> None:
+    earned = commission(Decimal("87.53"), Decimal("0.10"))  # 8.753 → 8.75
+    total = Decimal("87.53")
+    assert earned == Decimal("8.75")
+
+    for step in ("0.01", "0.07", "1.00", "2.99", "7.77", "29.99", "87.53", "100.00"):
+        refunded = taken = Decimal("0.00")
+        while refunded < total:
+            amount = clawback(earned, total, refunded, Decimal(step))
+            assert amount >= 0, step
+            taken += amount
+            refunded += Decimal(step)
+            assert taken <= earned, step
+        assert taken == earned, step
+
+
+def test_the_same_refunds_in_another_order_claw_back_the_same_in_total() -> None:
+    earned = Decimal("10.00")
+    total = Decimal("30.00")
+
+    def clawed(refunds: list[str]) -> Decimal:
+        refunded = Decimal("0.00")
+        taken = Decimal("0.00")
+        for refund in map(Decimal, refunds):
+            taken += clawback(earned, total, refunded, refund)
+            refunded += refund
+        return taken
+
+    assert clawed(["7.00", "13.00", "4.00"]) == clawed(["4.00", "13.00", "7.00"]) == Decimal("8.00")
+
+
+def test_nothing_is_clawed_back_on_a_zero_total_and_a_negative_refund_is_refused() -> None:
+    assert clawback(Decimal("0.00"), Decimal("0.00"), Decimal("0.00"), Decimal("5.00")) == Decimal("0.00")
+    with pytest.raises(ValueError, match="not negative"):
+        clawback(Decimal("10.00"), Decimal("30.00"), Decimal("0.00"), Decimal("-1.00"))
+
+
+# --- the happy moment -----------------------------------------------------------------------
+
+
+def test_a_customer_never_invited_may_be_invited() -> None:
+    assert may_invite(None, T0)
+
+
+def test_a_customer_may_be_invited_again_after_ninety_days_only() -> None:
+    assert not may_invite(T0, T0)
+    assert not may_invite(T0, T0 + timedelta(days=90) - timedelta(seconds=1))
+    assert may_invite(T0, T0 + timedelta(days=90))
+
+
+def test_the_wait_between_invitations_is_a_setting() -> None:
+    assert may_invite(T0, T0 + timedelta(days=7), every=timedelta(days=7))
+    assert not may_invite(T0, T0 + timedelta(days=6), every=timedelta(days=7))
+
+
+# --- program statistics and K-factor ----------------------------------------------------------
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_k_factor_overall_and_by_month_on_a_hand_computed_example() -> None:
+    invitations = [
+        *[at(f"2026-01-{day:02d}T10:00:00+00:00") for day in (3, 5, 9, 14, 20)],
+        at("2026-02-01T00:30:00+01:00"),  # still 31 January in UTC
+        *[at(f"2026-02-{day:02d}T10:00:00+00:00") for day in (2, 10, 11, 25)],
+    ]
+    conversions = [
+        at("2026-01-28T10:00:00+00:00"),
+        at("2026-02-12T10:00:00+00:00"),
+        at("2026-03-01T00:30:00+02:00"),  # still 28 February in UTC
+        at("2026-03-04T10:00:00+00:00"),
+    ]
+
+    stats = program_stats(invitations, conversions, {OWN_ORDER: 2, EXPIRED_CODE: 1}, customers=30, codes_shared=12)
+
+    # 10 invitations, 4 conversions, 30 customers:
+    # rate 4/10 = 0.4000, invitations per customer 10/30 = 0.3333, K = 0.3333… × 0.4 = 4/30 = 0.1333
+    assert (stats.invitations, stats.codes_shared, stats.conversions) == (10, 12, 4)
+    assert stats.conversion_rate == Decimal("0.4000")
+    assert stats.invitations_per_customer == Decimal("0.3333")
+    assert stats.k_factor == Decimal("0.1333")
+    # January 6 invited, 1 converted: rate 1/6 = 0.1667, K = 6/30 × 1/6 = 0.0333
+    # February 4 invited, 2 converted: rate 0.5000, K = 4/30 × 2/4 = 0.0667
+    # March: no invitations, so neither a rate nor a K-factor
+    assert stats.months == (
+        MonthStats("2026-01", 6, 1, Decimal("0.1667"), Decimal("0.0333")),
+        MonthStats("2026-02", 4, 2, Decimal("0.5000"), Decimal("0.0667")),
+        MonthStats("2026-03", 0, 1, None, None),
+    )
+    assert dict(stats.refusals) == {
+        UNKNOWN_CODE: 0,
+        OWN_ORDER: 2,
+        RETURNING_CUSTOMER: 0,
+        ALREADY_REFERRED: 0,
+        EXPIRED_CODE: 1,
+        CAPPED_CODE: 0,
+    }
+
+
+def test_months_come_oldest_first_across_a_year_whatever_the_input_order() -> None:
+    stats = program_stats(
+        [at("2026-01-05T10:00:00+00:00"), at("2025-12-05T10:00:00+00:00"), at("2025-11-05T10:00:00+00:00")],
+        [],
+        {},
+        customers=3,
+        codes_shared=0,
+    )
+
+    assert [month.month for month in stats.months] == ["2025-11", "2025-12", "2026-01"]
+    assert all(month.conversion_rate == Decimal("0.0000") for month in stats.months)
+    assert stats.k_factor == Decimal("0.0000")
+
+
+def test_refusals_of_a_reason_not_in_the_catalogue_are_still_reported() -> None:
+    stats = program_stats([], [], {"blocked_by_hand": 3}, customers=1, codes_shared=0)
+
+    assert list(stats.refusals) == [*REFUSAL_REASONS, "blocked_by_hand"]
+    assert stats.refusals["blocked_by_hand"] == 3
+
+
+def test_an_empty_program_has_no_ratios() -> None:
+    stats = program_stats([], [], {}, customers=0, codes_shared=0)
+
+    assert (stats.invitations, stats.codes_shared, stats.conversions) == (0, 0, 0)
+    assert stats.conversion_rate is None
+    assert stats.invitations_per_customer is None
+    assert stats.k_factor is None
+    assert stats.months == ()
+    assert dict(stats.refusals) == dict.fromkeys(REFUSAL_REASONS, 0)
+
+
+def test_customers_without_invitations_have_no_conversion_rate_nor_k_factor() -> None:
+    stats = program_stats([], [at("2026-02-12T10:00:00+00:00")], {}, customers=50, codes_shared=4)
+
+    assert stats.invitations_per_customer == Decimal("0.0000")
+    assert stats.conversion_rate is None
+    assert stats.k_factor is None
+    assert stats.months == (MonthStats("2026-02", 0, 1, None, None),)
+
+
+def test_invitations_without_customers_have_a_rate_but_no_k_factor() -> None:
+    stats = program_stats([at("2026-02-10T10:00:00+00:00")] * 4, [at("2026-02-12T10:00:00+00:00")], {}, 0, 2)
+
+    assert stats.conversion_rate == Decimal("0.2500")
+    assert stats.invitations_per_customer is None
+    assert stats.k_factor is None
+    assert stats.months == (MonthStats("2026-02", 4, 1, Decimal("0.2500"), None),)
+
+
+def test_a_timestamp_without_an_offset_is_refused() -> None:
+    with pytest.raises(ValueError, match="offset"):
+        program_stats([datetime(2026, 2, 10, 10, 0)], [], {}, customers=1, codes_shared=0)
