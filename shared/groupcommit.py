@@ -18,6 +18,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from shared.events import Envelope
 from shared.inbox import already_applied, record_applied
 from shared.mongo import Database
+from shared.settings import ServiceSettings
 from shared.unit import Unit
 
 EventHandler = Callable[[Any, Unit], Awaitable[None]]
@@ -44,6 +45,7 @@ class GroupCommit:
         on_published: Callable[[], None] = lambda: None,
         on_batch: Callable[[int], None] = lambda size: None,
         prefetch: Prefetch | None = None,
+        settings: ServiceSettings | None = None,
     ) -> None:
         self._client = client
         self._db = db
@@ -52,6 +54,7 @@ class GroupCommit:
         self._on_published = on_published
         self._on_batch = on_batch
         self._prefetch = prefetch
+        self._settings = settings
         self._queue: asyncio.Queue[_Waiting | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -109,7 +112,7 @@ class GroupCommit:
 
     async def _transact(self, batch: list[_Waiting]) -> list[bool]:
         async def attempt(session: AsyncClientSession) -> tuple[list[bool], int]:
-            unit = Unit(db=self._db, session=session)
+            unit = Unit(db=self._db, session=session, settings=self._settings)
             seen = await already_applied(unit, (item.event.id for item in batch))
             if self._prefetch is not None:
                 await self._prefetch(unit, [item.event for item in batch if item.event.id not in seen])

@@ -67,7 +67,7 @@ class Runtime:
 
     async def transaction(self, work: Callable[[Unit], Awaitable[T]]) -> T:
         """Run `work` in one transaction; events it publishes go out through the outbox."""
-        result, published = await run_in_transaction(self.client, self.db, work)
+        result, published = await run_in_transaction(self.client, self.db, work, self.settings)
         if published:
             self.relay.wake()
         return result
@@ -118,6 +118,7 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
         on_published=relay.wake,
         on_batch=metrics.batch_size.observe,
         prefetch=spec.prefetch,
+        settings=settings,
     )
     consumer = Consumer(spec.name, topology, spec.handlers, metrics, settings.retry_backoff_seconds)
     broker.insert_middleware(dead_letters(consumer, broker))

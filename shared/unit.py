@@ -14,6 +14,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shared.events import Envelope
 from shared.mongo import OUTBOX, Database
+from shared.settings import ServiceSettings
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ class Unit:
 
     db: Database
     session: AsyncClientSession
+    settings: ServiceSettings | None = None  # the service's settings, for handlers whose rules depend on them
     pending_events: list[Envelope[Any]] = field(default_factory=list)
     pending_writes: list[tuple[str, WriteOperation]] = field(default_factory=list)
     # Documents by collection and _id as this unit last saw or wrote them (None: no such document).
@@ -127,6 +129,7 @@ async def run_in_transaction(
     client: AsyncMongoClient[dict[str, Any]],
     db: Database,
     work: Callable[[Unit], Awaitable[T]],
+    settings: ServiceSettings | None = None,
 ) -> tuple[T, int]:
     """Run `work` in one transaction with its outbox writes; return its result and how many events it published.
 
@@ -135,7 +138,7 @@ async def run_in_transaction(
     """
 
     async def attempt(session: AsyncClientSession) -> tuple[T, int]:
-        unit = Unit(db=db, session=session)
+        unit = Unit(db=db, session=session, settings=settings)
         result = await work(unit)
         return result, await unit.commit_writes()
 

@@ -1,6 +1,9 @@
 """The followups service: thank-you notes, calls, feedback requests, NPS and escalations."""
 
+from services.followups.api import api, public
 from services.followups.handlers import HANDLERS
+from services.followups.jobs import METRICS, run_scheduler
+from services.followups.store import ensure_indexes
 from shared.events import FeedbackEscalatedEvent, FeedbackReceivedEvent, FollowUpSentEvent
 from shared.service import ServiceSpec
 
@@ -8,4 +11,9 @@ SPEC = ServiceSpec(
     name="followups",
     handlers=HANDLERS,
     publishes=(FeedbackReceivedEvent, FeedbackEscalatedEvent, FollowUpSentEvent),
+    api=api,
+    public_api=public,
+    ensure_indexes=ensure_indexes,
+    background=(run_scheduler,),
+    metrics=METRICS,
 )

@@ -1,7 +1,6 @@
 """Subscribers of the followups service: read the event, call the use case, nothing else."""
 
-import structlog
-
+from services.followups import service
 from shared.events import (
     CustomerErasedEvent,
     OrderFulfilledEvent,
@@ -11,27 +10,25 @@ from shared.events import (
 )
 from shared.unit import Unit
 
-log = structlog.get_logger("rapport.followups")
-
 
 async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
-    log.info("order_placed_received", order_id=event.data.order_id, customer_id=event.data.customer.customer_id)
+    await service.note_order_placed(unit, event)
 
 
 async def on_order_fulfilled(event: OrderFulfilledEvent, unit: Unit) -> None:
-    log.info("order_fulfilled_received", order_id=event.data.order_id, customer_id=event.data.customer_id)
+    await service.note_order_fulfilled(unit, event)
 
 
 async def on_order_refunded(event: OrderRefundedEvent, unit: Unit) -> None:
-    log.info("order_refunded_received", order_id=event.data.order_id, refund_id=event.data.refund_id)
+    await service.note_order_refunded(unit, event)
 
 
 async def on_referral_invited(event: ReferralInvitedEvent, unit: Unit) -> None:
-    log.info("referral_invited_received", customer_id=event.data.customer_id)
+    await service.plan_referral_invitation(unit, event)
 
 
 async def on_customer_erased(event: CustomerErasedEvent, unit: Unit) -> None:
-    log.info("customer_erased_received", customer_id=event.data.customer_id)
+    await service.erase_customer(unit, event)
 
 
 HANDLERS = {

@@ -1,9 +1,41 @@
-"""Settings of the followups service (DESIGN.md §6)."""
+"""Settings of the followups service (DESIGN.md §6, §7 "Follow-ups")."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import ServiceSettings
 
 
 class FollowupsSettings(ServiceSettings):
     http_port: int = Field(8002, ge=1, le=65535, description="HTTP API port.")
+    smtp_url: str = Field(
+        "smtp://localhost:1025",
+        description="SMTP server: smtp://[user:password@]host:port (add ?starttls=true to upgrade), or smtps://.",
+    )
+    mail_from: str = Field("Rapport <hello@example.com>", description="From: of every message.")
+    shop_name: str = Field("our shop", description="The shop's name as messages say it.")
+    feedback_url: str = Field(
+        "http://localhost:8002/feedback/form", description="Page the feedback link opens; the token is appended."
+    )
+    referral_url: str = Field("http://localhost/r/", description="Link a referral code is appended to.")
+    feedback_token_secret: SecretStr | None = Field(
+        None, description="Signs feedback links; unset: no feedback requests are sent and no token is accepted."
+    )
+    feedback_token_days: int = Field(30, ge=1, description="How long a feedback link stays valid.")
+    thank_you_delay_seconds: float = Field(0, ge=0, description="Thank-you note after OrderPlaced.")
+    call_customers: int = Field(100, ge=0, description="The shop's first N customers get a personal call task.")
+    call_delay_days: float = Field(14, ge=0, description="Call task due this long after fulfilment.")
+    feedback_request_delay_days: float = Field(14, ge=0, description="Feedback request this long after fulfilment.")
+    escalation_sla_minutes: float = Field(60, gt=0, description="Time to answer negative feedback.")
+    send_attempts: int = Field(6, ge=1, description="Sends tried (with back-off) before a message is marked failed.")
+    send_backoff_seconds: float = Field(30, ge=0, description="First back-off after a failed send; doubles each time.")
+    scheduler_interval_seconds: float = Field(5, gt=0, description="How often due work is looked for.")
+    scheduler_lease_seconds: float = Field(
+        120, gt=0, description="How long a claimed task is held before others may take it."
+    )
+
+
+def followups_settings(settings: ServiceSettings | None) -> FollowupsSettings:
+    """The followups settings a runtime or unit was built with."""
+    if not isinstance(settings, FollowupsSettings):
+        raise TypeError(f"the followups service needs FollowupsSettings, got {type(settings).__name__}")
+    return settings

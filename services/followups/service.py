@@ -1,0 +1,260 @@
+"""Follow-up use cases: plan follow-ups from the shop's events, take feedback, escalate, erase.
+
+Planning is order-tolerant: each event records what it tells (an order placed,
+fulfilled or refunded; a customer's contact) and then `plan_order` creates
+whatever the known facts call for, under deterministic ids, so a duplicate or a
+late event plans nothing twice and a refund heard of first still cancels.
+"""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from pymongo import DeleteOne, UpdateMany
+
+from services.followups import domain
+from services.followups.settings import followups_settings
+from services.followups.store import (
+    CANCELLED,
+    CUSTOMERS,
+    ERASED,
+    ESCALATIONS,
+    FEEDBACK,
+    FOLLOWUPS,
+    ORDERS,
+    PENDING,
+    erased_alias,
+    erased_id,
+)
+from shared.events import (
+    CustomerErasedEvent,
+    FeedbackEscalated,
+    FeedbackEscalatedEvent,
+    FeedbackReceived,
+    FeedbackReceivedEvent,
+    OrderFulfilledEvent,
+    OrderPlacedEvent,
+    OrderRefundedEvent,
+    ReferralInvitedEvent,
+)
+from shared.mongo import as_stored
+from shared.unit import Unit
+
+SOURCE = "followups"
+log = structlog.get_logger("rapport.followups")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- hearing of orders ----------------------------------------------------------------------
+
+
+async def note_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
+    data = event.data
+    customer_id = data.customer.customer_id
+    if await _is_erased(unit, customer_id):
+        return
+    placed_at = as_stored(data.placed_at)
+    customer = await unit.find_one(CUSTOMERS, {"_id": customer_id}) or {"_id": customer_id, "first_order_at": None}
+    customer = dict(customer)
+    if customer.get("contact_at") is None or placed_at >= customer["contact_at"]:
+        contact = data.customer.model_dump(
+            include={"email", "first_name", "last_name", "locale", "city", "region", "phone"}
+        )
+        customer |= {"contact": contact, "contact_at": placed_at}
+    if customer["first_order_at"] is None or placed_at < customer["first_order_at"]:
+        customer["first_order_at"] = placed_at
+    unit.replace(CUSTOMERS, customer)
+    order = await _order(unit, data.order_id, customer_id)
+    order["placed_at"] = placed_at
+    unit.replace(ORDERS, order)
+    await plan_order(unit, order)
+
+
+async def note_order_fulfilled(unit: Unit, event: OrderFulfilledEvent) -> None:
+    data = event.data
+    if await _is_erased(unit, data.customer_id):
+        return
+    order = await _order(unit, data.order_id, data.customer_id)
+    fulfilled_at = as_stored(data.fulfilled_at)
+    if order.get("fulfilled_at") is None or fulfilled_at < order["fulfilled_at"]:
+        order["fulfilled_at"] = fulfilled_at
+    unit.replace(ORDERS, order)
+    await plan_order(unit, order)
+
+
+async def note_order_refunded(unit: Unit, event: OrderRefundedEvent) -> None:
+    """A refund cancels what is still pending for the order, and what would be planned for it later."""
+    data = event.data
+    order = await _order(unit, data.order_id, data.customer_id)
+    order["refunded"] = True
+    unit.replace(ORDERS, order)
+    unit.write(
+        FOLLOWUPS,
+        UpdateMany(
+            {"order_id": data.order_id, "status": PENDING},
+            {"$set": {"status": CANCELLED, "cancelled_because": "refunded"}},
+        ),
+    )
+    log.info("followups_cancelled_for_refund", order_id=data.order_id)
+
+
+async def plan_order(unit: Unit, order: dict[str, Any]) -> None:
+    """Plan what the order's known milestones call for (each at most once)."""
+    settings = followups_settings(unit.settings)
+    order_id, customer_id = order["_id"], order["customer_id"]
+    if order.get("placed_at") is not None:
+        due = domain.thank_you_due(order["placed_at"], timedelta(seconds=settings.thank_you_delay_seconds))
+        await _plan(unit, f"thank_you:{order_id}", "thank_you", "email", customer_id, order_id, due, order)
+    fulfilled_at = order.get("fulfilled_at")
+    if fulfilled_at is None:
+        return
+    due = domain.feedback_request_due(fulfilled_at, timedelta(days=settings.feedback_request_delay_days))
+    await _plan(unit, f"feedback_request:{order_id}", "feedback_request", "email", customer_id, order_id, due, order)
+    if await _is_early_customer(unit, customer_id, settings.call_customers):
+        due = domain.call_due(fulfilled_at, timedelta(days=settings.call_delay_days))
+        await _plan(unit, f"call:{customer_id}", "call", "person", customer_id, order_id, due, order)
+
+
+async def _plan(
+    unit: Unit,
+    followup_id: str,
+    kind: str,
+    channel: str,
+    customer_id: str,
+    order_id: str | None,
+    due_at: datetime,
+    order: dict[str, Any] | None = None,
+    **details: Any,
+) -> None:
+    if await unit.find_one(FOLLOWUPS, {"_id": followup_id}) is not None:
+        return
+    refunded = order is not None and order.get("refunded", False)
+    unit.replace(
+        FOLLOWUPS,
+        {
+            "_id": followup_id,
+            "kind": kind,
+            "channel": channel,
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "due_at": due_at,
+            "status": CANCELLED if refunded else PENDING,
+            "created_at": now(),
+            "attempts": 0,
+            "lease_until": datetime.min.replace(tzinfo=UTC),
+            **details,
+        },
+    )
+    log.info("followup_planned", followup_id=followup_id, due_at=due_at.isoformat(), cancelled=refunded)
+
+
+async def _is_early_customer(unit: Unit, customer_id: str, first: int) -> bool:
+    """Whether the customer is one of the shop's first `first` customers (by first order, as far as known)."""
+    customer = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    if customer is None or customer.get("first_order_at") is None:
+        return False  # their order is not known yet; planning runs again when it arrives
+    await unit.flush()
+    earlier = await unit.db[CUSTOMERS].count_documents(
+        {"first_order_at": {"$lt": customer["first_order_at"]}}, session=unit.session
+    )
+    return earlier < first
+
+
+async def _order(unit: Unit, order_id: str, customer_id: str) -> dict[str, Any]:
+    found = await unit.find_one(ORDERS, {"_id": order_id})
+    return dict(found) if found is not None else {"_id": order_id, "customer_id": customer_id}
+
+
+async def _is_erased(unit: Unit, customer_id: str) -> bool:
+    return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
+
+
+# --- the happy moment ---------------------------------------------------------------------------
+
+
+async def plan_referral_invitation(unit: Unit, event: ReferralInvitedEvent) -> None:
+    data = event.data
+    if await _is_erased(unit, data.customer_id):
+        return
+    await _plan(
+        unit, f"referral_invite:{event.id}", "referral_invite", "email", data.customer_id, None, now(), code=data.code
+    )
+
+
+# --- feedback and escalations -----------------------------------------------------------------
+
+
+async def take_feedback(
+    unit: Unit,
+    data: dict[str, Any],
+    *,
+    received_at: datetime,
+    followup_id: str | None = None,
+) -> dict[str, Any]:
+    """Store feedback, publish FeedbackReceived, and open an escalation when it is unhappy."""
+    settings = followups_settings(unit.settings)
+    feedback = FeedbackReceived(feedback_id=f"fb_{uuid.uuid4().hex[:16]}", received_at=received_at, **data)
+    stored = feedback.model_dump(mode="python") | {
+        "_id": feedback.feedback_id,
+        "followup_id": followup_id,
+        "received_at": as_stored(received_at),
+    }
+    unit.replace(FEEDBACK, stored)
+    subject = feedback.customer_id
+    received = FeedbackReceivedEvent.new(feedback, source=SOURCE, subject=subject)
+    unit.publish(received)
+    escalation = None
+    if domain.is_detractor_feedback(feedback.ratings.overall, feedback.nps):
+        due_by = domain.escalation_due(as_stored(received_at), timedelta(minutes=settings.escalation_sla_minutes))
+        escalation = {
+            "_id": f"esc_{uuid.uuid4().hex[:16]}",
+            "feedback_id": feedback.feedback_id,
+            "customer_id": subject,
+            "order_id": feedback.order_id,
+            "due_by": due_by,
+            "opened_at": as_stored(received_at),
+            "resolved_at": None,
+            "breached_at": None,
+        }
+        unit.replace(ESCALATIONS, escalation)
+        data_out = FeedbackEscalated(
+            escalation_id=escalation["_id"],
+            feedback_id=feedback.feedback_id,
+            customer_id=subject,
+            order_id=feedback.order_id,
+            due_by=due_by,
+        )
+        unit.publish(FeedbackEscalatedEvent.new(data_out, source=SOURCE, subject=subject, cause=received))
+        log.info("feedback_escalated", escalation_id=escalation["_id"], due_by=due_by.isoformat())
+    log.info("feedback_received", feedback_id=feedback.feedback_id, overall=feedback.ratings.overall, nps=feedback.nps)
+    return stored | {"escalation_id": escalation["_id"] if escalation else None}
+
+
+# --- erasure ------------------------------------------------------------------------------------
+
+
+async def erase_customer(unit: Unit, event: CustomerErasedEvent) -> None:
+    """Forget the customer's contact, cancel their pending messages, keep feedback scores anonymously."""
+    customer_id = event.data.customer_id
+    alias = erased_alias(customer_id)
+    unit.replace(ERASED, {"_id": erased_id(customer_id), "erased_at": as_stored(event.data.requested_at)})
+    customer = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    if customer is not None:  # keep when they first ordered (who counts as an early customer), not who they are
+        unit.write(CUSTOMERS, DeleteOne({"_id": customer_id}))
+        unit.replace(CUSTOMERS, {"_id": alias, "first_order_at": customer.get("first_order_at")})
+    unit.write(ORDERS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
+    unit.write(
+        FOLLOWUPS,
+        UpdateMany(
+            {"customer_id": customer_id, "status": PENDING},
+            {"$set": {"status": CANCELLED, "cancelled_because": "customer erased"}},
+        ),
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+    )
+    unit.write(FEEDBACK, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "comment": None}}))
+    unit.write(ESCALATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None}}))
+    log.info("customer_erased", alias=alias)

@@ -1,0 +1,341 @@
+"""Follow-ups against the real broker, MongoDB and an SMTP server run in-process (aiosmtpd)."""
+
+import asyncio
+import email
+import email.policy
+import re
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+
+from services.followups.app import SPEC
+from services.followups.jobs import send_due
+from services.followups.messages import render
+from services.followups.settings import FollowupsSettings
+from services.followups.store import FOLLOWUPS
+from services.followups.tokens import issue_token
+from shared.events import (
+    Customer,
+    Envelope,
+    LineItem,
+    OrderFulfilled,
+    OrderFulfilledEvent,
+    OrderPlaced,
+    OrderPlacedEvent,
+    OrderRefunded,
+    OrderRefundedEvent,
+    ReferralInvited,
+    ReferralInvitedEvent,
+)
+from shared.mongo import INBOX
+from shared.service import Runtime
+from shared.settings import ServiceSettings
+from shared.testing.running import running_service
+from shared.testing.tap import EventTap, eventually
+
+ADMIN = {"Authorization": "Bearer test-admin-key"}
+SECRET = "feedback-test-secret"
+NOW = datetime.now(UTC)
+
+
+@dataclass
+class Inbox:
+    """What the test SMTP server received."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+def own_settings(settings: ServiceSettings, port: int, **changes: Any) -> FollowupsSettings:
+    return FollowupsSettings(
+        **settings.model_dump(),
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        feedback_token_secret=SECRET,
+        shop_name="Teapot & Co",
+        feedback_url="https://shop.example/feedback",
+        scheduler_interval_seconds=3600,  # the tests run the scheduler themselves, at the time they choose
+        send_backoff_seconds=0,
+        **changes,
+    )
+
+
+@pytest.fixture
+async def followups(
+    service_name: str, settings: ServiceSettings, smtp: tuple[Inbox, int]
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient, Inbox]]:
+    inbox, port = smtp
+    async with running_service(replace(SPEC, name=service_name), own_settings(settings, port)) as (rt, http):
+        yield rt, http, inbox
+
+
+def placed(customer_id: str, order_id: str, locale: str | None = "en", city: str | None = None, **who: Any) -> Any:
+    data = OrderPlaced(
+        order_id=order_id,
+        customer=Customer(customer_id=customer_id, email=f"{customer_id}@example.com", locale=locale, city=city, **who),
+        placed_at=NOW - timedelta(minutes=5),
+        currency="EUR",
+        total=Decimal("20.00"),
+        line_items=[LineItem(sku="TEA", name="Tea", quantity=1, unit_price=Decimal("20.00"))],
+    )
+    return OrderPlacedEvent.new(data, source="shop", subject=customer_id)
+
+
+def fulfilled(customer_id: str, order_id: str, at: datetime) -> Any:
+    data = OrderFulfilled(order_id=order_id, customer_id=customer_id, fulfilled_at=at)
+    return OrderFulfilledEvent.new(data, source="shop", subject=customer_id)
+
+
+def refunded(customer_id: str, order_id: str) -> Any:
+    data = OrderRefunded(
+        refund_id=f"r-{order_id}",
+        order_id=order_id,
+        customer_id=customer_id,
+        amount=Decimal("20.00"),
+        currency="EUR",
+        refunded_at=NOW,
+    )
+    return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
+
+
+async def deliver(rt: Runtime, tap: EventTap, *events: Envelope[Any]) -> None:
+    for event in events:
+        await tap.publish(event)
+    ids = list({event.id for event in events})
+    await eventually(lambda: _applied(rt, ids), timeout=20)
+
+
+async def _applied(rt: Runtime, ids: list[str]) -> bool:
+    return await rt.db[INBOX].count_documents({"_id": {"$in": ids}}) == len(ids)
+
+
+async def test_a_thank_you_note_goes_out_once_in_the_customers_language_naming_their_town(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, _http, inbox = followups
+    order = placed("cus-hu", "o-hu", locale="hu-HU", city="Debrecen", first_name="Éva")
+    await deliver(rt, tap, order, order)  # a duplicate delivery plans nothing twice
+    assert await send_due(rt) == 1
+    assert await send_due(rt) == 0
+
+    [note] = inbox.to("cus-hu@example.com")
+    expected = render(
+        "thank_you", "hu", first_name="Éva", city="Debrecen", region=None, shop_name="Teapot & Co", order_id="o-hu"
+    )
+    assert note["Subject"] == expected.subject
+    assert note["Content-Language"] == "hu"
+    text = note.get_body(("plain",)).get_content()
+    assert "Éva" in text
+    assert "Debrecen" in text
+    sent = await tap.wait_for(lambda e: e["type"] == "FollowUpSent" and e["data"]["followup_id"] == "thank_you:o-hu")
+    assert sent[0]["data"]["kind"] == "thank_you"
+    assert sent[0]["data"]["channel"] == "email"
+
+
+async def test_each_shipped_language_and_the_english_fallback(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, _http, inbox = followups
+    locales = {"en-GB": "en", "hu": "hu", "sk-SK": "sk", "fa-IR": "fa", "hy-AM": "hy", "lv": "lv", "de-DE": "en"}
+    await deliver(rt, tap, *(placed(f"cus-{tag}", f"o-{tag}", locale=tag) for tag in locales))
+    assert await send_due(rt) == len(locales)
+    for tag, language in locales.items():
+        [note] = inbox.to(f"cus-{tag}@example.com")
+        assert note["Content-Language"] == language
+        html = note.get_body(("html",)).get_content()
+        assert f'dir="{"rtl" if language == "fa" else "ltr"}"' in html
+
+
+async def test_feedback_request_fourteen_days_after_fulfilment_and_its_link_works_once(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, http, inbox = followups
+    await deliver(rt, tap, placed("cus-fb", "o-fb"), fulfilled("cus-fb", "o-fb", NOW))
+    await send_due(rt)  # the thank-you note
+    assert [m["Subject"] for m in inbox.to("cus-fb@example.com")] == [
+        render(
+            "thank_you", "en", first_name=None, city=None, region=None, shop_name="Teapot & Co", order_id="o-fb"
+        ).subject
+    ]
+    assert await send_due(rt, at=NOW + timedelta(days=13)) == 0
+    assert await send_due(rt, at=NOW + timedelta(days=14, minutes=1)) == 1
+    request = inbox.to("cus-fb@example.com")[-1]
+    token = re.search(r"token=([\w.\-]+)", request.get_body(("plain",)).get_content())
+    assert token is not None
+
+    answer = {"token": token.group(1), "ratings": {"overall": 2, "product": 3}, "nps": 4, "comment": "Late and cold."}
+    first = await http.post("/feedback", json=answer)
+    assert first.status_code == 201, first.text
+    assert (first.json()["customer_id"], first.json()["order_id"]) == ("cus-fb", "o-fb")
+    assert first.json()["escalation_id"] is not None
+    reused = await http.post("/feedback", json=answer)
+    assert reused.status_code == 409
+    assert "token" in reused.text
+
+    received = await tap.wait_for(lambda e: e["type"] == "FeedbackReceived" and e["subject"] == "cus-fb")
+    assert received[0]["data"]["nps"] == 4
+    escalated = await tap.wait_for(lambda e: e["type"] == "FeedbackEscalated" and e["subject"] == "cus-fb")
+    listed = (await http.get("/escalations", params={"open": "true"}, headers=ADMIN)).json()["escalations"]
+    mine = [e for e in listed if e["customer_id"] == "cus-fb"]
+    assert len(mine) == 1
+    assert mine[0]["escalation_id"] == escalated[0]["data"]["escalation_id"]
+    assert 3500 <= mine[0]["seconds_left"] <= 3600
+    assert mine[0]["breached"] is False
+    resolved = await http.post(
+        f"/escalations/{mine[0]['escalation_id']}/resolve", json={"note": "Called, sent a new tin."}, headers=ADMIN
+    )
+    assert resolved.json()["breached"] is False
+    still_open = (await http.get("/escalations", params={"open": "true"}, headers=ADMIN)).json()["escalations"]
+    assert [e for e in still_open if e["customer_id"] == "cus-fb"] == []
+
+    report = (await http.get("/reports/nps", headers=ADMIN)).json()
+    assert (report["responses"], report["detractors"], report["nps"], report["response_rate"]) == (1, 1, -100.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "reason"),
+    [
+        (issue_token("another-secret", followup_id="f", customer_id="c", order_id=None), 401, "invalid signature"),
+        (issue_token(SECRET, followup_id="f", customer_id="c", order_id=None, now=0.0), 410, "expired"),
+        ("not-a-token", 401, "token"),
+    ],
+)
+async def test_a_forged_expired_or_garbled_token_gets_a_clear_4xx(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], token: str, status: int, reason: str
+) -> None:
+    _rt, http, _inbox = followups
+    got = await http.post("/feedback", json={"token": token, "ratings": {"overall": 5}})
+    assert got.status_code == status
+    assert reason in got.text
+
+
+async def test_feedback_without_token_or_key_is_refused_and_bad_ratings_are_named(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox],
+) -> None:
+    _rt, http, _inbox = followups
+    anonymous = await http.post("/feedback", json={"customer_id": "c", "ratings": {"overall": 5}})
+    assert anonymous.status_code == 401
+    bad = await http.post(
+        "/feedback", json={"customer_id": "c", "ratings": {"overall": 9}, "channel": "phone"}, headers=ADMIN
+    )
+    assert bad.status_code == 422
+    assert "ratings.overall" in bad.text
+    logged = await http.post(
+        "/feedback", json={"customer_id": "c", "ratings": {"overall": 5}, "nps": 10, "channel": "phone"}, headers=ADMIN
+    )
+    assert logged.status_code == 201
+    assert logged.json()["escalation_id"] is None
+
+
+async def test_an_early_customer_gets_a_call_task_listed_for_the_owner(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, http, _inbox = followups
+    order = placed("cus-call", "o-call", phone="+421900123456", first_name="Eva", city="Košice")
+    await deliver(rt, tap, order, fulfilled("cus-call", "o-call", NOW - timedelta(days=15)))
+    due = (await http.get("/followups", params={"status": "due", "kind": "call"}, headers=ADMIN)).json()["followups"]
+    [call] = [f for f in due if f["customer_id"] == "cus-call"]
+    assert call["customer"]["phone"] == "+421900123456"
+    assert call["channel"] == "person"
+    assert await send_due(rt, at=NOW + timedelta(days=30)) == 2  # the thank-you and the feedback request; no call
+    done = await http.post(f"/followups/{call['followup_id']}/done", json={"note": "Loves the tea."}, headers=ADMIN)
+    assert done.json()["status"] == "done"
+
+
+async def test_a_refund_cancels_what_is_pending_even_when_it_arrives_first(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, _http, inbox = followups
+    await deliver(rt, tap, placed("cus-r1", "o-r1"), fulfilled("cus-r1", "o-r1", NOW), refunded("cus-r1", "o-r1"))
+    await deliver(rt, tap, refunded("cus-r2", "o-r2"))
+    await deliver(rt, tap, placed("cus-r2", "o-r2"), fulfilled("cus-r2", "o-r2", NOW))
+    statuses = {f["_id"]: f["status"] async for f in rt.db[FOLLOWUPS].find({"order_id": {"$in": ["o-r1", "o-r2"]}})}
+    assert statuses == {
+        "thank_you:o-r1": "cancelled",
+        "feedback_request:o-r1": "cancelled",
+        "thank_you:o-r2": "cancelled",
+        "feedback_request:o-r2": "cancelled",
+        "call:cus-r1": "cancelled",  # both are among the shop's first customers; the call hung on the order
+        "call:cus-r2": "cancelled",
+    }
+    assert await send_due(rt, at=NOW + timedelta(days=30)) == 0
+    assert inbox.messages == []
+
+
+async def test_a_referral_invitation_email_carries_the_code(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, _http, inbox = followups
+    invite = ReferralInvitedEvent.new(
+        ReferralInvited(customer_id="cus-p", code="K7Q-XM4-PA9", feedback_id="fb-1"),
+        source="referrals",
+        subject="cus-p",
+    )
+    await deliver(rt, tap, placed("cus-p", "o-p", locale="sk"), invite, invite)
+    await send_due(rt)
+    [mail] = [m for m in inbox.to("cus-p@example.com") if "K7Q-XM4-PA9" in m.get_body(("plain",)).get_content()]
+    assert mail["Content-Language"] == "sk"
+
+
+async def test_two_scheduler_replicas_send_each_due_message_exactly_once(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, _http, inbox = followups
+    await deliver(rt, tap, *(placed(f"cus-m{n}", f"o-m{n}") for n in range(300)))
+    counts = await asyncio.gather(send_due(rt), send_due(rt))
+    assert sum(counts) == 300
+    assert min(counts) > 0  # both replicas took part
+    followup_ids = [m["X-Rapport-Followup"] for m in inbox.messages]
+    assert len(followup_ids) == 300
+    assert len(set(followup_ids)) == 300
+
+
+async def test_killing_a_replica_mid_run_loses_no_message(
+    service_name: str, settings: ServiceSettings, smtp: tuple[Inbox, int], tap: EventTap
+) -> None:
+    inbox, port = smtp
+    own = own_settings(settings, port, scheduler_lease_seconds=0.5)
+    async with running_service(replace(SPEC, name=service_name), own) as (rt, _http):
+        await deliver(rt, tap, *(placed(f"cus-k{n}", f"o-k{n}") for n in range(200)))
+        doomed = asyncio.create_task(send_due(rt))
+        await eventually(lambda: len(inbox.messages) >= 40)
+        doomed.cancel()  # as if the replica died: what it held is released only by its lease running out
+        await asyncio.gather(doomed, return_exceptions=True)
+        await eventually(lambda: _send_rest(rt), timeout=30)
+        pending = await rt.db[FOLLOWUPS].count_documents({"status": "pending"})
+    followup_ids = [m["X-Rapport-Followup"] for m in inbox.messages]
+    assert pending == 0
+    assert set(followup_ids) == {f"thank_you:o-k{n}" for n in range(200)}
+    assert len(followup_ids) - len(set(followup_ids)) <= 1  # at most the one in flight when it died
+
+
+async def _send_rest(rt: Runtime) -> bool:
+    await send_due(rt)
+    return await rt.db[FOLLOWUPS].count_documents({"status": "pending"}) == 0
