@@ -17,13 +17,15 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.followups.app import SPEC
-from services.followups.jobs import send_due
+from services.followups.jobs import flag_breached_escalations, send_due
 from services.followups.messages import render
 from services.followups.settings import FollowupsSettings
 from services.followups.store import FOLLOWUPS
 from services.followups.tokens import issue_token
 from shared.events import (
     Customer,
+    CustomerErased,
+    CustomerErasedEvent,
     Envelope,
     LineItem,
     OrderFulfilled,
@@ -339,3 +341,55 @@ async def test_killing_a_replica_mid_run_loses_no_message(
 async def _send_rest(rt: Runtime) -> bool:
     await send_due(rt)
     return await rt.db[FOLLOWUPS].count_documents({"status": "pending"}) == 0
+
+
+async def test_a_breached_escalation_is_flagged_once_and_counted(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox],
+) -> None:
+    rt, http, _inbox = followups
+    unhappy = {"customer_id": "cus-late", "ratings": {"overall": 1}, "channel": "phone"}
+    assert (await http.post("/feedback", json=unhappy, headers=ADMIN)).status_code == 201
+    assert await flag_breached_escalations(rt, at=NOW + timedelta(minutes=30)) == 0
+    assert await flag_breached_escalations(rt, at=NOW + timedelta(hours=2)) == 1
+    assert await flag_breached_escalations(rt, at=NOW + timedelta(hours=3)) == 0
+    listed = (await http.get("/escalations", headers=ADMIN)).json()["escalations"]
+    assert [e["breached"] for e in listed if e["customer_id"] == "cus-late"] == [True]
+    metrics = (await http.get("/metrics")).text
+    assert re.search(r"^followups_escalations_breached_total [1-9]", metrics, re.MULTILINE)
+
+
+async def test_a_send_that_keeps_failing_is_retried_then_marked_failed_and_listed(
+    service_name: str, settings: ServiceSettings, tap: EventTap
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens here once the probe is closed
+    own = own_settings(settings, closed_port, send_attempts=2)
+    async with running_service(replace(SPEC, name=service_name), own) as (rt, http):
+        await deliver(rt, tap, placed("cus-nomail", "o-nomail"))
+        # With no back-off (the fixture's setting) the retry comes in the same round: two attempts, then failed.
+        assert await send_due(rt) == 2
+        assert await send_due(rt) == 0
+        failed = (await http.get("/followups", params={"status": "failed"}, headers=ADMIN)).json()["followups"]
+    [task] = [f for f in failed if f["followup_id"] == "thank_you:o-nomail"]
+    assert task["attempts"] == 2
+    assert "Connect" in task["last_error"] or "connect" in task["last_error"]
+
+
+async def test_erasure_forgets_the_contact_and_cancels_pending_messages(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, _http, inbox = followups
+    await deliver(rt, tap, placed("cus-gone", "o-gone", city="Trnava", first_name="Jana"))
+    erased = CustomerErasedEvent.new(
+        CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders", subject="cus-gone"
+    )
+    await deliver(rt, tap, erased)
+    await deliver(rt, tap, placed("cus-gone", "o-gone-2", city="Trnava"))  # late: plans nothing, stores nothing
+    assert await send_due(rt, at=NOW + timedelta(days=30)) == 0
+    assert inbox.messages == []
+    stored = [d async for d in rt.db["customers"].find({})] + [d async for d in rt.db[FOLLOWUPS].find({})]
+    assert "Trnava" not in str(stored)
+    assert "cus-gone" not in str(stored)
+    statuses = [f["status"] async for f in rt.db[FOLLOWUPS].find({})]
+    assert statuses == ["cancelled"]
