@@ -24,9 +24,8 @@ from services.followups.store import (
     FOLLOWUPS,
     ORDERS,
     PENDING,
-    erased_alias,
-    erased_id,
 )
+from shared.erasure import erased_alias, erased_id
 from shared.events import (
     CustomerErasedEvent,
     FeedbackEscalated,

@@ -13,8 +13,6 @@ Collections:
 - erased: sha256 of erased customer ids, so late events do not bring them back.
 """
 
-import hashlib
-
 from pymongo import ASCENDING, IndexModel
 
 from shared.mongo import Database
@@ -50,11 +48,3 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # th
         ]
     )
     await db[ESCALATIONS].create_indexes([IndexModel([("resolved_at", ASCENDING), ("due_by", ASCENDING)])])
-
-
-def erased_id(customer_id: str) -> str:
-    return hashlib.sha256(customer_id.encode()).hexdigest()
-
-
-def erased_alias(customer_id: str) -> str:
-    return f"erased-{erased_id(customer_id)[:24]}"

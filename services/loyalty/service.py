@@ -19,11 +19,11 @@ from services.loyalty.store import (
     Member,
     Program,
     ProgramCache,
-    erased_id,
     is_erased,
     load_member,
     save_member,
 )
+from shared.erasure import erased_id
 from shared.events import (
     CustomerErasedEvent,
     Envelope,

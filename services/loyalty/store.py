@@ -10,7 +10,6 @@ Collections:
 - erased: sha256 of erased customer ids, so late events do not bring them back.
 """
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -30,6 +29,7 @@ from services.loyalty.domain import (
     Rules,
     Tier,
 )
+from shared.erasure import erased_id
 from shared.mongo import Database
 from shared.settings import ServiceSettings
 from shared.unit import Unit
@@ -181,10 +181,6 @@ def _redemption(doc: dict[str, Any]) -> Redemption:
 
 
 # --- erased customers ---------------------------------------------------------------------
-
-
-def erased_id(customer_id: str) -> str:
-    return hashlib.sha256(customer_id.encode()).hexdigest()
 
 
 async def is_erased(unit: Unit, customer_id: str) -> bool:

@@ -10,7 +10,8 @@ from services.orders import jobs, service
 from services.orders.domain import history_of, stats_of
 from services.orders.insight import SEGMENTS, lifetime_value_of
 from services.orders.settings import orders_settings
-from services.orders.store import CUSTOMERS, ERASED, ORDERS, erased_id, lines_of, listing_order
+from services.orders.store import CUSTOMERS, ERASED, ORDERS, lines_of, listing_order
+from shared.erasure import erased_id
 from shared.service import Runtime, runtime
 from shared.unit import Unit
 

@@ -16,15 +16,13 @@ from services.orders.store import (
     ERASED,
     ORDERS,
     contact_from,
-    erased_alias,
-    erased_id,
-    is_alias,
     lines_of,
     new_order,
     new_profile,
     order_line,
     with_lines,
 )
+from shared.erasure import erased_alias, erased_id, is_alias
 from shared.events import (
     CustomerErased,
     CustomerErasedEvent,

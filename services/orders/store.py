@@ -12,7 +12,6 @@ Collections:
 - jobs: one lease document per scheduled job.
 """
 
-import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -62,22 +61,6 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
 
 
 # --- erasure ----------------------------------------------------------------------------------
-
-
-def erased_id(customer_id: str) -> str:
-    return hashlib.sha256(customer_id.encode()).hexdigest()
-
-
-ALIAS_PREFIX = "erased-"
-
-
-def erased_alias(customer_id: str) -> str:
-    """The anonymous name an erased customer's orders and profile are kept under."""
-    return f"{ALIAS_PREFIX}{erased_id(customer_id)[:24]}"
-
-
-def is_alias(customer_id: str) -> bool:
-    return customer_id.startswith(ALIAS_PREFIX)
 
 
 # --- orders -------------------------------------------------------------------------------------
