@@ -1,12 +1,18 @@
 """How every service recognises an erased customer without keeping who they were.
 
-Each service keeps an erasure mark under the SHA-256 of the customer id, so a
-late event about the customer is recognised and not used to bring their
-personal data back; records kept for the shop's totals move to an anonymous alias.
+Each service keeps an erasure mark in its `erased` collection under the SHA-256
+of the customer id, so a late event about the customer is recognised and not
+used to bring their personal data back; records kept for the shop's totals move
+to an anonymous alias.
 """
 
 import hashlib
+from collections.abc import Iterable
+from datetime import datetime
 
+from shared.unit import Unit
+
+ERASED = "erased"
 ALIAS_PREFIX = "erased-"
 
 
@@ -22,3 +28,18 @@ def erased_alias(customer_id: str) -> str:
 
 def is_alias(customer_id: str) -> bool:
     return customer_id.startswith(ALIAS_PREFIX)
+
+
+def mark_erased(unit: Unit, customer_id: str, at: datetime) -> None:
+    unit.replace(ERASED, {"_id": erased_id(customer_id), "alias": erased_alias(customer_id), "erased_at": at})
+
+
+async def is_erased(unit: Unit, customer_id: str) -> bool:
+    return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
+
+
+async def preload_customers(unit: Unit, collection: str, customer_ids: Iterable[str]) -> None:
+    """Read a batch's customer documents and their erasure marks in two queries, so handlers ask for free."""
+    wanted = set(customer_ids)
+    await unit.preload(collection, wanted)
+    await unit.preload(ERASED, (erased_id(c) for c in wanted))

@@ -8,20 +8,24 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-_bearer = HTTPBearer(auto_error=False)
+bearer = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def is_admin(credentials: HTTPAuthorizationCredentials | None, key: SecretStr | None) -> bool:
+    """Whether the request's bearer token is the admin key (compared in constant time)."""
+    if key is None or not key.get_secret_value() or credentials is None:
+        return False
+    return hmac.compare_digest(credentials.credentials.encode(), key.get_secret_value().encode())
 
 
 def admin_guard(key: SecretStr | None) -> Callable[..., None]:
     """A dependency that lets a request through only with `Authorization: Bearer <ADMIN_API_KEY>`."""
 
-    def require_admin(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
+    def require_admin(credentials: Credentials) -> None:
         if key is None or not key.get_secret_value():
             raise HTTPException(status.HTTP_403_FORBIDDEN, "the API is disabled until ADMIN_API_KEY is set")
-        if credentials is None or not hmac.compare_digest(
-            credentials.credentials.encode(), key.get_secret_value().encode()
-        ):
+        if not is_admin(credentials, key):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or wrong bearer token",

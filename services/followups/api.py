@@ -1,10 +1,9 @@
 """HTTP API of followups: the owner's list, escalations, the NPS report, and feedback from customers."""
 
-import hmac
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field, ValidationError
 from pymongo.errors import DuplicateKeyError
 
@@ -13,7 +12,8 @@ from services.followups.jobs import BREACHED
 from services.followups.settings import followups_settings
 from services.followups.store import CUSTOMERS, DONE, ESCALATIONS, FEEDBACK, FOLLOWUPS, PENDING, SENT
 from services.followups.tokens import InvalidToken, read_token
-from shared.events import FeedbackReceived, describe
+from shared.events import describe
+from shared.http import Credentials, is_admin
 from shared.service import Runtime, runtime
 from shared.unit import Unit
 
@@ -150,14 +150,12 @@ class FeedbackIn(BaseModel):
 
 
 @public.post("/feedback", status_code=status.HTTP_201_CREATED)
-async def post_feedback(
-    body: FeedbackIn, rt: Rt, authorization: Annotated[str | None, Header()] = None
-) -> dict[str, Any]:
+async def post_feedback(body: FeedbackIn, rt: Rt, credentials: Credentials) -> dict[str, Any]:
     """Feedback from a customer's link (signed token, once) or logged by the owner (admin key)."""
     settings = followups_settings(rt.settings)
     fields = body.model_dump(exclude={"token"})
     followup_id = None
-    if _is_admin(authorization, settings.admin_api_key):
+    if is_admin(credentials, settings.admin_api_key):
         if body.customer_id is None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "customer_id: required with the admin key")
     elif body.token is not None:
@@ -169,7 +167,7 @@ async def post_feedback(
     else:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token: a feedback token or the admin key is required")
     try:
-        FeedbackReceived(feedback_id="check", received_at=service.now(), **fields)
+        feedback = service.new_feedback(fields, received_at=service.now())
     except ValidationError as error:
         reason, field = describe(error)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"field": field, "message": reason}) from error
@@ -177,7 +175,7 @@ async def post_feedback(
     async def take(unit: Unit) -> dict[str, Any]:
         if followup_id is not None and await unit.find_one(FEEDBACK, {"followup_id": followup_id}) is not None:
             raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used")
-        return await service.take_feedback(unit, fields, received_at=service.now(), followup_id=followup_id)
+        return await service.take_feedback(unit, feedback, followup_id=followup_id)
 
     try:
         stored = await rt.transaction(take)
@@ -198,13 +196,6 @@ def _claims(token: str, settings: Any) -> Any:
     except InvalidToken as invalid:
         code = status.HTTP_410_GONE if invalid.reason == "expired" else status.HTTP_401_UNAUTHORIZED
         raise HTTPException(code, f"token: {invalid.reason}") from invalid
-
-
-def _is_admin(authorization: str | None, key: Any) -> bool:
-    if key is None or not key.get_secret_value() or not authorization:
-        return False
-    scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), key.get_secret_value().encode())
 
 
 def _followup(followup: dict[str, Any], contact: dict[str, Any] | None) -> dict[str, Any]:

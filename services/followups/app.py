@@ -3,6 +3,7 @@
 from services.followups.api import api, public
 from services.followups.handlers import HANDLERS
 from services.followups.jobs import METRICS, run_scheduler
+from services.followups.service import prefetch_followups
 from services.followups.store import ensure_indexes
 from shared.events import FeedbackEscalatedEvent, FeedbackReceivedEvent, FollowUpSentEvent
 from shared.service import ServiceSpec
@@ -16,4 +17,5 @@ SPEC = ServiceSpec(
     ensure_indexes=ensure_indexes,
     background=(run_scheduler,),
     metrics=METRICS,
+    prefetch=prefetch_followups,
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 
 from services.followups import messages
 from services.followups.mail import SmtpServer, email_of
@@ -25,6 +25,7 @@ from services.followups.settings import FollowupsSettings, followups_settings
 from services.followups.store import CUSTOMERS, ESCALATIONS, FAILED, FOLLOWUPS, PENDING, SENT
 from services.followups.tokens import issue_token
 from shared.events import FollowUpSent, FollowUpSentEvent
+from shared.leases import claim
 from shared.service import Runtime
 from shared.unit import Unit
 
@@ -49,12 +50,12 @@ async def send_due(rt: Runtime, *, at: datetime | None = None, limit: int = 500)
     owner = str(uuid.uuid4())
     handled = 0
     while handled < limit:
-        wall = now()
-        task = await rt.db[FOLLOWUPS].find_one_and_update(
-            {"status": PENDING, "channel": "email", "due_at": {"$lte": moment}, "lease_until": {"$lte": wall}},
-            {"$set": {"lease_until": wall + timedelta(seconds=settings.scheduler_lease_seconds), "lease_owner": owner}},
+        task = await claim(
+            rt.db[FOLLOWUPS],
+            {"status": PENDING, "channel": "email", "due_at": {"$lte": moment}},
+            lease=timedelta(seconds=settings.scheduler_lease_seconds),
+            owner=owner,
             sort=[("due_at", 1)],
-            return_document=ReturnDocument.AFTER,
         )
         if task is None:
             break
@@ -74,7 +75,9 @@ async def _send(rt: Runtime, settings: FollowupsSettings, smtp: SmtpServer, task
     sent_at = now()
 
     async def record(unit: Unit) -> None:
-        unit.write(FOLLOWUPS, _update(task, {"status": SENT, "sent_at": sent_at, "locale": message.locale}))
+        # Applied only while this claim still holds the task.
+        held = {"_id": task["_id"], "lease_owner": task["lease_owner"]}
+        unit.write(FOLLOWUPS, UpdateOne(held, {"$set": {"status": SENT, "sent_at": sent_at, "locale": message.locale}}))
         data = FollowUpSent(
             followup_id=task["_id"],
             kind=task["kind"],
@@ -135,11 +138,6 @@ async def _failed(rt: Runtime, settings: FollowupsSettings, task: dict[str, Any]
         SEND_FAILURES.labels(kind=kind).inc()
         log.warning("followup_send_failed", followup_id=task["_id"], attempts=attempts, error=repr(error))
     await rt.db[FOLLOWUPS].update_one({"_id": task["_id"], "lease_owner": task["lease_owner"]}, {"$set": change})
-
-
-def _update(task: dict[str, Any], change: dict[str, Any]) -> UpdateOne:
-    """A change to a claimed task, applied only while this claim holds it."""
-    return UpdateOne({"_id": task["_id"], "lease_owner": task["lease_owner"]}, {"$set": change})
 
 
 async def flag_breached_escalations(rt: Runtime, *, at: datetime | None = None) -> int:

@@ -18,16 +18,16 @@ from services.followups.settings import followups_settings
 from services.followups.store import (
     CANCELLED,
     CUSTOMERS,
-    ERASED,
     ESCALATIONS,
     FEEDBACK,
     FOLLOWUPS,
     ORDERS,
     PENDING,
 )
-from shared.erasure import erased_alias, erased_id
+from shared.erasure import erased_alias, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErasedEvent,
+    Envelope,
     FeedbackEscalated,
     FeedbackEscalatedEvent,
     FeedbackReceived,
@@ -51,10 +51,29 @@ def now() -> datetime:
 # --- hearing of orders ----------------------------------------------------------------------
 
 
+async def prefetch_followups(unit: Unit, events: list[Envelope[Any]]) -> None:
+    """Read what a whole batch touches (customers, orders, the follow-ups it may plan) in a few queries."""
+    customers = {_customer_of(event) for event in events}
+    await preload_customers(unit, CUSTOMERS, customers)
+    ordered = [e.data.order_id for e in events if isinstance(e, OrderPlacedEvent | OrderFulfilledEvent)]
+    await unit.preload(ORDERS, [*ordered, *(e.data.order_id for e in events if isinstance(e, OrderRefundedEvent))])
+    planned = [f"{kind}:{order_id}" for order_id in ordered for kind in ("thank_you", "feedback_request")]
+    planned += [f"call:{customer}" for customer in customers]
+    planned += [f"referral_invite:{e.id}" for e in events if isinstance(e, ReferralInvitedEvent)]
+    await unit.preload(FOLLOWUPS, planned)
+
+
+def _customer_of(event: Envelope[Any]) -> str:
+    if isinstance(event, OrderPlacedEvent):
+        return event.data.customer.customer_id
+    customer_id: str = event.data.customer_id
+    return customer_id
+
+
 async def note_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
     data = event.data
     customer_id = data.customer.customer_id
-    if await _is_erased(unit, customer_id):
+    if await is_erased(unit, customer_id):
         return
     placed_at = as_stored(data.placed_at)
     customer = await unit.find_one(CUSTOMERS, {"_id": customer_id}) or {"_id": customer_id, "first_order_at": None}
@@ -75,7 +94,7 @@ async def note_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
 
 async def note_order_fulfilled(unit: Unit, event: OrderFulfilledEvent) -> None:
     data = event.data
-    if await _is_erased(unit, data.customer_id):
+    if await is_erased(unit, data.customer_id):
         return
     order = await _order(unit, data.order_id, data.customer_id)
     fulfilled_at = as_stored(data.fulfilled_at)
@@ -113,9 +132,12 @@ async def plan_order(unit: Unit, order: dict[str, Any]) -> None:
         return
     due = domain.feedback_request_due(fulfilled_at, timedelta(days=settings.feedback_request_delay_days))
     await _plan(unit, f"feedback_request:{order_id}", "feedback_request", "email", customer_id, order_id, due, order)
-    if await _is_early_customer(unit, customer_id, settings.call_customers):
+    call_id = f"call:{customer_id}"
+    if await unit.find_one(FOLLOWUPS, {"_id": call_id}) is None and await _is_early_customer(
+        unit, customer_id, settings.call_customers
+    ):
         due = domain.call_due(fulfilled_at, timedelta(days=settings.call_delay_days))
-        await _plan(unit, f"call:{customer_id}", "call", "person", customer_id, order_id, due, order)
+        await _plan(unit, call_id, "call", "person", customer_id, order_id, due, order)
 
 
 async def _plan(
@@ -144,7 +166,7 @@ async def _plan(
             "status": CANCELLED if refunded else PENDING,
             "created_at": now(),
             "attempts": 0,
-            "lease_until": datetime.min.replace(tzinfo=UTC),
+            "lease_until": None,
             **details,
         },
     )
@@ -168,16 +190,12 @@ async def _order(unit: Unit, order_id: str, customer_id: str) -> dict[str, Any]:
     return dict(found) if found is not None else {"_id": order_id, "customer_id": customer_id}
 
 
-async def _is_erased(unit: Unit, customer_id: str) -> bool:
-    return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
-
-
 # --- the happy moment ---------------------------------------------------------------------------
 
 
 async def plan_referral_invitation(unit: Unit, event: ReferralInvitedEvent) -> None:
     data = event.data
-    if await _is_erased(unit, data.customer_id):
+    if await is_erased(unit, data.customer_id):
         return
     await _plan(
         unit, f"referral_invite:{event.id}", "referral_invite", "email", data.customer_id, None, now(), code=data.code
@@ -187,16 +205,15 @@ async def plan_referral_invitation(unit: Unit, event: ReferralInvitedEvent) -> N
 # --- feedback and escalations -----------------------------------------------------------------
 
 
-async def take_feedback(
-    unit: Unit,
-    data: dict[str, Any],
-    *,
-    received_at: datetime,
-    followup_id: str | None = None,
-) -> dict[str, Any]:
+def new_feedback(data: dict[str, Any], received_at: datetime) -> FeedbackReceived:
+    """Feedback as the contract has it, with a fresh id; raises ValidationError naming a bad field."""
+    return FeedbackReceived(feedback_id=f"fb_{uuid.uuid4().hex[:16]}", received_at=received_at, **data)
+
+
+async def take_feedback(unit: Unit, feedback: FeedbackReceived, *, followup_id: str | None = None) -> dict[str, Any]:
     """Store feedback, publish FeedbackReceived, and open an escalation when it is unhappy."""
     settings = followups_settings(unit.settings)
-    feedback = FeedbackReceived(feedback_id=f"fb_{uuid.uuid4().hex[:16]}", received_at=received_at, **data)
+    received_at = feedback.received_at
     stored = feedback.model_dump(mode="python") | {
         "_id": feedback.feedback_id,
         "followup_id": followup_id,
@@ -240,7 +257,7 @@ async def erase_customer(unit: Unit, event: CustomerErasedEvent) -> None:
     """Forget the customer's contact, cancel their pending messages, keep feedback scores anonymously."""
     customer_id = event.data.customer_id
     alias = erased_alias(customer_id)
-    unit.replace(ERASED, {"_id": erased_id(customer_id), "erased_at": as_stored(event.data.requested_at)})
+    mark_erased(unit, customer_id, as_stored(event.data.requested_at))
     customer = await unit.find_one(CUSTOMERS, {"_id": customer_id})
     if customer is not None:  # keep when they first ordered (who counts as an early customer), not who they are
         unit.write(CUSTOMERS, DeleteOne({"_id": customer_id}))

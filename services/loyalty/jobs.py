@@ -1,12 +1,14 @@
 """Scheduled work of loyalty: expire points and slide tiers, safely in any number of replicas."""
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta
 
 import structlog
 
 from services.loyalty import service
 from services.loyalty.store import MEMBERS
+from shared.leases import claim
 from shared.service import Runtime
 from shared.unit import Unit
 
@@ -22,16 +24,11 @@ async def review_due_members(rt: Runtime, *, at: datetime | None = None, limit: 
     replica died is picked up again when the lease runs out.
     """
     moment = at or service.now()
+    owner = str(uuid.uuid4())
     reviewed = 0
     while reviewed < limit:
-        wall = service.now()
-        claimed = await rt.db[MEMBERS].find_one_and_update(
-            {
-                "next_review_at": {"$lte": moment},
-                "$or": [{"review_lease_until": None}, {"review_lease_until": {"$lte": wall}}],
-            },
-            {"$set": {"review_lease_until": wall + LEASE}},
-            projection={"_id": 1},
+        claimed = await claim(
+            rt.db[MEMBERS], {"next_review_at": {"$lte": moment}}, lease=LEASE, owner=owner, projection={"_id": 1}
         )
         if claimed is None:
             break

@@ -7,11 +7,10 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from pymongo import DeleteMany, DeleteOne, InsertOne, UpdateMany, UpdateOne
+from pymongo import DeleteMany, DeleteOne, InsertOne, UpdateMany
 
 from services.loyalty.domain import Entry, Fact, Ledger, Redemption, entries_to_append, facts_of, replay
 from services.loyalty.store import (
-    ERASED,
     LEDGER,
     MEMBERS,
     REDEMPTION_REQUESTS,
@@ -19,11 +18,10 @@ from services.loyalty.store import (
     Member,
     Program,
     ProgramCache,
-    is_erased,
     load_member,
     save_member,
 )
-from shared.erasure import erased_id
+from shared.erasure import erased_alias, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErasedEvent,
     Envelope,
@@ -66,10 +64,7 @@ def now() -> datetime:
 
 async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
     """Read the members (and erasure marks) a whole batch touches in two queries."""
-    customers = {customer for event in events for customer in _customers_of(event)}
-    await unit.preload(MEMBERS, customers)
-    newcomers = [c for c in customers if await unit.find_one(MEMBERS, {"_id": c}) is None]
-    await unit.preload(ERASED, (erased_id(customer) for customer in newcomers))
+    await preload_customers(unit, MEMBERS, (customer for event in events for customer in _customers_of(event)))
 
 
 def _customers_of(event: Envelope[Any]) -> list[str]:
@@ -127,8 +122,8 @@ async def _member_unless_erased(unit: Unit, customer_id: str) -> Member | None:
 async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:
     """Forget who the member is; the ledger's anonymous totals stay for the shop's books."""
     customer_id = event.data.customer_id
-    anonymous = f"erased-{uuid.uuid4().hex[:16]}"
-    unit.write(ERASED, UpdateOne({"_id": erased_id(customer_id)}, {"$set": {"at": now()}}, upsert=True))
+    anonymous = erased_alias(customer_id)
+    mark_erased(unit, customer_id, now())
     unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
     unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": anonymous}}))
     unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))

@@ -29,7 +29,6 @@ from services.loyalty.domain import (
     Rules,
     Tier,
 )
-from shared.erasure import erased_id
 from shared.mongo import Database
 from shared.settings import ServiceSettings
 from shared.unit import Unit
@@ -40,7 +39,6 @@ CONFIG = "config"
 CAMPAIGNS = "campaigns"
 REWARDS = "rewards"
 REDEMPTION_REQUESTS = "redemption_requests"
-ERASED = "erased"
 
 
 async def ensure_indexes(
@@ -107,7 +105,7 @@ def save_member(
         "qualifying_points": qualifying_points,
         "recorded": member.recorded,
         "next_review_at": next_review_at,
-        "review_lease_until": None,
+        "lease_until": None,
         "updated_at": now,
     }
     change: dict[str, Any] = {"$set": {k: v for k, v in doc.items() if k != "_id"}}
@@ -178,13 +176,6 @@ def _activity(doc: dict[str, Any]) -> Activity:
 
 def _redemption(doc: dict[str, Any]) -> Redemption:
     return Redemption(doc["redemption_id"], doc["reward_id"], int(doc["points"]), doc["at"])
-
-
-# --- erased customers ---------------------------------------------------------------------
-
-
-async def is_erased(unit: Unit, customer_id: str) -> bool:
-    return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
 
 
 # --- rules and campaigns, cached briefly ------------------------------------------------------

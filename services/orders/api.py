@@ -1,17 +1,15 @@
 """HTTP API of orders: customers with their history and segment, the retention report, erasure."""
 
 from dataclasses import asdict
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from services.orders import jobs, service
-from services.orders.domain import history_of, stats_of
-from services.orders.insight import SEGMENTS, lifetime_value_of
+from services.orders.insight import SEGMENTS
 from services.orders.settings import orders_settings
-from services.orders.store import CUSTOMERS, ERASED, ORDERS, lines_of, listing_order
-from shared.erasure import erased_id
+from services.orders.store import CUSTOMERS, ORDERS, listing_order, money
+from shared.erasure import ERASED, erased_id
 from shared.service import Runtime, runtime
 from shared.unit import Unit
 
@@ -39,12 +37,10 @@ async def get_customer(customer_id: str, rt: Rt) -> dict[str, Any]:
         detail = "was erased" if erased is not None else "is not known"
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: {customer_id!r} {detail}")
     orders = await rt.db[ORDERS].find({"customer_id": customer_id}, sort=[("placed.placed_at", -1)]).to_list(100)
-    lines = lines_of(profile)
-    stats = stats_of(lines)
     return _summary(profile) | {
-        "refunded": _money(stats.refunded),
-        "average_order_value": _money(stats.average_order_value),
-        "lifetime_value": _money(lifetime_value_of(history_of(customer_id, lines))),
+        "refunded": money(profile.get("refunded")),
+        "average_order_value": money(profile.get("average_order_value")),
+        "lifetime_value": money(profile.get("net_spent")),  # historic: what they have spent, net of refunds
         "rfm": profile.get("rfm"),
         "scored_at": profile.get("scored_at"),
         "orders": [_order(order) for order in orders],
@@ -114,7 +110,7 @@ def _summary(profile: dict[str, Any]) -> dict[str, Any]:
         "orders_count": profile.get("orders_count", 0),
         "first_order_at": profile.get("first_order_at"),
         "last_order_at": profile.get("last_order_at"),
-        "total_spent": profile.get("total_spent", {}),
+        "total_spent": money(profile.get("net_spent")),
         "segment": profile.get("segment"),
     }
 
@@ -135,7 +131,3 @@ def _order(order: dict[str, Any]) -> dict[str, Any]:
             {k: r[k] for k in ("refund_id", "amount", "currency", "refunded_at", "reason")} for r in order["refunds"]
         ],
     }
-
-
-def _money(amounts: dict[str, Decimal]) -> dict[str, str]:
-    return {currency: str(amount) for currency, amount in amounts.items()}

@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 
 import structlog
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
 
 from services.orders.domain import history_of
 from services.orders.insight import History, RetentionReport, retention_report, score_rfm
 from services.orders.service import now
 from services.orders.settings import orders_settings
 from services.orders.store import CUSTOMERS, JOBS, lines_of
+from shared.leases import claim, release
 from shared.mongo import Database
 from shared.service import Runtime
 
@@ -35,7 +35,7 @@ async def score_customers(rt: Runtime, *, at: datetime | None = None) -> int | N
     """Recompute every customer's RFM scores and segment; None when another replica holds the job."""
     settings = orders_settings(rt.settings)
     owner = str(uuid.uuid4())
-    if not await _claim(rt.db, "segments", owner):
+    if await claim(rt.db[JOBS], {"_id": "segments"}, lease=LEASE, owner=owner, create=True) is None:
         return None
     try:
         moment = at or now()
@@ -53,24 +53,11 @@ async def score_customers(rt: Runtime, *, at: datetime | None = None) -> int | N
         log.info("customers_scored", count=len(scores), changed=len(writes))
         return len(scores)
     finally:
-        await rt.db[JOBS].update_one({"_id": "segments", "owner": owner}, {"$set": {"lease_until": now()}})
+        await release(rt.db[JOBS], "segments", owner)
 
 
 async def retention(rt: Runtime, *, at: datetime | None = None) -> RetentionReport:
     return retention_report(await histories(rt.db), at or now())
-
-
-async def _claim(db: Database, job: str, owner: str) -> bool:
-    wall = now()
-    try:
-        await db[JOBS].update_one(
-            {"_id": job, "lease_until": {"$lte": wall}},
-            {"$set": {"lease_until": wall + LEASE, "owner": owner}},
-            upsert=True,
-        )
-    except DuplicateKeyError:  # the job exists and its lease is held: the upsert's insert collided
-        return False
-    return True
 
 
 async def score_customers_regularly(rt: Runtime) -> None:

@@ -13,7 +13,6 @@ from pymongo import DeleteMany, DeleteOne, UpdateMany
 from services.orders.domain import gives_contact, replacing, stats_of
 from services.orders.store import (
     CUSTOMERS,
-    ERASED,
     ORDERS,
     contact_from,
     lines_of,
@@ -22,7 +21,7 @@ from services.orders.store import (
     order_line,
     with_lines,
 )
-from shared.erasure import erased_alias, erased_id, is_alias
+from shared.erasure import erased_alias, is_alias, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErased,
     CustomerErasedEvent,
@@ -45,10 +44,7 @@ def now() -> datetime:
 async def prefetch_orders(unit: Unit, events: list[Envelope[Any]]) -> None:
     """Read the orders, profiles and erasure marks a whole batch touches in three queries."""
     await unit.preload(ORDERS, (event.data.order_id for event in events))
-    customers = {_customer_of(event) for event in events}
-    await unit.preload(CUSTOMERS, customers)
-    unknown = [c for c in customers if await unit.find_one(CUSTOMERS, {"_id": c}) is None]
-    await unit.preload(ERASED, (erased_id(c) for c in unknown))
+    await preload_customers(unit, CUSTOMERS, (_customer_of(event) for event in events))
 
 
 def _customer_of(event: Envelope[Any]) -> str:
@@ -110,8 +106,7 @@ async def _owner(unit: Unit, customer_id: str) -> str:
     """Whom the customer's records belong to: the customer, or their anonymous alias once erased."""
     if await unit.find_one(CUSTOMERS, {"_id": customer_id}) is not None:
         return customer_id
-    mark = await unit.find_one(ERASED, {"_id": erased_id(customer_id)})
-    return str(mark["alias"]) if mark is not None else customer_id
+    return erased_alias(customer_id) if await is_erased(unit, customer_id) else customer_id
 
 
 async def _order(unit: Unit, order_id: str, owner: str) -> dict[str, Any]:
@@ -149,7 +144,7 @@ async def erase_customer(unit: Unit, customer_id: str, requested_at: datetime) -
     Publishes CustomerErased so every other service does the same. False when the
     customer was erased before (nothing is published again).
     """
-    if await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None:
+    if await is_erased(unit, customer_id):
         return False
     alias = erased_alias(customer_id)
     profile = await unit.find_one(CUSTOMERS, {"_id": customer_id})
@@ -166,7 +161,7 @@ async def erase_customer(unit: Unit, customer_id: str, requested_at: datetime) -
     )
     # Events already sent about the customer stay a week for inspection; theirs go now.
     unit.write(OUTBOX, DeleteMany({"body.subject": customer_id, "status": "sent"}))
-    unit.replace(ERASED, {"_id": erased_id(customer_id), "alias": alias, "erased_at": requested_at})
+    mark_erased(unit, customer_id, requested_at)
     event = CustomerErasedEvent.new(
         CustomerErased(customer_id=customer_id, requested_at=requested_at), source=SOURCE, subject=customer_id
     )

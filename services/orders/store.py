@@ -26,7 +26,6 @@ from shared.settings import ServiceSettings
 
 ORDERS = "orders"
 CUSTOMERS = "customers"
-ERASED = "erased"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
 JOBS = "jobs"
 
@@ -122,10 +121,10 @@ def with_lines(profile: dict[str, Any], lines: Sequence[OrderLine], stats: Stats
         "orders_count": stats.orders_count,
         "first_order_at": stats.first_order_at,
         "last_order_at": stats.last_order_at,
-        "total_spent": _money_map(stats.total_spent),
-        "refunded": _money_map(stats.refunded),
-        "average_order_value": _money_map(stats.average_order_value),
-        "net_spent": {currency: Decimal128(amount) for currency, amount in stats.total_spent.items()},
+        # Decimal128, so that `sort=spent` orders by amount; `money` reads them back.
+        "net_spent": _decimals(stats.total_spent),
+        "refunded": _decimals(stats.refunded),
+        "average_order_value": _decimals(stats.average_order_value),
     }
 
 
@@ -135,5 +134,10 @@ def contact_from(order: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in customer.items() if key != "customer_id" and value is not None}
 
 
-def _money_map(amounts: dict[str, Decimal]) -> dict[str, str]:
-    return {currency: str(amount) for currency, amount in amounts.items()}
+def _decimals(amounts: dict[str, Decimal]) -> dict[str, Decimal128]:
+    return {currency: Decimal128(amount) for currency, amount in amounts.items()}
+
+
+def money(stored: dict[str, Decimal128] | None) -> dict[str, str]:
+    """A stored per-currency amount as the API shows money: decimal strings."""
+    return {currency: str(amount.to_decimal()) for currency, amount in (stored or {}).items()}

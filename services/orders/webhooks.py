@@ -19,7 +19,14 @@ from pydantic import SecretStr
 from pymongo import InsertOne
 from pymongo.errors import DuplicateKeyError
 
-from services.orders.platforms import Translation, UntranslatableWebhook, shopify, signature_valid, woocommerce
+from services.orders.platforms import (
+    OrderNotKnownYet,
+    Translation,
+    UntranslatableWebhook,
+    shopify,
+    signature_valid,
+    woocommerce,
+)
 from services.orders.service import SOURCE, now
 from services.orders.settings import orders_settings
 from services.orders.store import ORDERS, WEBHOOK_DELIVERIES
@@ -136,7 +143,7 @@ async def _receive(
 
 
 def _refusal(untranslatable: UntranslatableWebhook) -> HTTPException:
-    if untranslatable.field == "order_id" and "not known" in untranslatable.reason:
+    if isinstance(untranslatable, OrderNotKnownYet):
         # A refund raced ahead of its order's webhook: the platform retries a non-2xx answer later.
         return HTTPException(status.HTTP_409_CONFLICT, f"order_id: {untranslatable.reason}")
     field = untranslatable.field or "body"

@@ -5,6 +5,6 @@ return the `Translation`s a webhook stands for; `signature_valid` checks its HMA
 """
 
 from services.orders.platforms import shopify, woocommerce
-from services.orders.platforms.common import Translation, UntranslatableWebhook, signature_valid
+from services.orders.platforms.common import OrderNotKnownYet, Translation, UntranslatableWebhook, signature_valid
 
-__all__ = ["Translation", "UntranslatableWebhook", "shopify", "signature_valid", "woocommerce"]
+__all__ = ["OrderNotKnownYet", "Translation", "UntranslatableWebhook", "shopify", "signature_valid", "woocommerce"]

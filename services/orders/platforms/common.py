@@ -29,6 +29,10 @@ class UntranslatableWebhook(ValueError):
         self.field = field
 
 
+class OrderNotKnownYet(UntranslatableWebhook):
+    """The webhook needs an order this service has not heard of yet; the platform should retry it later."""
+
+
 @dataclass(frozen=True)
 class Translation:
     """One canonical event a webhook stands for; `event_id` is the same however often the webhook arrives."""

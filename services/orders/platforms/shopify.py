@@ -41,7 +41,14 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from services.orders.platforms.common import Reading, Translation, UntranslatableWebhook, guest_id, line_sku
+from services.orders.platforms.common import (
+    OrderNotKnownYet,
+    Reading,
+    Translation,
+    UntranslatableWebhook,
+    guest_id,
+    line_sku,
+)
 from shared.events import OrderFulfilled, OrderPlaced, OrderRefunded
 from shared.types import Locale
 
@@ -123,7 +130,7 @@ def _order_refunded(refund: dict[str, Any], customer_id: str | None) -> list[Tra
     if not refunded:
         return []
     if not customer_id:
-        raise UntranslatableWebhook(
+        raise OrderNotKnownYet(
             f"order {order_id} is not known yet, so neither is the customer this refund is for", "order_id"
         )
     currencies = {_refund_currency(reading, transaction) for transaction in refunded}
