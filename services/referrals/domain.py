@@ -4,18 +4,22 @@
 - Identities: the e-mail and address a fraud check compares, so that trivial
   variations (``eva+promo@…``, ``e.va@googlemail.com``, "Hlavna 1" for
   "Hlavná 1,") count as the same person or place.
-- Attribution: whether an order converts a referral, and if not, why.
+- First orders: which of a customer's orders is the first, whatever the order
+  in which the shop's events arrive.
+- Attribution: whether an order converts a referral, and if not, why; and when
+  a fact heard of later contests a conversion already made.
 - Affiliate commission and its pro-rata clawback on refunds.
 - The happy moment: how often a customer may be asked to refer friends.
 - Program statistics and the K-factor, overall and by month.
 """
 
+import hashlib
 import math
 import re
 import secrets
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -106,6 +110,36 @@ def _squashed(text: str) -> str:
     return "".join(character for character in decomposed if character.isalnum())
 
 
+# --- first orders ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class PlacedOrder:
+    """One order of a customer, ordered by when it was placed (ties by order id)."""
+
+    placed_at: datetime
+    order_id: str
+
+
+def first_of(known_first: PlacedOrder | None, order: PlacedOrder) -> PlacedOrder:
+    """The customer's first order once `order` is known too.
+
+    The earliest placed wins, not the first to arrive; two orders placed at the
+    same instant are told apart by their ids, so every arrival order agrees.
+    """
+    return order if known_first is None or order < known_first else known_first
+
+
+def ordered_before(known_first: PlacedOrder | None, order: PlacedOrder) -> bool:
+    """Whether the customer had ordered before `order`: their earliest known order was placed before it."""
+    return known_first is not None and known_first < order
+
+
+def referral_id(order_id: str) -> str:
+    """The id of the referral an order converts: the same for every delivery of that order, and fixed length."""
+    return f"rf_{hashlib.sha256(order_id.encode()).hexdigest()[:24]}"
+
+
 # --- attribution ----------------------------------------------------------------------
 
 Program = Literal["customer", "affiliate"]
@@ -186,6 +220,33 @@ def is_own_order(code: Code, referrer: Party | None, referee: Referee) -> bool:
     )
 
 
+def code_status(code: Code, at: datetime) -> str:
+    """What an order carrying the code at `at` would meet: active, expired or capped (as refusal() checks them)."""
+    if code.expires_at is not None and at > code.expires_at:
+        return "expired"
+    if code.max_conversions is not None and code.conversions >= code.max_conversions:
+        return "capped"
+    return "active"
+
+
+# A conversion, once published, stands: the contract has no event that takes it back and
+# loyalty has already rewarded it. A fact heard of later that would have refused it
+# contests it instead, for the owner to see and so that no affiliate commission is paid.
+CONTEST_REASONS = (RETURNING_CUSTOMER, OWN_ORDER)
+
+
+def contested_as_returning(converted: PlacedOrder, order: PlacedOrder) -> bool:
+    """Whether `order`, heard of after the referee converted on `converted`, shows they had ordered before."""
+    return order < converted
+
+
+def contested_as_own(referrer: Party, referee_email: str | None, referee_address: str | None) -> bool:
+    """Whether the referrer, as known now, shares the e-mail or address the referee converted under."""
+    return (referee_email is not None and referee_email in referrer.emails) or (
+        referee_address is not None and referee_address in referrer.addresses
+    )
+
+
 # --- affiliate commission ----------------------------------------------------------------
 
 CENT = Decimal("0.01")
@@ -217,7 +278,51 @@ def clawback(commission: Decimal, order_total: Decimal, refunded_so_far: Decimal
     return share(refunded_so_far + refund) - share(refunded_so_far)
 
 
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    amount: Decimal
+    refunded_at: datetime
+
+
+@dataclass(frozen=True)
+class Clawbacks:
+    """What refunds (and a contest) take back from one affiliate commission."""
+
+    by_refund: tuple[tuple[str, Decimal], ...]  # (refund id, amount taken back), in the order refunds were made
+    contested: Decimal  # what is left, taken back because the conversion was contested
+    total: Decimal
+
+    def net(self, commission: Decimal) -> Decimal:
+        return commission - self.total
+
+
+def clawbacks(commission: Decimal, order_total: Decimal, refunds: Iterable[Refund], *, contested: bool) -> Clawbacks:
+    """The clawbacks of a commission, from the order's refunds in the order they were made.
+
+    Worked out again from every refund known, sorted by when it was made (ties by
+    id), so the amounts do not depend on the order in which refunds were heard of.
+    A contested conversion earns nothing: what refunds have not taken back, the
+    contest does.
+    """
+    by_refund = []
+    refunded = Decimal("0.00")
+    for refund in sorted(refunds, key=lambda r: (r.refunded_at, r.refund_id)):
+        by_refund.append((refund.refund_id, clawback(commission, order_total, refunded, refund.amount)))
+        refunded += refund.amount
+    taken = sum((amount for _, amount in by_refund), Decimal("0.00"))
+    rest = commission - taken if contested else Decimal("0.00")
+    return Clawbacks(tuple(by_refund), rest, taken + rest)
+
+
 # --- the happy moment ---------------------------------------------------------------------
+
+PROMOTER_NPS = 9  # NPS: promoters answer 9 or 10
+
+
+def is_promoter(nps: int | None) -> bool:
+    """Whether an NPS answer makes this the happy moment to ask for a referral."""
+    return nps is not None and nps >= PROMOTER_NPS
 
 
 def may_invite(last_invited_at: datetime | None, now: datetime, every: timedelta = timedelta(days=90)) -> bool:

@@ -19,19 +19,30 @@ from services.referrals.domain import (
     REFUSAL_REASONS,
     RETURNING_CUSTOMER,
     UNKNOWN_CODE,
+    Clawbacks,
     Code,
     MonthStats,
     Party,
+    PlacedOrder,
     Referee,
+    Refund,
     address_identity,
     clawback,
+    clawbacks,
+    code_status,
     commission,
+    contested_as_own,
+    contested_as_returning,
     email_identity,
+    first_of,
     is_code,
+    is_promoter,
     may_invite,
     new_code,
     normalize_code,
+    ordered_before,
     program_stats,
+    referral_id,
     refusal,
 )
 
@@ -180,6 +191,63 @@ def test_different_addresses_have_different_identities() -> None:
     )
 
 
+# --- first orders ---------------------------------------------------------------------------
+
+
+def test_the_first_order_is_the_earliest_placed_whatever_the_arrival_order() -> None:
+    orders = [
+        PlacedOrder(T0 + timedelta(days=2), "o-3"),
+        PlacedOrder(T0, "o-1"),
+        PlacedOrder(T0 + timedelta(days=1), "o-2"),
+    ]
+    for arrival in (orders, orders[::-1], [orders[1], orders[0], orders[2]]):
+        first = None
+        for order in arrival:
+            first = first_of(first, order)
+        assert first == PlacedOrder(T0, "o-1")
+
+
+def test_orders_placed_at_the_same_instant_are_told_apart_by_id() -> None:
+    a, b = PlacedOrder(T0, "o-a"), PlacedOrder(T0, "o-b")
+
+    assert first_of(a, b) == first_of(b, a) == a
+    assert ordered_before(a, b)
+    assert not ordered_before(b, a)
+
+
+def test_a_customer_had_ordered_before_only_if_an_earlier_order_is_known() -> None:
+    order = PlacedOrder(T0, "o-1")
+
+    assert not ordered_before(None, order)
+    assert not ordered_before(order, order)  # the same order told again
+    assert not ordered_before(PlacedOrder(T0 + timedelta(hours=1), "o-0"), order)  # a later one heard of first
+    assert ordered_before(PlacedOrder(T0 - timedelta(seconds=1), "o-9"), order)
+
+
+def test_a_referral_id_is_fixed_by_the_order_and_fits_an_event_id() -> None:
+    assert referral_id("ord_6001") == referral_id("ord_6001")
+    assert referral_id("ord_6001") != referral_id("ord_6002")
+    assert re.fullmatch(r"rf_[0-9a-f]{24}", referral_id("x" * 128))
+
+
+# --- contests: facts heard of after a conversion -------------------------------------------------
+
+
+def test_an_order_placed_before_the_converted_one_contests_it_as_a_returning_customer() -> None:
+    converted = PlacedOrder(T0, "o-5")
+
+    assert contested_as_returning(converted, PlacedOrder(T0 - timedelta(days=3), "o-1"))
+    assert not contested_as_returning(converted, PlacedOrder(T0 + timedelta(days=3), "o-9"))
+    assert not contested_as_returning(converted, converted)
+
+
+def test_a_referrer_known_later_under_the_referees_email_or_address_contests_it_as_their_own() -> None:
+    assert contested_as_own(EVA, email_identity("EVA+friend@example.sk"), None)
+    assert contested_as_own(EVA, "jan@example.sk", HOME)
+    assert not contested_as_own(EVA, "jan@example.sk", FRIEND_HOME)
+    assert not contested_as_own(EVA, None, None)  # the referee's identities were erased
+
+
 # --- attribution: each fraud rule -----------------------------------------------------------
 
 
@@ -315,6 +383,14 @@ def test_the_first_reason_that_applies_wins_and_fraud_comes_before_the_codes_lim
     assert refusal(CODE, EVA, never_referred, T0) is None
 
 
+def test_a_codes_status_is_what_an_order_at_that_moment_would_meet() -> None:
+    assert code_status(CODE, T0) == "active"
+    assert code_status(CODE, T0 + timedelta(days=31)) == "expired"
+    assert code_status(replace(CODE, conversions=5), T0) == "capped"
+    assert code_status(replace(CODE, conversions=5), T0 + timedelta(days=31)) == "expired"  # as refusal() ranks them
+    assert code_status(replace(CODE, expires_at=None, max_conversions=None, conversions=99), T0) == "active"
+
+
 # --- commission and clawback -----------------------------------------------------------------
 
 
@@ -413,7 +489,53 @@ def test_nothing_is_clawed_back_on_a_zero_total_and_a_negative_refund_is_refused
         clawback(Decimal("10.00"), Decimal("30.00"), Decimal("0.00"), Decimal("-1.00"))
 
 
+def test_clawbacks_follow_the_refunds_in_the_order_they_were_made_not_heard_of() -> None:
+    first = Refund("r-1", Decimal("7.00"), T0)
+    second = Refund("r-2", Decimal("13.00"), T0 + timedelta(hours=1))
+    third = Refund("r-3", Decimal("10.00"), T0 + timedelta(hours=2))
+    expected = Clawbacks(
+        (("r-1", Decimal("2.33")), ("r-2", Decimal("4.34")), ("r-3", Decimal("3.33"))),
+        Decimal("0.00"),
+        Decimal("10.00"),
+    )
+
+    for heard in ([first, second, third], [third, first, second], [second, third, first]):
+        assert clawbacks(Decimal("10.00"), Decimal("30.00"), heard, contested=False) == expected
+
+
+def test_a_contested_conversion_earns_nothing_whatever_refunds_took_already() -> None:
+    refunds = [Refund("r-1", Decimal("7.00"), T0)]
+
+    taken = clawbacks(Decimal("10.00"), Decimal("30.00"), refunds, contested=True)
+
+    assert taken == Clawbacks((("r-1", Decimal("2.33")),), Decimal("7.67"), Decimal("10.00"))
+    assert taken.net(Decimal("10.00")) == Decimal("0.00")
+    nothing_refunded = clawbacks(Decimal("10.00"), Decimal("30.00"), [], contested=True)
+    assert (nothing_refunded.contested, nothing_refunded.net(Decimal("10.00"))) == (Decimal("10.00"), Decimal("0.00"))
+
+
+def test_a_fully_refunded_and_contested_conversion_takes_back_the_commission_once() -> None:
+    refunds = [Refund("r-1", Decimal("30.00"), T0), Refund("r-2", Decimal("5.00"), T0 + timedelta(days=1))]
+
+    taken = clawbacks(Decimal("10.00"), Decimal("30.00"), refunds, contested=True)
+
+    assert taken.by_refund == (("r-1", Decimal("10.00")), ("r-2", Decimal("0.00")))
+    assert (taken.contested, taken.total) == (Decimal("0.00"), Decimal("10.00"))
+
+
+def test_no_refunds_take_nothing_back() -> None:
+    taken = clawbacks(Decimal("10.00"), Decimal("30.00"), [], contested=False)
+
+    assert taken == Clawbacks((), Decimal("0.00"), Decimal("0.00"))
+    assert taken.net(Decimal("10.00")) == Decimal("10.00")
+
+
 # --- the happy moment -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("nps", "promoter"), [(None, False), (0, False), (8, False), (9, True), (10, True)])
+def test_a_promoter_answers_nine_or_ten(nps: int | None, promoter: bool) -> None:
+    assert is_promoter(nps) is promoter
 
 
 def test_a_customer_never_invited_may_be_invited() -> None:
@@ -424,6 +546,10 @@ def test_a_customer_may_be_invited_again_after_ninety_days_only() -> None:
     assert not may_invite(T0, T0)
     assert not may_invite(T0, T0 + timedelta(days=90) - timedelta(seconds=1))
     assert may_invite(T0, T0 + timedelta(days=90))
+
+
+def test_a_happy_moment_older_than_the_last_invitation_invites_no_one() -> None:
+    assert not may_invite(T0, T0 - timedelta(days=200))
 
 
 def test_the_wait_between_invitations_is_a_setting() -> None:
