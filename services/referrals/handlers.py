@@ -1,27 +1,24 @@
 """Subscribers of the referrals service: read the event, call the use case, nothing else."""
 
-import structlog
-
+from services.referrals import service
 from shared.events import CustomerErasedEvent, FeedbackReceivedEvent, OrderPlacedEvent, OrderRefundedEvent
 from shared.unit import Unit
 
-log = structlog.get_logger("rapport.referrals")
-
 
 async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
-    log.info("order_placed_received", order_id=event.data.order_id, referral_code=event.data.referral_code)
+    await service.record_order(unit, event)
 
 
 async def on_order_refunded(event: OrderRefundedEvent, unit: Unit) -> None:
-    log.info("order_refunded_received", order_id=event.data.order_id, refund_id=event.data.refund_id)
+    await service.claw_back_commission(unit, event)
 
 
 async def on_feedback_received(event: FeedbackReceivedEvent, unit: Unit) -> None:
-    log.info("feedback_received", feedback_id=event.data.feedback_id, nps=event.data.nps)
+    await service.invite_promoter(unit, event)
 
 
 async def on_customer_erased(event: CustomerErasedEvent, unit: Unit) -> None:
-    log.info("customer_erased_received", customer_id=event.data.customer_id)
+    await service.erase_customer(unit, event)
 
 
 HANDLERS = {

@@ -1,4 +1,6 @@
-"""Settings of the referrals service (DESIGN.md §6)."""
+"""Settings of the referrals service (DESIGN.md §6, §7 "Referrals")."""
+
+from decimal import Decimal
 
 from pydantic import Field
 
@@ -7,3 +9,16 @@ from shared.settings import ServiceSettings
 
 class ReferralsSettings(ServiceSettings):
     http_port: int = Field(8004, ge=1, le=65535, description="HTTP API port.")
+    invite_every_days: float = Field(
+        90, gt=0, description="A happy customer is asked to refer friends at most once in this many days."
+    )
+    default_commission_rate: Decimal = Field(
+        Decimal("0.10"), ge=0, le=1, description="Affiliate commission on an order's total, unless set per affiliate."
+    )
+
+
+def referrals_settings(settings: ServiceSettings | None) -> ReferralsSettings:
+    """The referrals settings a runtime or unit was built with."""
+    if not isinstance(settings, ReferralsSettings):
+        raise TypeError(f"the referrals service needs ReferralsSettings, got {type(settings).__name__}")
+    return settings
