@@ -516,7 +516,11 @@ async def test_stats_count_the_funnel_and_the_k_factor_by_month(referrals: Servi
         "codes_shared": 1,
         "conversions": 1,
     }
-    assert (stats["conversion_rate"], stats["invitations_per_customer"], stats["k_factor"]) == ("0.5000", "0.5000", "0.2500")
+    assert (stats["conversion_rate"], stats["invitations_per_customer"], stats["k_factor"]) == (
+        "0.5000",
+        "0.5000",
+        "0.2500",
+    )
     assert (stats["affiliate_conversions"], stats["refusals"]["own_order"]) == (1, 1)
     # January: 1 invited, 1 converted → rate 1, K = 1/4; February: 1 invited, none converted
     assert stats["months"] == [
