@@ -89,8 +89,11 @@ async def stack(
         yield topology, started
     finally:
         for process in started.values():
-            if process.process is not None and process.terminate() != 0:
-                print(process.logs()[-3000:])
+            try:
+                if process.process is not None and process.terminate() != 0:
+                    print(process.logs()[-3000:])
+            finally:
+                process.kill()  # only if SIGTERM did not stop it
         await _remove(infra, topology)
 
 
