@@ -106,7 +106,7 @@ async def list_dead_letters(rabbitmq_url: str, topology: Topology, service: str,
                 break
             letter = describe(message)
             found.append(letter)
-            # The broker's reason lives in x-death, which a publisher cannot be trusted to carry over: keep it ours.
+            # Keep the broker's reason (from x-death, which the broker may not keep on a copy) in our own header.
             headers = {ERROR_HEADER: letter.reason, **(message.headers or {})}
             await _move(channel, message, routing_key=dlq_name, headers=headers)
         return found

@@ -84,7 +84,7 @@ def test_the_runtime_is_small_and_runs_as_a_user_without_privileges() -> None:
         for command in stage.all("RUN"):
             for builder in ("apt-get", "pip ", "gcc", "build-essential"):
                 assert builder not in command, f"{stage.name}: {command}"
-    assert any("pip uninstall --yes pip" in command for command in build.all("RUN"))
+    assert any("pip uninstall --yes setuptools pip" in command for command in build.all("RUN"))
 
 
 def test_the_build_context_leaves_out_secrets_and_local_state() -> None:
