@@ -67,3 +67,30 @@ bench-loyalty: install
 bench-orders: install
 	deploy/local/ensure-rabbitmq.sh --tests
 	$(BIN)/python -m tests.bench.orders_customers 100000
+
+# The whole stack in Docker (deploy/docker-compose.yml; needs a Docker daemon). The first `make up` writes
+# deploy/.env from deploy/.env.example with fresh random secrets; keep that file, the data volumes use them.
+.PHONY: up down dead-letters replay-dead-letters
+COMPOSE ?= docker compose
+STACK := $(COMPOSE) --file deploy/docker-compose.yml
+
+up: deploy/.env
+	$(STACK) up --detach --build --wait
+
+down:
+	$(STACK) down
+
+deploy/.env:
+	python3 deploy/make-env.py deploy/.env.example deploy/.env
+
+# Dead letters of one service, e.g. `make dead-letters SERVICE=loyalty [LIMIT=20]`: ids, type, reason.
+# After the fix is deployed, `make replay-dead-letters SERVICE=loyalty` moves them back to its queue.
+# Both use RABBITMQ_URL and CRM_PREFIX; in the Docker stack run them inside a container instead
+# (docs/operations.md, "Dead letters").
+dead-letters: install
+	@test -n "$(SERVICE)" || { echo "usage: make dead-letters SERVICE=<orders|followups|loyalty|referrals> [LIMIT=N]"; exit 2; }
+	$(BIN)/python -m shared.deadletters list $(SERVICE) $(if $(LIMIT),--limit $(LIMIT))
+
+replay-dead-letters: install
+	@test -n "$(SERVICE)" || { echo "usage: make replay-dead-letters SERVICE=<orders|followups|loyalty|referrals> [LIMIT=N]"; exit 2; }
+	$(BIN)/python -m shared.deadletters replay $(SERVICE) $(if $(LIMIT),--limit $(LIMIT))
