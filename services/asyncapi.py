@@ -19,7 +19,7 @@ DOCUMENTED = ServiceSettings(crm_prefix="crm", rabbitmq_url="amqp://localhost:56
 
 
 def asyncapi_document(spec: ServiceSpec) -> str:
-    broker = build_runtime(spec, DOCUMENTED).broker
+    broker = build_runtime(spec, DOCUMENTED, documenting=True).broker
     document = AsyncAPI(
         broker,
         title=f"Rapport {spec.name}",

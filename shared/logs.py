@@ -2,7 +2,7 @@
 
 import logging
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -43,6 +43,17 @@ def configure_logging(level: str = "INFO", fmt: Literal["json", "console"] = "js
     root.setLevel(level)
     for noisy in ("aiormq", "aio_pika", "pymongo", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def bind_event(event: Any) -> None:
+    """Bind the ids of the event being applied to every log line until the next one."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        event_id=event.id,
+        event_type=event.type,
+        correlation_id=event.correlationid or event.id,
+        subject=event.subject,
+    )
 
 
 def bind_message(event_id: str | None, correlation_id: str | None, event_type: str | None) -> None:

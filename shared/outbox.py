@@ -1,8 +1,11 @@
 """The outbox relay: publishes committed outbox entries with publisher confirms.
 
-Entries are claimed with a lease, so several replicas can relay the same outbox
-without publishing an entry twice in the normal case; a duplicate after a crash
-between publish and mark-sent is absorbed by the consumers' inbox.
+A service's own commits hand their entries straight to its relay (`send`), which
+publishes them at once: they were written leased to this relay, so no other
+replica takes them meanwhile. Entries nobody published (the process died, the
+broker was away) are found by polling once their lease runs out, claimed with a
+new lease, published and marked sent. A duplicate after a crash between publish
+and mark-sent is absorbed by the consumers' inbox.
 """
 
 import asyncio
@@ -11,18 +14,22 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import cast
 
 import structlog
-from faststream.rabbit import RabbitBroker, RabbitExchange
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq import Channel
+from aiormq.exceptions import ChannelInvalidStateError
+from pamqp.commands import Basic
 
+from shared.amqp import connect
 from shared.mongo import OUTBOX, Database
+from shared.unit import OUTBOX_LEASE, OutboxEntry
 
-Publish = Callable[[dict[str, Any]], Awaitable[None]]
+Publish = Callable[[OutboxEntry], Awaitable[None]]
 
 log = structlog.get_logger("rapport.outbox")
 
-LEASE = timedelta(seconds=30)
 MAX_ENTRY_BACKOFF_SECONDS = 60.0
 MAX_RELAY_BACKOFF_SECONDS = 5.0
 
@@ -46,16 +53,31 @@ class OutboxRelay:
         self._on_failed = on_failed
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._committed: list[OutboxEntry] = []
+        self._idle = asyncio.Event()  # set while nothing this process committed waits to be published
+        self.owner = f"relay-{uuid.uuid4()}"  # the lease holder of the entries this process commits
+
+    def send(self, entries: list[OutboxEntry]) -> None:
+        """These entries were just committed (leased to this relay): publish them now."""
+        self._committed.extend(entries)
+        self._idle.clear()
+        self._wake.set()
 
     def wake(self) -> None:
-        """Something was committed to the outbox: relay it now rather than at the next poll."""
+        """Something may be due in the outbox: look now rather than at the next poll."""
         self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Publish what this process committed (for up to `grace_seconds`), then stop.
+
+        What is left is published by whichever relay polls first once its lease runs out.
+        """
         if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=grace_seconds)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -72,20 +94,31 @@ class OutboxRelay:
             except Exception as error:  # noqa: BLE001 - the relay must outlive a MongoDB hiccup
                 log.warning("outbox_relay_failed", error=repr(error))
                 sent, broker_down = 0, True
+            if not self._committed:
+                self._idle.set()
             if broker_down:
                 failures += 1
                 await asyncio.sleep(min(0.25 * 2**failures, MAX_RELAY_BACKOFF_SECONDS))
                 continue
             failures = 0
-            if sent < self._batch_size:
+            if sent < self._batch_size and not self._committed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
 
     async def relay_once(self) -> tuple[int, bool]:
-        """Publish one batch of due entries; return (published, whether every publish failed)."""
-        entries = await self._claim()
+        """Publish what was just committed, or else one batch of due entries.
+
+        Return (published, whether every publish failed).
+        """
+        if self._committed:
+            entries, self._committed = self._committed[: self._batch_size], self._committed[self._batch_size :]
+        else:
+            entries = await self._claim()
         if not entries:
             return 0, False
+        return await self._send_entries(entries)
+
+    async def _send_entries(self, entries: list[OutboxEntry]) -> tuple[int, bool]:
         results = await asyncio.gather(*(self._publish(entry) for entry in entries), return_exceptions=True)
         sent = [
             entry["_id"]
@@ -106,10 +139,11 @@ class OutboxRelay:
             )
             self._on_published(len(sent))
         if failed and not sent:
-            # Nothing went through: the broker is away. Release the entries untouched.
-            await outbox.update_many(
-                {"_id": {"$in": [entry["_id"] for entry, _ in failed]}}, {"$set": {"lease_until": now}}
-            )
+            # Nothing went through: the broker is away. Release the entries untouched, and those
+            # committed meanwhile, for the poll to take once the broker is back.
+            released = [entry["_id"] for entry, _ in failed] + [entry["_id"] for entry in self._committed]
+            self._committed.clear()
+            await outbox.update_many({"_id": {"$in": released}}, {"$set": {"lease_until": now}})
             log.warning("outbox_broker_unreachable", pending=len(failed), error=repr(failed[0][1]))
             return 0, True
         for entry, error in failed:
@@ -129,7 +163,7 @@ class OutboxRelay:
             log.warning("outbox_publish_failed", event_id=entry["_id"], attempts=attempts, error=repr(error))
         return len(sent), False
 
-    async def _claim(self) -> list[dict[str, Any]]:
+    async def _claim(self) -> list[OutboxEntry]:
         now = datetime.now(UTC)
         outbox = self._db[OUTBOX]
         due = outbox.find(
@@ -144,28 +178,59 @@ class OutboxRelay:
         lease = str(uuid.uuid4())
         await outbox.update_many(
             {"_id": {"$in": ids}, "status": "pending", "lease_until": {"$lte": now}},
-            {"$set": {"lease_until": now + LEASE, "lease_owner": lease}},
+            {"$set": {"lease_until": now + OUTBOX_LEASE, "lease_owner": lease}},
         )
         claimed = outbox.find({"_id": {"$in": ids}, "lease_owner": lease}, sort=[("next_attempt_at", 1)])
         return [doc async for doc in claimed]
 
 
-def broker_publisher(broker: RabbitBroker, exchange: RabbitExchange) -> Publish:
-    """Publish an outbox entry with publisher confirms and the AMQP properties of DESIGN.md §3."""
+class EventPublisher:
+    """Publishes outbox entries on a connection of its own, with publisher confirms and DESIGN.md §3's properties.
 
-    async def publish(entry: dict[str, Any]) -> None:
+    It writes straight to aio-pika's underlying aiormq channel: building an
+    aio-pika or FastStream message per event cost more than the publish itself
+    here (docs/benchmarks.md). The connection is robust: it reconnects by
+    itself, and a publish while it is away raises, so the relay retries later.
+    """
+
+    def __init__(self, rabbitmq_url: str, exchange: str, name: str) -> None:
+        self._url = rabbitmq_url
+        self._name = name
+        self._exchange = exchange
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+
+    async def start(self) -> None:
+        self._connection = await connect(self._url, self._name)
+        self._channel = await self._connection.channel(publisher_confirms=True)
+
+    async def stop(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def publish(self, entry: OutboxEntry) -> None:
+        if self._channel is None or self._channel.is_closed:  # away: fail now, don't wait for the reconnect
+            raise ChannelInvalidStateError("the broker connection is down")
+        channel = cast(Channel, await self._channel.get_underlay_channel())  # `wait` is on the concrete class
         body = entry["body"]
-        await broker.publish(
-            json.dumps(body, ensure_ascii=False).encode(),
-            exchange=exchange,
-            routing_key=entry["routing_key"],
-            persist=True,
-            mandatory=False,
+        properties = Basic.Properties(
             content_type="application/json",
+            delivery_mode=2,  # persistent
             message_id=body["id"],
             message_type=body["type"],
             correlation_id=body.get("correlationid"),
-            timeout=10.0,
         )
+        confirmation = await channel.basic_publish(
+            json.dumps(body, ensure_ascii=False).encode(),
+            exchange=self._exchange,
+            routing_key=entry["routing_key"],
+            properties=properties,
+            timeout=10.0,
+            wait=False,  # the confirmation says it arrived; no need to also wait for the socket write
+        )
+        if not isinstance(confirmation, Basic.Ack):
+            raise PublishRefused(f"the broker did not confirm {body['id']}: {confirmation!r}")
 
-    return publish
+
+class PublishRefused(Exception):
+    """The broker answered a publish with a nack."""

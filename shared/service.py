@@ -23,14 +23,14 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from yarl import URL
 
-from shared.consumer import Consumer, Handlers, dead_letters, declare_bindings, subscribe
+from shared.consumer import Consumer, Handlers, QueueConsumer, declare_topology, describe_subscriber
 from shared.events import Envelope
 from shared.groupcommit import GroupCommit, Prefetch
 from shared.http import admin_guard, health_routes
 from shared.logs import configure_logging
 from shared.metrics import ServiceMetrics
 from shared.mongo import Database, database, ensure_plumbing_indexes, open_client, ping
-from shared.outbox import OutboxRelay, broker_publisher
+from shared.outbox import EventPublisher, OutboxRelay
 from shared.settings import ServiceSettings
 from shared.unit import Unit, run_in_transaction
 
@@ -62,14 +62,16 @@ class Runtime:
     db: Database
     metrics: ServiceMetrics
     group: GroupCommit
+    publisher: EventPublisher
     relay: OutboxRelay
     consumer: Consumer
+    queue_consumer: QueueConsumer
 
     async def transaction(self, work: Callable[[Unit], Awaitable[T]]) -> T:
         """Run `work` in one transaction; events it publishes go out through the outbox."""
-        result, published = await run_in_transaction(self.client, self.db, work, self.settings)
-        if published:
-            self.relay.wake()
+        result, unit = await run_in_transaction(self.client, self.db, work, self.settings, self.relay.owner)
+        if unit.outbox_entries:
+            self.relay.send(unit.outbox_entries)
         return result
 
     async def readiness(self) -> dict[str, bool]:
@@ -89,8 +91,8 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
-    """Wire everything without any I/O (so the AsyncAPI generator can use it too)."""
+def build_runtime(spec: ServiceSpec, settings: ServiceSettings, *, documenting: bool = False) -> Runtime:
+    """Wire everything without any I/O; `documenting` adds the subscriber for the AsyncAPI generator."""
     topology = settings.topology
     metrics = ServiceMetrics(spec.name, extra=spec.metrics)
     broker = RabbitBroker(
@@ -103,9 +105,10 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
     )
     client = open_client(settings.mongodb_url, app_name=f"rapport-{spec.name}")
     db = database(client, topology.database(spec.name))
+    publisher = EventPublisher(settings.rabbitmq_url, topology.events.name, name=f"rapport-{spec.name}-outbox")
     relay = OutboxRelay(
         db,
-        broker_publisher(broker, topology.events),
+        publisher.publish,
         batch_size=settings.batch_size,
         on_published=metrics.published.inc,
         on_failed=metrics.publish_failures.inc,
@@ -113,16 +116,25 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
     group = GroupCommit(
         client,
         db,
-        max_batch=settings.batch_size,
-        max_wait_seconds=settings.batch_wait_ms / 1000,
-        on_published=relay.wake,
+        on_committed=relay.send,
         on_batch=metrics.batch_size.observe,
         prefetch=spec.prefetch,
         settings=settings,
+        outbox_owner=relay.owner,
     )
     consumer = Consumer(spec.name, topology, spec.handlers, metrics, settings.retry_backoff_seconds)
-    broker.insert_middleware(dead_letters(consumer, broker))
-    subscribe(broker, consumer, group, prefetch=settings.batch_size)
+    queue_consumer = QueueConsumer(
+        consumer,
+        group,
+        broker,
+        rabbitmq_url=settings.rabbitmq_url,
+        max_batch=settings.batch_size,
+        max_wait_seconds=settings.batch_wait_ms / 1000,
+        prefetch=settings.batch_size,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+    if documenting:
+        describe_subscriber(broker, consumer)
     for event in spec.publishes:
         broker.publisher(
             exchange=topology.events,
@@ -132,7 +144,7 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
             description=event.__doc__,
             persist=True,
         )
-    return Runtime(spec, settings, broker, client, db, metrics, group, relay, consumer)
+    return Runtime(spec, settings, broker, client, db, metrics, group, publisher, relay, consumer, queue_consumer)
 
 
 def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
@@ -143,23 +155,23 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         await ensure_plumbing_indexes(rt.db)
         if spec.ensure_indexes is not None:
             await spec.ensure_indexes(rt.db, settings)
-        rt.group.start()
-        rt.relay.start()
         await rt.broker.start()
-        await declare_bindings(rt.broker, rt.consumer)
+        await declare_topology(rt.broker, rt.consumer)
+        await rt.publisher.start()
+        rt.relay.start()
+        await rt.queue_consumer.start()
         jobs = [asyncio.create_task(job(rt), name=job.__name__) for job in spec.background]
         log.info("service_started", service=spec.name, port=settings.http_port, prefix=settings.crm_prefix)
         try:
             yield
         finally:
             log.info("service_stopping", service=spec.name)
-            for subscriber in rt.broker.subscribers:
-                await subscriber.stop()  # stops consuming, waits for in-flight messages
+            await rt.queue_consumer.stop()  # stops consuming, commits and acks what has arrived
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
-            await rt.group.stop()
             await rt.relay.stop()
+            await rt.publisher.stop()
             await rt.broker.stop()
             await rt.client.close()
             log.info("service_stopped", service=spec.name)

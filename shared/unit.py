@@ -6,7 +6,7 @@ written to the outbox in the same transaction (DESIGN.md §5).
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient, DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
@@ -20,6 +20,10 @@ T = TypeVar("T")
 
 
 WriteOperation = InsertOne[Any] | UpdateOne | UpdateMany | ReplaceOne[Any] | DeleteOne | DeleteMany
+OutboxEntry = dict[str, Any]
+
+# How long the process that committed an outbox entry has to publish it before any relay may take it over.
+OUTBOX_LEASE = timedelta(seconds=30)
 
 
 @dataclass
@@ -38,10 +42,14 @@ class Unit:
     db: Database
     session: AsyncClientSession
     settings: ServiceSettings | None = None  # the service's settings, for handlers whose rules depend on them
+    # The relay that publishes this unit's events right after the commit; their outbox entries are leased to it.
+    outbox_owner: str | None = None
     pending_events: list[Envelope[Any]] = field(default_factory=list)
     pending_writes: list[tuple[str, WriteOperation]] = field(default_factory=list)
     # Documents by collection and _id as this unit last saw or wrote them (None: no such document).
     known: dict[str, dict[Any, dict[str, Any] | None]] = field(default_factory=dict)
+    outbox_entries: list[OutboxEntry] = field(default_factory=list)  # written by commit_writes
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def write(self, collection: str, *operations: WriteOperation) -> None:
         """Apply these writes (in order) when the unit commits."""
@@ -76,6 +84,15 @@ class Unit:
         """Publish `event` once this unit commits (through the outbox)."""
         self.pending_events.append(event)
 
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the transaction has committed (say, to count something in a metric once)."""
+        self.after_commit.append(callback)
+
+    def committed(self) -> None:
+        """The transaction committed: run what waited for it."""
+        for callback in self.after_commit:
+            callback()
+
     async def find_one(self, collection: str, query: Mapping[str, Any], **options: Any) -> dict[str, Any] | None:
         wanted = query.get("_id")
         if not options and query.keys() == {"_id"} and isinstance(wanted, str | int):
@@ -102,17 +119,18 @@ class Unit:
         for collection, operations in by_collection.items():
             await self.db[collection].bulk_write(operations, ordered=True, session=self.session)
 
-    async def commit_writes(self) -> int:
-        """Flush the buffered writes and the outbox; return how many events were published."""
+    async def commit_writes(self) -> None:
+        """Flush the buffered writes and the outbox entries of the published events (kept in `outbox_entries`)."""
         if self.pending_events:
             now = datetime.now(UTC)
-            self.write(OUTBOX, *(InsertOne(outbox_entry(event, now)) for event in self.pending_events))
+            self.outbox_entries = [outbox_entry(event, now, self.outbox_owner) for event in self.pending_events]
+            self.write(OUTBOX, *(InsertOne(entry) for entry in self.outbox_entries))
         await self.flush()
-        return len(self.pending_events)
 
 
-def outbox_entry(event: Envelope[Any], now: datetime) -> dict[str, Any]:
-    return {
+def outbox_entry(event: Envelope[Any], now: datetime, owner: str | None = None) -> OutboxEntry:
+    """An outbox entry; leased to `owner` when that relay publishes it straight after the commit."""
+    entry = {
         "_id": event.id,
         "type": event.type,
         "routing_key": event.routing_key,
@@ -123,6 +141,9 @@ def outbox_entry(event: Envelope[Any], now: datetime) -> dict[str, Any]:
         "next_attempt_at": now,
         "lease_until": now,
     }
+    if owner is not None:
+        entry |= {"lease_until": now + OUTBOX_LEASE, "lease_owner": owner}
+    return entry
 
 
 async def run_in_transaction(
@@ -130,17 +151,21 @@ async def run_in_transaction(
     db: Database,
     work: Callable[[Unit], Awaitable[T]],
     settings: ServiceSettings | None = None,
-) -> tuple[T, int]:
-    """Run `work` in one transaction with its outbox writes; return its result and how many events it published.
+    outbox_owner: str | None = None,
+) -> tuple[T, Unit]:
+    """Run `work` in one transaction with its outbox writes; return its result and the committed unit.
 
     PyMongo retries the whole callback on transient errors, so `work` must not
-    have side effects outside MongoDB.
+    have side effects outside MongoDB (put those in `unit.on_commit`).
     """
 
-    async def attempt(session: AsyncClientSession) -> tuple[T, int]:
-        unit = Unit(db=db, session=session, settings=settings)
+    async def attempt(session: AsyncClientSession) -> tuple[T, Unit]:
+        unit = Unit(db=db, session=session, settings=settings, outbox_owner=outbox_owner)
         result = await work(unit)
-        return result, await unit.commit_writes()
+        await unit.commit_writes()
+        return result, unit
 
     async with client.start_session() as session:
-        return await session.with_transaction(attempt)
+        result, unit = await session.with_transaction(attempt)
+    unit.committed()
+    return result, unit
