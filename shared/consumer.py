@@ -34,7 +34,7 @@ from pydantic import Field
 
 from shared.amqp import connect
 from shared.events import Envelope, InvalidEvent, parse_event
-from shared.groupcommit import EventHandler, GroupCommit, Outcome
+from shared.groupcommit import EventHandler, GroupCommit
 from shared.logs import bind_message
 from shared.metrics import ServiceMetrics
 from shared.topology import MAX_DELIVERIES, Topology
@@ -167,18 +167,28 @@ class QueueConsumer:
         if not readable:
             return
         outcomes = await self._group.commit([(event, self._consumer.handler_for(event.type)) for _, event in readable])
+        done: list[AbstractIncomingMessage] = []
         for (message, event), outcome in zip(readable, outcomes, strict=True):
-            await self._settle(message, event, outcome)
+            if isinstance(outcome, Exception):
+                await self._failed(message, event, outcome)
+                continue
+            self._consumer.metrics.consumed.labels(type=event.type, outcome="applied" if outcome else "duplicate").inc()
+            if not outcome:
+                log.info("duplicate_skipped", event_id=event.id, event_type=event.type)
+            done.append(message)
+        await self._ack(done)
 
-    async def _settle(self, message: AbstractIncomingMessage, event: Envelope[Any], outcome: Outcome) -> None:
-        metrics = self._consumer.metrics
-        if isinstance(outcome, Exception):
-            await self._failed(message, event, outcome)
+    async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Ack messages applied (or skipped as duplicates): one frame for the batch when that acks nothing else."""
+        if not messages:
             return
-        metrics.consumed.labels(type=event.type, outcome="applied" if outcome else "duplicate").inc()
-        if not outcome:
-            log.info("duplicate_skipped", event_id=event.id, event_type=event.type)
-        await _ack(message)
+        last = messages[-1]
+        if self._redeliveries:  # an earlier message is held for its back-off: `multiple` would ack it too
+            for message in messages:
+                await _ack(message)
+            return
+        # Messages delivered before a reconnect belong to a closed channel; the broker redelivers them anyway.
+        await _ack(last, multiple=True)
 
     async def _failed(self, message: AbstractIncomingMessage, event: Envelope[Any], error: Exception) -> None:
         self._consumer.metrics.failed.labels(type=event.type).inc()
@@ -232,9 +242,9 @@ def _deliveries(message: AbstractIncomingMessage) -> int:
     return 1 + int(earlier) if isinstance(earlier, int | str) else 1
 
 
-async def _ack(message: AbstractIncomingMessage) -> None:
+async def _ack(message: AbstractIncomingMessage, *, multiple: bool = False) -> None:
     try:
-        await message.ack()
+        await message.ack(multiple=multiple)
     except Exception as error:  # noqa: BLE001 - the channel closed under it: the broker redelivers, the inbox de-duplicates
         log.warning("ack_failed", event_id=message.message_id, error=repr(error))
 

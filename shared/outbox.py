@@ -26,12 +26,14 @@ from shared.amqp import connect
 from shared.mongo import OUTBOX, Database
 from shared.unit import OUTBOX_LEASE, OutboxEntry
 
-Publish = Callable[[OutboxEntry], Awaitable[None]]
+# Publishes a batch of entries; for each, None when the broker confirmed it, else why not.
+Publish = Callable[[list[OutboxEntry]], Awaitable[list[BaseException | None]]]
 
 log = structlog.get_logger("rapport.outbox")
 
 MAX_ENTRY_BACKOFF_SECONDS = 60.0
 MAX_RELAY_BACKOFF_SECONDS = 5.0
+PUBLISH_TIMEOUT_SECONDS = 10.0  # for a whole batch's confirmations
 
 
 class OutboxRelay:
@@ -119,15 +121,9 @@ class OutboxRelay:
         return await self._send_entries(entries)
 
     async def _send_entries(self, entries: list[OutboxEntry]) -> tuple[int, bool]:
-        results = await asyncio.gather(*(self._publish(entry) for entry in entries), return_exceptions=True)
-        sent = [
-            entry["_id"]
-            for entry, result in zip(entries, results, strict=True)
-            if not isinstance(result, BaseException)
-        ]
-        failed = [
-            (entry, result) for entry, result in zip(entries, results, strict=True) if isinstance(result, BaseException)
-        ]
+        results = await self._publish(entries)
+        sent = [entry["_id"] for entry, error in zip(entries, results, strict=True) if error is None]
+        failed = [(entry, error) for entry, error in zip(entries, results, strict=True) if error is not None]
         now = datetime.now(UTC)
         outbox = self._db[OUTBOX]
         if failed:
@@ -208,28 +204,40 @@ class EventPublisher:
         if self._connection is not None:
             await self._connection.close()
 
-    async def publish(self, entry: OutboxEntry) -> None:
+    async def publish(self, entries: list[OutboxEntry]) -> list[BaseException | None]:
+        """Publish every entry at once; for each, None when the broker confirmed it, else the error."""
         if self._channel is None or self._channel.is_closed:  # away: fail now, don't wait for the reconnect
-            raise ChannelInvalidStateError("the broker connection is down")
+            return [ChannelInvalidStateError("the broker connection is down")] * len(entries)
         channel = cast(Channel, await self._channel.get_underlay_channel())  # `wait` is on the concrete class
-        body = entry["body"]
-        properties = Basic.Properties(
-            content_type="application/json",
-            delivery_mode=2,  # persistent
-            message_id=body["id"],
-            message_type=body["type"],
-            correlation_id=body.get("correlationid"),
-        )
-        confirmation = await channel.basic_publish(
-            json.dumps(body, ensure_ascii=False).encode(),
-            exchange=self._exchange,
-            routing_key=entry["routing_key"],
-            properties=properties,
-            timeout=10.0,
-            wait=False,  # the confirmation says it arrived; no need to also wait for the socket write
-        )
-        if not isinstance(confirmation, Basic.Ack):
-            raise PublishRefused(f"the broker did not confirm {body['id']}: {confirmation!r}")
+        try:
+            # One deadline for the batch: a timer per publish cost more than the publish's own work.
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                results = await asyncio.gather(
+                    *(_publish(channel, self._exchange, e) for e in entries), return_exceptions=True
+                )
+        except TimeoutError as timeout:  # which ones arrived is not known: all are tried again (inboxes de-duplicate)
+            return [timeout] * len(entries)
+        return [result if isinstance(result, BaseException) else None for result in results]
+
+
+async def _publish(channel: Channel, exchange: str, entry: OutboxEntry) -> None:
+    body = entry["body"]
+    properties = Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,  # persistent
+        message_id=body["id"],
+        message_type=body["type"],
+        correlation_id=body.get("correlationid"),
+    )
+    confirmation = await channel.basic_publish(
+        json.dumps(body, ensure_ascii=False).encode(),
+        exchange=exchange,
+        routing_key=entry["routing_key"],
+        properties=properties,
+        wait=False,  # the confirmation says it arrived; no need to also wait for the socket write
+    )
+    if not isinstance(confirmation, Basic.Ack):
+        raise PublishRefused(f"the broker did not confirm {body['id']}: {confirmation!r}")
 
 
 class PublishRefused(Exception):

@@ -10,6 +10,7 @@ Collections:
 - erased: sha256 of erased customer ids, so late events do not bring them back.
 """
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -21,6 +22,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from services.loyalty.domain import (
     Activity,
     Campaign,
+    Fact,
     Facts,
     Line,
     Purchase,
@@ -112,7 +114,7 @@ def save_member(
     for kind in FACT_KINDS:  # facts are only ever appended: serialise and send just the new ones
         facts = getattr(member.facts, kind)
         stored = member.stored.get(kind, [])
-        fresh = [_jsonable(asdict(fact)) for fact in facts[len(stored) :]]
+        fresh = [fact_doc(fact) for fact in facts[len(stored) :]]
         doc[kind] = [*stored, *fresh]
         if fresh:
             change.setdefault("$push", {})[kind] = {"$each": fresh}
@@ -132,8 +134,68 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# Facts as stored: written by fact_doc, read back by _purchase, _refund, _activity and _redemption.
+# Money and multipliers are decimal strings, so they come back exactly.
+
+
+def fact_doc(fact: Fact) -> dict[str, Any]:
+    if isinstance(fact, Purchase):
+        return {
+            "order_id": fact.order_id,
+            "placed_at": fact.placed_at,
+            "currency": fact.currency,
+            "total": str(fact.total),
+            "lines": [{"sku": line.sku, "category": line.category, "amount": str(line.amount)} for line in fact.lines],
+            "rate": str(fact.rate) if fact.rate is not None else None,
+            "tiers": [_tier_doc(tier) for tier in fact.tiers],
+            "campaigns": [_campaign_doc(campaign) for campaign in fact.campaigns],
+            "lifetime_days": fact.lifetime_days,
+            "tier_window_days": fact.tier_window_days,
+        }
+    if isinstance(fact, Refund):
+        return {
+            "refund_id": fact.refund_id,
+            "order_id": fact.order_id,
+            "amount": str(fact.amount),
+            "refunded_at": fact.refunded_at,
+        }
+    if isinstance(fact, Activity):
+        return {
+            "key": fact.key,
+            "reason": fact.reason,
+            "points": fact.points,
+            "at": fact.at,
+            "lifetime_days": fact.lifetime_days,
+            "order_id": fact.order_id,
+        }
+    return {"redemption_id": fact.redemption_id, "reward_id": fact.reward_id, "points": fact.points, "at": fact.at}
+
+
+def _tier_doc(tier: Tier) -> dict[str, Any]:
+    return {"name": tier.name, "threshold": tier.threshold, "multiplier": str(tier.multiplier)}
+
+
+def _campaign_doc(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "campaign_id": campaign.campaign_id,
+        "name": campaign.name,
+        "starts_at": campaign.starts_at,
+        "ends_at": campaign.ends_at,
+        "multiplier": str(campaign.multiplier),
+        "categories": sorted(campaign.categories),
+        "skus": sorted(campaign.skus),
+        "bonus_lifetime_days": campaign.bonus_lifetime_days,
+    }
+
+
 def _tier(doc: dict[str, Any]) -> Tier:
-    return Tier(doc["name"], int(doc["threshold"]), Decimal(doc["multiplier"]))
+    return _tier_of(doc["name"], int(doc["threshold"]), doc["multiplier"])
+
+
+@functools.lru_cache(maxsize=256)
+def _tier_of(name: str, threshold: int, multiplier: str) -> Tier:
+    """Every purchase carries the tier table it was earned under; most carry the same one, so build each once."""
+    return Tier(name, threshold, Decimal(multiplier))
 
 
 def campaign_from_doc(doc: dict[str, Any]) -> Campaign:
