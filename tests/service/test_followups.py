@@ -37,7 +37,7 @@ from shared.events import (
     ReferralInvited,
     ReferralInvitedEvent,
 )
-from shared.mongo import INBOX
+from shared.mongo import INBOX, OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
 from shared.testing.running import running_service
@@ -393,3 +393,22 @@ async def test_erasure_forgets_the_contact_and_cancels_pending_messages(
     assert "cus-gone" not in str(stored)
     statuses = [f["status"] async for f in rt.db[FOLLOWUPS].find({})]
     assert statuses == ["cancelled"]
+
+
+async def test_erasure_removes_the_sent_feedback_event_that_carries_the_customers_words(
+    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+) -> None:
+    rt, http, _inbox = followups
+    words = {"customer_id": "cus-said", "ratings": {"overall": 2}, "comment": "Jana Novak: the lid was cracked."}
+    assert (await http.post("/feedback", json=words | {"channel": "phone"}, headers=ADMIN)).status_code == 201
+
+    async def sent() -> bool:
+        return await rt.db[OUTBOX].count_documents({"body.subject": "cus-said", "status": "sent"}) == 2
+
+    await eventually(sent)  # FeedbackReceived and FeedbackEscalated went out
+    erased = CustomerErasedEvent.new(
+        CustomerErased(customer_id="cus-said", requested_at=NOW), source="orders", subject="cus-said"
+    )
+    await deliver(rt, tap, erased)
+    assert "Jana Novak" not in str([d async for d in rt.db[OUTBOX].find({})])
+    assert await rt.db[OUTBOX].count_documents({"body.subject": "cus-said"}) == 0
