@@ -145,15 +145,15 @@ class ServiceStack:
         """The services (not replicas) in the stack, for `remove_declared`."""
         return sorted({process.name for process in self})
 
-    def stop(self) -> dict[str, int | None]:
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
         """SIGTERM every process at once, wait for each to drain, kill what does not stop; exit codes by key."""
         for process in self:
             if process.process is not None and process.process.poll() is None:
-                process.process.send_signal(signal.SIGTERM)
+                process.process.send_signal(signal.SIGTERM)  # once: a second SIGTERM would cut the drain short
         codes: dict[str, int | None] = {}
         for key, process in self.processes.items():
             try:
-                codes[key] = process.terminate() if process.process is not None else None
+                codes[key] = process.process.wait(timeout=timeout) if process.process is not None else None
             except subprocess.TimeoutExpired:
                 codes[key] = None
             finally:

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aio_pika
@@ -92,6 +92,18 @@ class EventTap:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+
+    async def publish_many(
+        self, events: Iterable[Envelope[Any]], *, in_flight: int = 100, retrying: bool = False
+    ) -> None:
+        """Publish `events` with up to `in_flight` awaiting their confirms at once (a busy shop backend)."""
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(event: Envelope[Any]) -> None:
+            async with slots:
+                await (self.publish_retrying(event) if retrying else self.publish(event))
+
+        await asyncio.gather(*(one(event) for event in events))
 
     def bodies(self, event_type: str | None = None) -> list[dict[str, Any]]:
         """Every event received, duplicates included, in the order they arrived."""

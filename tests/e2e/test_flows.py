@@ -19,19 +19,11 @@ from shared.events import LineItem, ShippingAddress
 from shared.testing.processes import ServiceStack
 from shared.testing.smtp import SmtpInbox
 from shared.testing.tap import EventTap, eventually
+from tests.e2e.day_checks import CONSUMERS
 from tests.shop_day import order_fulfilled, order_placed, order_refunded
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SHOP = "Teapot & Co"
-CONSUMERS = {  # DESIGN.md §2: which services take each event
-    "OrderPlaced": ("orders", "followups", "loyalty", "referrals"),
-    "OrderFulfilled": ("orders", "followups"),
-    "OrderRefunded": ("orders", "followups", "loyalty", "referrals"),
-    "FeedbackReceived": ("loyalty", "referrals"),
-    "ReferralConverted": ("loyalty",),
-    "ReferralInvited": ("followups",),
-    "CustomerErased": ("followups", "loyalty", "referrals"),
-}
 
 
 @pytest.fixture(scope="module")
