@@ -57,6 +57,15 @@ PRODUCTS = (
     ("POT-CLAY", "Clay plant pot", "garden", "17.90"),
     ("BOOK-TEA", "The tea book", "books", "24.00"),
 )
+CONSUMERS = {  # DESIGN.md §2: which services take each event
+    "OrderPlaced": ("orders", "followups", "loyalty", "referrals"),
+    "OrderFulfilled": ("orders", "followups"),
+    "OrderRefunded": ("orders", "followups", "loyalty", "referrals"),
+    "FeedbackReceived": ("loyalty", "referrals"),
+    "ReferralConverted": ("loyalty",),
+    "ReferralInvited": ("followups",),
+    "CustomerErased": ("followups", "loyalty", "referrals"),
+}
 REVIEWS = ("Lovely tea, and it came beautifully packed.", "Fine.", "The pot arrived chipped, which was sad.")
 
 

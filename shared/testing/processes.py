@@ -92,6 +92,11 @@ class ServiceProcess:
         labels = {} if event_type is None else {"type": event_type}
         return await self.metric("rapport_messages_consumed_total", **labels)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process has used so far, from /proc (Linux)."""
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
+
     def memory_mb(self) -> tuple[float, float]:
         """Resident memory now and at its peak (VmRSS, VmHWM), in MiB, from /proc (Linux)."""
         assert self.process is not None
@@ -99,6 +104,12 @@ class ServiceProcess:
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         rss, peak = (int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
         return rss, peak
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of any process so far, from /proc/<pid>/stat (Linux)."""
+    after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def service_process(

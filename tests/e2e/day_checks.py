@@ -14,19 +14,9 @@ from shared.mongo import INBOX
 from shared.testing.infra import Infrastructure
 from shared.testing.processes import ServiceStack
 from shared.testing.tap import drain_queue, eventually
-from tests.shop_day import ShopDay
+from tests.shop_day import CONSUMERS, ShopDay
 
 Mongo = AsyncMongoClient[dict[str, Any]]
-
-CONSUMERS = {  # DESIGN.md §2: which services take each event
-    "OrderPlaced": ("orders", "followups", "loyalty", "referrals"),
-    "OrderFulfilled": ("orders", "followups"),
-    "OrderRefunded": ("orders", "followups", "loyalty", "referrals"),
-    "FeedbackReceived": ("loyalty", "referrals"),
-    "ReferralConverted": ("loyalty",),
-    "ReferralInvited": ("followups",),
-    "CustomerErased": ("followups", "loyalty", "referrals"),
-}
 
 
 async def issue_codes(http: httpx.AsyncClient, stack: ServiceStack, referrers: list[str]) -> dict[str, str]:

@@ -19,8 +19,7 @@ from shared.events import LineItem, ShippingAddress
 from shared.testing.processes import ServiceStack
 from shared.testing.smtp import SmtpInbox
 from shared.testing.tap import EventTap, eventually
-from tests.e2e.day_checks import CONSUMERS
-from tests.shop_day import order_fulfilled, order_placed, order_refunded
+from tests.shop_day import CONSUMERS, order_fulfilled, order_placed, order_refunded
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SHOP = "Teapot & Co"
