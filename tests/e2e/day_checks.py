@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from shared.events import Envelope
+from shared.events import Envelope, parse_event
 from shared.mongo import INBOX
 from shared.testing.infra import Infrastructure
 from shared.testing.processes import ServiceStack
-from shared.testing.tap import drain_queue, eventually
+from shared.testing.tap import EventTap, drain_queue, eventually
 from tests.shop_day import CONSUMERS, ShopDay
 
 Mongo = AsyncMongoClient[dict[str, Any]]
@@ -102,8 +102,11 @@ async def check_orders(http: httpx.AsyncClient, stack: ServiceStack, day: ShopDa
         ), customer_id
 
 
-async def check_followups(mongo: Mongo, stack: ServiceStack, day: ShopDay) -> None:
-    """What followups planned, by the ids docs/followups.md gives them; a refund cancels what was pending."""
+async def check_followups(mongo: Mongo, stack: ServiceStack, day: ShopDay, promoters: set[str] | None = None) -> None:
+    """What followups planned, by the ids docs/followups.md gives them; a refund cancels what was pending.
+
+    `promoters`: the customers invited to refer friends, when more than the day's own promoters were.
+    """
     planned = {
         doc["_id"]: doc
         async for doc in mongo[stack.topology.database("followups")]["followups"].find(
@@ -121,7 +124,9 @@ async def check_followups(mongo: Mongo, stack: ServiceStack, day: ShopDay) -> No
     fulfilled_customers = {o.customer.customer_id for o in day.orders if o.order_id in day.fulfilled_orders}
     assert by_kind["call"] == fulfilled_customers  # every customer is an early one here (CALL_CUSTOMERS)
     invitations = [doc for doc in planned.values() if doc["kind"] == "referral_invite"]
-    assert sorted(doc["customer_id"] for doc in invitations) == sorted(day.promoters)
+    assert sorted(doc["customer_id"] for doc in invitations) == sorted(
+        day.promoters if promoters is None else promoters
+    )
 
 
 async def check_referrals(http: httpx.AsyncClient, stack: ServiceStack, day: ShopDay, codes: dict[str, str]) -> None:
@@ -133,6 +138,11 @@ async def check_referrals(http: httpx.AsyncClient, stack: ServiceStack, day: Sho
         friends = sorted(c.order_id for c in day.conversions if c.referrer == referrer)
         assert sorted(r["order_id"] for r in body["referrals"] if r["outcome"] == "converted") == friends
         assert (body["conversions"], body["refusals"]) == (len(friends), {})
+
+
+def published_by_services(tap: EventTap) -> list[Envelope[Any]]:
+    """The events services published to each other (once each), to check their consumers applied them too."""
+    return [parse_event(body) for kind in ("ReferralConverted", "ReferralInvited") for body in tap.distinct(kind)]
 
 
 async def check_no_dead_letters(infra: Infrastructure, stack: ServiceStack) -> None:

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared.events import Envelope, parse_event
 from shared.mongo import INBOX
 from shared.testing.infra import Infrastructure
 from shared.testing.processes import ServiceStack
@@ -35,6 +34,7 @@ from tests.e2e.day_checks import (
     conversions,
     issue_codes,
     points_on_the_exchange,
+    published_by_services,
     purchase_awards,
     wait_until_applied,
 )
@@ -73,7 +73,7 @@ async def test_every_event_twice_in_shuffled_order_ends_in_the_in_order_figures(
     assert conversions(tap.bodies(), day) == sorted(c.order_id for c in day.conversions)
     mine = set(day.customers)
     await tap.wait_for(lambda e: e["type"] == "ReferralInvited" and e["subject"] in mine, count=len(day.promoters))
-    await wait_until_applied(mongo, stack, [*day.events, *_published(tap, "ReferralConverted", "ReferralInvited")])
+    await wait_until_applied(mongo, stack, [*day.events, *published_by_services(tap)])
     assert sorted(e["subject"] for e in tap.bodies("ReferralInvited") if e["subject"] in mine) == sorted(day.promoters)
     await check_orders(http, stack, day)
     await check_followups(mongo, stack, day)
@@ -114,15 +114,10 @@ async def test_loyalty_killed_mid_stream_and_restarted_loses_nothing_and_doubles
     awards = purchase_awards(tap.distinct(), day)
     assert {order_id: ids for order_id, ids in awards.items() if len(ids) != 1} == {}  # each order awarded once
     assert conversions(tap.distinct(), day) == sorted(c.order_id for c in day.conversions)
-    await wait_until_applied(mongo, stack, [*day.events, *_published(tap, "ReferralConverted", "ReferralInvited")])
+    await wait_until_applied(mongo, stack, [*day.events, *published_by_services(tap)])
     await check_orders(http, stack, day)
     await check_followups(mongo, stack, day)
     await check_referrals(http, stack, day, codes)
     await check_no_dead_letters(infra, stack)
     again = len(tap.bodies("PointsAwarded")) - len(tap.distinct("PointsAwarded"))
     print(f"PointsAwarded published again after the crash (absorbed downstream): {again}")
-
-
-def _published(tap: EventTap, *event_types: str) -> list[Envelope[Any]]:
-    """Events the services published, as envelopes, to check their consumers applied them."""
-    return [parse_event(body) for event_type in event_types for body in tap.distinct(event_type)]
