@@ -12,8 +12,10 @@ sharing it):
    items, fulfilments, refunds, feedback, friends' first orders with a code) is
    published as fast as the broker confirms, and the clock stops when every
    downstream effect is there (below).
-3. Latency: OrderPlaced at a steady rate (200/s) for some seconds; time from
-   publishing each to its PointsAwarded arriving on the exchange.
+3. Latency: OrderPlaced at a steady rate (200/s; `--rates` for others) for
+   15 s; time from publishing each to its PointsAwarded arriving on the
+   exchange. Each order is taken by all four services; between rates the
+   services catch up first.
 4. Memory: each service's resident memory (VmRSS now, VmHWM peak).
 5. Step 2 again with two loyalty processes on the same queue.
 
@@ -115,6 +117,7 @@ class Throughput:
     done_after: dict[str, float]  # service → seconds until it had taken every event it consumes
     memory: dict[str, tuple[float, float]] = field(default_factory=dict)  # process → (VmRSS, VmHWM) MiB
     cpu: dict[str, float] = field(default_factory=dict)  # part of the system → CPU seconds used during the run
+    per_commit: dict[str, float] = field(default_factory=dict)  # process → messages per group commit
 
     @property
     def events_per_second(self) -> float:
@@ -155,9 +158,20 @@ async def issue_codes(stack: ServiceStack, referrers: list[str]) -> dict[str, st
         return codes
 
 
+async def settled(stack: ServiceStack, intake: dict[str, int]) -> None:
+    """Until every service has taken `intake` events and every outbox is empty: the next measurement starts clean."""
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        taken_now = {service: await taken(stack, service) for service in SERVICES}
+        if all(taken_now[s] >= intake[s] for s in SERVICES) and await outboxes_empty(stack):
+            return
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"the services did not catch up with {intake}")
+
+
 async def sustained_throughput(
     infra: Infrastructure, stack: ServiceStack, args: argparse.Namespace, tag: str
-) -> tuple[Throughput, ShopDay]:
+) -> tuple[Throughput, ShopDay, dict[str, int]]:
     codes = await issue_codes(stack, referrers_of(tag, args.customers))
     day = plan_shop_day(args.seed, tag=tag, customers=args.customers, orders=args.orders, codes=codes)
     intake = expected_intake(day)
@@ -202,7 +216,10 @@ async def sustained_throughput(
     result = Throughput(len(day.events), len(orders), seconds, await publishing, done_after, cpu=meter.used())
     await tap.close()
     result.memory = {key: process.memory_mb() for key, process in stack.processes.items()}
-    return result, day
+    for key, process in stack.processes.items():
+        commits = await process.metric("rapport_commit_batch_size_count")
+        result.per_commit[key] = await process.metric("rapport_commit_batch_size_sum") / max(commits, 1)
+    return result, day, intake
 
 
 async def latency(infra: Infrastructure, stack: ServiceStack, day: ShopDay, rate: int, seconds: int) -> list[float]:
@@ -228,7 +245,7 @@ async def latency(infra: Infrastructure, stack: ServiceStack, day: ShopDay, rate
         like = template[n % len(template)]
         event = order_placed(
             rng.choice(customers),
-            f"latency-{n}",
+            f"latency-{rate}-{n}",
             list(like.line_items),
             at=datetime.now(UTC) - timedelta(seconds=1),
         )
@@ -275,18 +292,24 @@ def print_throughput(label: str, run: Throughput, floor: float) -> None:
     print(f"  resident memory MiB (now/peak): {memory}")
     cpu = ", ".join(f"{key} {used / run.seconds:.0%}" for key, used in run.cpu.items())
     print(f"  CPU during the run, share of one core: {cpu}")
+    batches = ", ".join(f"{key} {size:.1f}" for key, size in run.per_commit.items())
+    print(f"  messages per group commit: {batches}")
 
 
 async def run_stack(
     infra: Infrastructure, args: argparse.Namespace, workdir: Path, replicas: dict[str, int], *, with_latency: bool
-) -> tuple[Throughput, list[float]]:
+) -> tuple[Throughput, dict[int, list[float]]]:
     topology = Topology(f"bench{uuid.uuid4().hex[:6]}")
     log_dir = workdir / topology.prefix
     log_dir.mkdir()
     stack = start_stack(infra, topology, SERVICES, log_dir, replicas=replicas, **SETTINGS)
     try:
-        run, day = await sustained_throughput(infra, stack, args, tag=topology.prefix)
-        latencies = await latency(infra, stack, day, args.rate, args.seconds) if with_latency else []
+        run, day, intake = await sustained_throughput(infra, stack, args, tag=topology.prefix)
+        latencies = {}
+        for rate in args.rates if with_latency else []:
+            latencies[rate] = await latency(infra, stack, day, rate, args.seconds)
+            intake = {s: n + (rate * args.seconds if s in CONSUMERS["OrderPlaced"] else 0) for s, n in intake.items()}
+            await settled(stack, intake)
         if with_latency:
             run.memory = {key: process.memory_mb() for key, process in stack.processes.items()}
         return run, latencies
@@ -305,7 +328,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{machine()}, MongoDB {mongodb}; infrastructure: {infra.how}")
         print(
             f"settings: {args.orders} orders, {args.customers} customers, seed {args.seed}; "
-            f"latency at {args.rate} orders/s for {args.seconds} s; service defaults (BATCH_SIZE 100, BATCH_WAIT_MS 2)"
+            f"latency at {', '.join(map(str, args.rates))} orders/s for {args.seconds} s each; "
+            "service defaults (BATCH_SIZE 100, BATCH_WAIT_MS 2)"
         )
         sample = plan_shop_day(args.seed, tag="floor", customers=args.customers, orders=args.orders, codes={})
         bodies = [event.model_dump_json().encode() for event in sample.events]
@@ -314,12 +338,13 @@ async def main(args: argparse.Namespace) -> None:
 
         one, latencies = await run_stack(infra, args, workdir, {}, with_latency=True)
         print_throughput("one process per service", one, floor)
-        if latencies:
-            print(
-                f"latency OrderPlaced → PointsAwarded at {args.rate}/s: p50 {percentile(latencies, 0.5):.1f} ms, "
-                f"p95 {percentile(latencies, 0.95):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
-                f"max {latencies[-1]:.1f} ms ({len(latencies)} orders)"
-            )
+        for rate, measured in latencies.items():
+            if measured:
+                print(
+                    f"latency OrderPlaced → PointsAwarded at {rate}/s: p50 {percentile(measured, 0.5):.1f} ms, "
+                    f"p95 {percentile(measured, 0.95):.1f} ms, p99 {percentile(measured, 0.99):.1f} ms, "
+                    f"max {measured[-1]:.1f} ms ({len(measured)} orders)"
+                )
         two, _ = await run_stack(infra, args, workdir, {"loyalty": args.replicas}, with_latency=False)
         print_throughput(f"{args.replicas} loyalty processes", two, floor)
 
@@ -339,8 +364,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=20_000, help="orders in the day (about 2 events each)")
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--rate", type=int, default=200, help="orders/s offered in the latency run")
-    parser.add_argument("--seconds", type=int, default=15, help="length of the latency run")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(rate) for rate in text.split(",")],
+        default=[200],
+        help="orders/s offered in the latency runs, comma-separated (e.g. 200,50)",
+    )
+    parser.add_argument("--seconds", type=int, default=15, help="length of each latency run")
     parser.add_argument("--replicas", type=int, default=2, help="loyalty processes in the scaling run")
     return parser.parse_args()
 
