@@ -69,12 +69,25 @@ SETTINGS = {
 }
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
+    waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError):
+            continue  # a thread that ended meanwhile
+    return waited / 1e9
+
+
 class CpuMeter:
-    """CPU seconds used by each part of the system over a stretch of time, and by the whole machine."""
+    """CPU seconds used by each part of the system over a stretch of time, by the whole machine, and how long
+    each part waited for a CPU while it could have run (what is left of the wall time it spent blocked on I/O)."""
 
     def __init__(self, parts: dict[str, int]) -> None:
         self.parts = parts  # name → pid
         self.start = self._read()
+        self.start_waits = self._waits()
 
     @staticmethod
     def _machine() -> float:
@@ -85,11 +98,18 @@ class CpuMeter:
     def _read(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.parts.items()} | {"machine": self._machine()}
 
+    def _waits(self) -> dict[str, float]:
+        return {name: run_queue_seconds(pid) for name, pid in self.parts.items()}
+
     def used(self) -> dict[str, float]:
         now = self._read()
         used = {name: now[name] - self.start[name] for name in now}
         used["everything else"] = used["machine"] - sum(v for k, v in used.items() if k != "machine")
         return used
+
+    def waited(self) -> dict[str, float]:
+        now = self._waits()
+        return {name: now[name] - self.start_waits[name] for name in now}
 
 
 def infrastructure_pids(infra: Infrastructure) -> dict[str, int]:
@@ -118,6 +138,7 @@ class Throughput:
     memory: dict[str, tuple[float, float]] = field(default_factory=dict)  # process → (VmRSS, VmHWM) MiB
     cpu: dict[str, float] = field(default_factory=dict)  # part of the system → CPU seconds used during the run
     per_commit: dict[str, float] = field(default_factory=dict)  # process → messages per group commit
+    run_queue: dict[str, float] = field(default_factory=dict)  # part → seconds runnable but waiting for a CPU
 
     @property
     def events_per_second(self) -> float:
@@ -214,6 +235,7 @@ async def sustained_throughput(
             break
     seconds = time.perf_counter() - started
     result = Throughput(len(day.events), len(orders), seconds, await publishing, done_after, cpu=meter.used())
+    result.run_queue = meter.waited()
     await tap.close()
     result.memory = {key: process.memory_mb() for key, process in stack.processes.items()}
     for key, process in stack.processes.items():
@@ -292,6 +314,8 @@ def print_throughput(label: str, run: Throughput, floor: float) -> None:
     print(f"  resident memory MiB (now/peak): {memory}")
     cpu = ", ".join(f"{key} {used / run.seconds:.0%}" for key, used in run.cpu.items())
     print(f"  CPU during the run, share of one core: {cpu}")
+    waits = ", ".join(f"{key} {waited / run.seconds:.0%}" for key, waited in run.run_queue.items())
+    print(f"  waiting for a CPU while runnable, share of the run: {waits}")
     batches = ", ".join(f"{key} {size:.1f}" for key, size in run.per_commit.items())
     print(f"  messages per group commit: {batches}")
 
