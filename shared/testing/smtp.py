@@ -15,10 +15,14 @@ from shared.local_mongod import free_port
 
 @dataclass
 class SmtpInbox:
-    """What the test SMTP server received; `url` is the SMTP_URL to give followups."""
+    """What the test SMTP server on `port` received; `url` is the SMTP_URL to give followups."""
 
-    url: str = ""
+    port: int
     messages: list[EmailMessage] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
@@ -40,9 +44,8 @@ class SmtpInbox:
 
 @contextmanager
 def smtp_server() -> Iterator[SmtpInbox]:
-    port = free_port()
-    inbox = SmtpInbox(url=f"smtp://127.0.0.1:{port}")
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    inbox = SmtpInbox(free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
     controller.start()
     try:
         yield inbox
