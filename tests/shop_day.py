@@ -12,9 +12,10 @@ of the services' own code, so a test compares the system with the contract and
 not with itself. Used by the end-to-end fault tests and `make bench`.
 """
 
+import itertools
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -140,6 +141,7 @@ class ShopDay:
             moments.append((refund.refunded_at, 2, refund.refund_id, refund))
         balances: defaultdict[str, int] = defaultdict(int)
         earned: dict[str, tuple[str, datetime, int, Decimal]] = {}  # order → customer, placed_at, points, total
+        orders_of: defaultdict[str, list[str]] = defaultdict(list)
         refunded: defaultdict[str, Decimal] = defaultdict(Decimal)
         reversed_: defaultdict[str, int] = defaultdict(int)
         rewarded: set[str] = set()  # review:<order>, survey:<order>
@@ -147,13 +149,14 @@ class ShopDay:
             if isinstance(what, OrderPlaced):
                 customer = what.customer.customer_id
                 qualifying = sum(
-                    points - reversed_[order_id]
-                    for order_id, (owner, placed_at, points, _) in earned.items()
-                    if owner == customer and moment - TIER_WINDOW < placed_at < moment
+                    earned[order_id][2] - reversed_[order_id]
+                    for order_id in orders_of[customer]
+                    if moment - TIER_WINDOW < earned[order_id][1] < moment
                 )
                 multiplier = [m for _, threshold, m in TIERS if qualifying >= threshold][-1]
                 points = _floor(what.total * multiplier)
                 earned[what.order_id] = (customer, moment, points, what.total)
+                orders_of[customer].append(what.order_id)
                 balances[customer] += points
             elif isinstance(what, OrderRefunded):
                 customer, _, points, total = earned[what.order_id]  # a refund follows its order here
@@ -206,7 +209,7 @@ def plan_shop_day(
     now = now or datetime.now(UTC)
     start = now - timedelta(days=7)
     everyone = customer_ids(tag, customers)
-    ids = iter(range(10**9))
+    ids = itertools.count()
     # Every order is placed in the first three days, so fulfilment, refunds and feedback fit before `now`.
     placed = sorted(start + timedelta(seconds=rng.uniform(0, 3 * 86400)) for _ in range(orders))
     buyers = [rng.choice(everyone) for _ in range(orders)]
@@ -247,7 +250,7 @@ def _line_items(rng: random.Random) -> list[LineItem]:
     ]
 
 
-def _what_follows(rng: random.Random, order: OrderPlaced, tag: str, ids: Any) -> list[Envelope[Any]]:
+def _what_follows(rng: random.Random, order: OrderPlaced, tag: str, ids: Iterator[int]) -> list[Envelope[Any]]:
     """Fulfilment (80 %), then maybe a refund (10 %: a quarter, half, all, or in two parts) and feedback (20 %)."""
     follows: list[Envelope[Any]] = []
     customer_id = order.customer.customer_id

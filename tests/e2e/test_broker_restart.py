@@ -169,7 +169,7 @@ async def test_rabbitmq_restarted_mid_stream_loses_nothing_and_doubles_nothing(
         )
         assert await balances(http, stack, sorted(expected)) == expected
         awards = purchase_awards(tap.distinct(), day)
-        assert {order_id: ids for order_id, ids in awards.items() if len(ids) != 1} == {}
+        assert {order: found for order, found in awards.items() if len(found) != 1} == {}
         assert conversions(tap.distinct(), day) == sorted(c.order_id for c in day.conversions)
         promoters = day.promoters | {said.customer_id}
 

@@ -112,7 +112,7 @@ async def test_loyalty_killed_mid_stream_and_restarted_loses_nothing_and_doubles
     await eventually(lambda: points_on_the_exchange(tap.distinct(), expected) == expected, timeout=120, interval=0.25)
     assert await balances(http, stack, sorted(expected)) == expected
     awards = purchase_awards(tap.distinct(), day)
-    assert {order_id: ids for order_id, ids in awards.items() if len(ids) != 1} == {}  # each order awarded once
+    assert {order: found for order, found in awards.items() if len(found) != 1} == {}  # each order awarded once
     assert conversions(tap.distinct(), day) == sorted(c.order_id for c in day.conversions)
     await wait_until_applied(mongo, stack, [*day.events, *published_by_services(tap)])
     await check_orders(http, stack, day)
