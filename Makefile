@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-loyalty bench-orders constraints clean
+.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-group-commit bench-loyalty bench-orders constraints clean
 
 install: $(STAMP)
 
@@ -40,8 +40,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Prints figures; never part of `make test`. Results are recorded in docs/benchmarks.md.
+# Benchmarks print figures and never fail; none is part of `make test`. Results are recorded in docs/benchmarks.md.
+# `make bench`: a shop's day through the four services as processes, next to the raw floor
+# (ARGS="--orders 5000 --customers 1500" for a shorter run; --help lists the settings).
 bench: install
+	deploy/local/ensure-rabbitmq.sh --tests
+	$(BIN)/python -m tests.bench.pipeline $(ARGS)
+
+bench-group-commit: install
 	deploy/local/ensure-rabbitmq.sh --tests
 	$(BIN)/python -m tests.bench.group_commit 5000
 

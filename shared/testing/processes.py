@@ -1,16 +1,20 @@
-"""Run services as real processes (`python -m services.<name>`) for end-to-end tests."""
+"""Run services as real processes (`python -m services.<name>`) for end-to-end tests and benchmarks."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.local_mongod import free_port
+from shared.testing.infra import Infrastructure
+from shared.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,10 +76,53 @@ class ServiceProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples `name` (e.g. `rapport_messages_consumed_total`) whose labels include `labels`."""
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            text = (await http.get(f"{self.url}/metrics")).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    async def consumed(self, event_type: str | None = None) -> float:
+        """Events this process has taken since it started, applied or skipped as duplicates."""
+        labels = {} if event_type is None else {"type": event_type}
+        return await self.metric("rapport_messages_consumed_total", **labels)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process has used so far, from /proc (Linux)."""
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
+
+    def memory_mb(self) -> tuple[float, float]:
+        """Resident memory now and at its peak (VmRSS, VmHWM), in MiB, from /proc (Linux)."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss, peak = (int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
+        return rss, peak
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of any process so far, from /proc/<pid>/stat (Linux)."""
+    after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def service_process(
-    name: str, *, rabbitmq_url: str, mongodb_url: str, prefix: str, log_dir: Path, **extra_env: str
+    name: str,
+    *,
+    rabbitmq_url: str,
+    mongodb_url: str,
+    prefix: str,
+    log_dir: Path,
+    replica: int = 1,
+    **extra_env: str,
 ) -> ServiceProcess:
+    """One process of a service; replicas 2, 3… of the same service share its queue and database."""
     port = free_port()
     env = {
         **os.environ,
@@ -87,4 +134,74 @@ def service_process(
         "PYTHONUNBUFFERED": "1",
         **extra_env,
     }
-    return ServiceProcess(name, port, env, log_dir / f"{name}.log")
+    log_name = name if replica == 1 else f"{name}-{replica}"
+    return ServiceProcess(name, port, env, log_dir / f"{log_name}.log")
+
+
+@dataclass
+class ServiceStack:
+    """Services of one CRM_PREFIX running as real processes, keyed `loyalty`, `loyalty-2` (a second replica), …"""
+
+    topology: Topology
+    processes: dict[str, ServiceProcess]
+
+    def __getitem__(self, key: str) -> ServiceProcess:
+        return self.processes[key]
+
+    def __iter__(self) -> Iterator[ServiceProcess]:
+        return iter(self.processes.values())
+
+    @property
+    def services(self) -> list[str]:
+        """The services (not replicas) in the stack, for `remove_declared`."""
+        return sorted({process.name for process in self})
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM every process at once, wait for each to drain, kill what does not stop; exit codes by key."""
+        for process in self:
+            if process.process is not None and process.process.poll() is None:
+                process.process.send_signal(signal.SIGTERM)  # once: a second SIGTERM would cut the drain short
+        codes: dict[str, int | None] = {}
+        for key, process in self.processes.items():
+            try:
+                codes[key] = process.process.wait(timeout=timeout) if process.process is not None else None
+            except subprocess.TimeoutExpired:
+                codes[key] = None
+            finally:
+                process.kill()  # only if SIGTERM did not stop it
+        return codes
+
+
+def start_stack(
+    infra: Infrastructure,
+    topology: Topology,
+    services: Sequence[str],
+    log_dir: Path,
+    *,
+    replicas: Mapping[str, int] | None = None,
+    **env: str,
+) -> ServiceStack:
+    """Start the services (all at once, they take seconds each to import) and wait until every one is ready."""
+    processes = {
+        (name if replica == 1 else f"{name}-{replica}"): service_process(
+            name,
+            rabbitmq_url=infra.rabbitmq_url,
+            mongodb_url=infra.mongodb_url,
+            prefix=topology.prefix,
+            log_dir=log_dir,
+            replica=replica,
+            **env,
+        )
+        for name in services
+        for replica in range(1, (replicas or {}).get(name, 1) + 1)
+    }
+    stack = ServiceStack(topology, processes)
+    for process in stack:
+        process.start()
+    try:
+        for process in stack:
+            process.wait_ready()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -1,6 +1,6 @@
 """Benchmark: consumer throughput with one commit per message vs group commit (DESIGN.md §5).
 
-    make bench-backbone            # or: .venv/bin/python -m tests.bench.group_commit [messages]
+    make bench-group-commit    # or: .venv/bin/python -m tests.bench.group_commit [messages]
 
 Fills a service queue with OrderPlaced events, then starts the probe service
 (inbox insert + one upsert + one outbox event per message, relayed with

@@ -30,19 +30,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import aio_pika
-from pymongo import InsertOne, UpdateOne
 
 from services.loyalty.app import SPEC
 from services.loyalty.settings import LoyaltySettings
 from shared.events import Customer, LineItem, OrderPlaced, OrderPlacedEvent
-from shared.mongo import database, open_client
 from shared.testing.infra import provide
 from shared.testing.running import running_service
 from shared.testing.tap import EventTap, eventually
 from shared.topology import Topology
-from tests.bench.common import applied, fill_queue, outbox_drained
-
-BATCH = 100
+from tests.bench.common import FLOOR_BATCH, applied, fill_queue, outbox_drained, raw_floor
 
 
 def random_order(rng: random.Random, customers: int, n: int) -> OrderPlacedEvent:
@@ -67,54 +63,6 @@ def random_order(rng: random.Random, customers: int, n: int) -> OrderPlacedEvent
         line_items=items,
     )
     return OrderPlacedEvent.new(data, source="shop", subject=customer_id)
-
-
-async def raw_floor(rabbitmq_url: str, mongodb_url: str, prefix: str, bodies: list[bytes]) -> float:
-    """A minimal consumer doing the least work that is still idempotent and durable."""
-    connection = await aio_pika.connect(rabbitmq_url)
-    client = open_client(mongodb_url, "raw-floor")
-    db = database(client, f"{prefix}_rawfloor")
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        queue = await channel.declare_queue(f"{prefix}.rawfloor", durable=True, arguments={"x-queue-type": "quorum"})
-        for body in bodies:
-            await channel.default_exchange.publish(
-                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(uuid.uuid4())),
-                routing_key=queue.name,
-            )
-        await channel.set_qos(prefetch_count=BATCH)
-        pending: list[aio_pika.abc.AbstractIncomingMessage] = []
-        done = asyncio.Event()
-        handled = 0
-        started = time.perf_counter()
-
-        async def commit() -> None:
-            nonlocal handled
-            batch, pending[:] = list(pending), []
-            async with client.start_session() as session, await session.start_transaction():
-                await db.inbox.bulk_write([InsertOne({"_id": m.message_id}) for m in batch], session=session)
-                await db.counters.bulk_write(
-                    [UpdateOne({"_id": json.loads(m.body)["subject"]}, {"$inc": {"n": 1}}, upsert=True) for m in batch],
-                    session=session,
-                )
-            await batch[-1].ack(multiple=True)
-            handled += len(batch)
-            if handled >= len(bodies):
-                done.set()
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            pending.append(message)
-            if len(pending) >= BATCH or handled + len(pending) >= len(bodies):
-                await commit()
-
-        tag = await queue.consume(on_message)
-        await done.wait()
-        elapsed = time.perf_counter() - started
-        await queue.cancel(tag)
-        await queue.delete(if_unused=False, if_empty=False)
-    await client.drop_database(db.name)
-    await client.close()
-    return len(bodies) / elapsed
 
 
 async def loyalty_throughput(settings: LoyaltySettings, orders: list[OrderPlacedEvent]) -> tuple[float, float]:
@@ -174,7 +122,7 @@ async def main(count: int, customers: int) -> None:
         floor = await raw_floor(
             infra.rabbitmq_url, infra.mongodb_url, prefix, [o.model_dump_json().encode() for o in orders]
         )
-        print(f"raw floor (aio-pika + inbox insert + $inc upsert, {BATCH} per commit): {floor:8.0f} messages/s")
+        print(f"raw floor (aio-pika + inbox insert + $inc upsert, {FLOOR_BATCH} per commit): {floor:8.0f} messages/s")
         throughput, per_commit = await loyalty_throughput(settings, orders)
         print(
             f"loyalty OrderPlaced → ledger, member, outbox:            {throughput:8.0f} orders/s "

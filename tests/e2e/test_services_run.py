@@ -2,7 +2,6 @@
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aio_pika
@@ -13,45 +12,20 @@ from pymongo import AsyncMongoClient
 from services.asyncapi import SPECS
 from shared.events import parse_event
 from shared.testing.infra import Infrastructure
-from shared.testing.processes import ServiceProcess, service_process
+from shared.testing.processes import ServiceProcess, ServiceStack
 from shared.testing.tap import EventTap, drain_queue, eventually
-from shared.topology import Topology
+from tests.shop_day import CONSUMERS
 
 SERVICES = ("orders", "followups", "loyalty", "referrals")
 EXPECTED_CONSUMERS = {  # DESIGN.md §2: who reacts to what
-    "orders": {"OrderPlaced", "OrderFulfilled", "OrderRefunded"},
-    "followups": {"OrderPlaced", "OrderFulfilled", "OrderRefunded", "ReferralInvited", "CustomerErased"},
-    "loyalty": {"OrderPlaced", "OrderRefunded", "FeedbackReceived", "ReferralConverted", "CustomerErased"},
-    "referrals": {"OrderPlaced", "OrderRefunded", "FeedbackReceived", "CustomerErased"},
+    service: {event_type for event_type, takers in CONSUMERS.items() if service in takers} for service in SERVICES
 }
 SAMPLES = Path(__file__).parents[1] / "fixtures" / "events"
 
 
 @pytest.fixture(scope="module")
-def services(
-    infra: Infrastructure, prefix: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, ServiceProcess]]:
-    log_dir = tmp_path_factory.mktemp("logs")
-    started = {
-        name: service_process(
-            name,
-            rabbitmq_url=infra.rabbitmq_url,
-            mongodb_url=infra.mongodb_url,
-            prefix=prefix,
-            log_dir=log_dir,
-            ADMIN_API_KEY="e2e-key",
-        )
-        for name in SERVICES
-    }
-    for process in started.values():
-        process.start()
-    try:
-        for process in started.values():
-            process.wait_ready()
-        yield started
-    finally:
-        for process in started.values():
-            process.kill()
+def services(stack: ServiceStack) -> dict[str, ServiceProcess]:
+    return stack.processes
 
 
 def test_every_service_becomes_ready(services: dict[str, ServiceProcess]) -> None:
@@ -70,9 +44,9 @@ def _consumed(process: ServiceProcess, event_type: str) -> float:
 
 
 async def test_an_order_reaches_every_service_that_consumes_it(
-    services: dict[str, ServiceProcess], infra: Infrastructure, prefix: str
+    services: dict[str, ServiceProcess], infra: Infrastructure, stack: ServiceStack
 ) -> None:
-    tap = await EventTap.open(infra.rabbitmq_url, Topology(prefix))
+    tap = await EventTap.open(infra.rabbitmq_url, stack.topology)
     try:
         order = parse_event(json.loads((SAMPLES / "OrderPlaced.json").read_text()))
         await tap.publish(order)
@@ -90,15 +64,14 @@ async def test_an_order_reaches_every_service_that_consumes_it(
 
 
 async def test_every_sample_event_is_accepted_by_the_services_that_consume_it(
-    services: dict[str, ServiceProcess], infra: Infrastructure, prefix: str
+    services: dict[str, ServiceProcess], infra: Infrastructure, stack: ServiceStack
 ) -> None:
-    topology = Topology(prefix)
     for spec in SPECS:
         assert {event.model_fields["type"].default for event in spec.handlers} == EXPECTED_CONSUMERS[spec.name]
     before = {
         (name, kind): _consumed(services[name], kind) for name, kinds in EXPECTED_CONSUMERS.items() for kind in kinds
     }
-    tap = await EventTap.open(infra.rabbitmq_url, topology)
+    tap = await EventTap.open(infra.rabbitmq_url, stack.topology)
     try:
         for sample in sorted(SAMPLES.glob("*.json")):
             raw = json.loads(sample.read_text())
@@ -110,16 +83,15 @@ async def test_every_sample_event_is_accepted_by_the_services_that_consume_it(
     for (name, kind), count in before.items():
         await eventually(lambda n=name, k=kind, c=count: _consumed(services[n], k) == c + 1)
     for name in services:
-        dead = await drain_queue(infra.rabbitmq_url, f"{topology.queue_name(name)}.dlq")
+        dead = await drain_queue(infra.rabbitmq_url, f"{stack.topology.queue_name(name)}.dlq")
         assert dead == [], [m.headers for m in dead]
 
 
 async def test_sigterm_drains_in_flight_messages_and_loses_none(
-    services: dict[str, ServiceProcess], infra: Infrastructure, prefix: str
+    services: dict[str, ServiceProcess], infra: Infrastructure, stack: ServiceStack
 ) -> None:
-    topology = Topology(prefix)
     loyalty = services["loyalty"]
-    tap = await EventTap.open(infra.rabbitmq_url, topology)
+    tap = await EventTap.open(infra.rabbitmq_url, stack.topology)
     raw = json.loads((SAMPLES / "OrderPlaced.json").read_text())
     try:
         for n in range(2000):
@@ -131,12 +103,12 @@ async def test_sigterm_drains_in_flight_messages_and_loses_none(
         await tap.close()
     # Every message is either applied (its id in the inbox) or still waiting in the queue.
     mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(infra.mongodb_url)
-    applied = await mongo[topology.database("loyalty")].inbox.count_documents({"_id": {"$regex": "^drain-"}})
+    applied = await mongo[stack.topology.database("loyalty")].inbox.count_documents({"_id": {"$regex": "^drain-"}})
     await mongo.close()
     connection = await aio_pika.connect(infra.rabbitmq_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(topology.queue_name("loyalty"), passive=True)
+        queue = await channel.declare_queue(stack.topology.queue_name("loyalty"), passive=True)
         waiting = queue.declaration_result.message_count
     print(f"loyalty stopped with {applied} applied and {waiting} waiting")
     assert applied + waiting == 2000

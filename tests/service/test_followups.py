@@ -1,20 +1,16 @@
 """Follow-ups against the real broker, MongoDB and an SMTP server run in-process (aiosmtpd)."""
 
 import asyncio
-import email
-import email.policy
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from services.followups.app import SPEC
 from services.followups.jobs import flag_breached_escalations, send_due
@@ -37,10 +33,11 @@ from shared.events import (
     ReferralInvited,
     ReferralInvitedEvent,
 )
-from shared.mongo import INBOX
+from shared.mongo import INBOX, OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
 from shared.testing.running import running_service
+from shared.testing.smtp import SmtpInbox, smtp_server
 from shared.testing.tap import EventTap, eventually
 
 ADMIN = {"Authorization": "Bearer test-admin-key"}
@@ -48,32 +45,10 @@ SECRET = "feedback-test-secret"
 NOW = datetime.now(UTC)
 
 
-@dataclass
-class Inbox:
-    """What the test SMTP server received."""
-
-    messages: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(parsed)
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
-
-
 @pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+def smtp() -> Iterator[tuple[SmtpInbox, int]]:
+    with smtp_server() as inbox:
+        yield inbox, inbox.port
 
 
 def own_settings(settings: ServiceSettings, port: int, **changes: Any) -> FollowupsSettings:
@@ -91,8 +66,8 @@ def own_settings(settings: ServiceSettings, port: int, **changes: Any) -> Follow
 
 @pytest.fixture
 async def followups(
-    service_name: str, settings: ServiceSettings, smtp: tuple[Inbox, int]
-) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient, Inbox]]:
+    service_name: str, settings: ServiceSettings, smtp: tuple[SmtpInbox, int]
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient, SmtpInbox]]:
     inbox, port = smtp
     async with running_service(replace(SPEC, name=service_name), own_settings(settings, port)) as (rt, http):
         yield rt, http, inbox
@@ -139,7 +114,7 @@ async def _applied(rt: Runtime, ids: list[str]) -> bool:
 
 
 async def test_a_thank_you_note_goes_out_once_in_the_customers_language_naming_their_town(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, _http, inbox = followups
     order = placed("cus-hu", "o-hu", locale="hu-HU", city="Debrecen", first_name="Éva")
@@ -162,7 +137,7 @@ async def test_a_thank_you_note_goes_out_once_in_the_customers_language_naming_t
 
 
 async def test_each_shipped_language_and_the_english_fallback(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, _http, inbox = followups
     locales = {"en-GB": "en", "hu": "hu", "sk-SK": "sk", "fa-IR": "fa", "hy-AM": "hy", "lv": "lv", "de-DE": "en"}
@@ -176,7 +151,7 @@ async def test_each_shipped_language_and_the_english_fallback(
 
 
 async def test_feedback_request_fourteen_days_after_fulfilment_and_its_link_works_once(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, http, inbox = followups
     await deliver(rt, tap, placed("cus-fb", "o-fb"), fulfilled("cus-fb", "o-fb", NOW))
@@ -230,7 +205,7 @@ async def test_feedback_request_fourteen_days_after_fulfilment_and_its_link_work
     ],
 )
 async def test_a_forged_expired_or_garbled_token_gets_a_clear_4xx(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], token: str, status: int, reason: str
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], token: str, status: int, reason: str
 ) -> None:
     _rt, http, _inbox = followups
     got = await http.post("/feedback", json={"token": token, "ratings": {"overall": 5}})
@@ -239,7 +214,7 @@ async def test_a_forged_expired_or_garbled_token_gets_a_clear_4xx(
 
 
 async def test_feedback_without_token_or_key_is_refused_and_bad_ratings_are_named(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox],
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox],
 ) -> None:
     _rt, http, _inbox = followups
     anonymous = await http.post("/feedback", json={"customer_id": "c", "ratings": {"overall": 5}})
@@ -257,7 +232,7 @@ async def test_feedback_without_token_or_key_is_refused_and_bad_ratings_are_name
 
 
 async def test_an_early_customer_gets_a_call_task_listed_for_the_owner(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, http, _inbox = followups
     order = placed("cus-call", "o-call", phone="+421900123456", first_name="Eva", city="Košice")
@@ -272,7 +247,7 @@ async def test_an_early_customer_gets_a_call_task_listed_for_the_owner(
 
 
 async def test_a_refund_cancels_what_is_pending_even_when_it_arrives_first(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, _http, inbox = followups
     await deliver(rt, tap, placed("cus-r1", "o-r1"), fulfilled("cus-r1", "o-r1", NOW), refunded("cus-r1", "o-r1"))
@@ -292,7 +267,7 @@ async def test_a_refund_cancels_what_is_pending_even_when_it_arrives_first(
 
 
 async def test_a_referral_invitation_email_carries_the_code(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, _http, inbox = followups
     invite = ReferralInvitedEvent.new(
@@ -307,7 +282,7 @@ async def test_a_referral_invitation_email_carries_the_code(
 
 
 async def test_two_scheduler_replicas_send_each_due_message_exactly_once(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, _http, inbox = followups
     await deliver(rt, tap, *(placed(f"cus-m{n}", f"o-m{n}") for n in range(300)))
@@ -320,7 +295,7 @@ async def test_two_scheduler_replicas_send_each_due_message_exactly_once(
 
 
 async def test_killing_a_replica_mid_run_loses_no_message(
-    service_name: str, settings: ServiceSettings, smtp: tuple[Inbox, int], tap: EventTap
+    service_name: str, settings: ServiceSettings, smtp: tuple[SmtpInbox, int], tap: EventTap
 ) -> None:
     inbox, port = smtp
     own = own_settings(settings, port, scheduler_lease_seconds=0.5)
@@ -344,7 +319,7 @@ async def _send_rest(rt: Runtime) -> bool:
 
 
 async def test_a_breached_escalation_is_flagged_once_and_counted(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox],
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox],
 ) -> None:
     rt, http, _inbox = followups
     unhappy = {"customer_id": "cus-late", "ratings": {"overall": 1}, "channel": "phone"}
@@ -377,7 +352,7 @@ async def test_a_send_that_keeps_failing_is_retried_then_marked_failed_and_liste
 
 
 async def test_erasure_forgets_the_contact_and_cancels_pending_messages(
-    followups: tuple[Runtime, httpx.AsyncClient, Inbox], tap: EventTap
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:
     rt, _http, inbox = followups
     await deliver(rt, tap, placed("cus-gone", "o-gone", city="Trnava", first_name="Jana"))
@@ -393,3 +368,22 @@ async def test_erasure_forgets_the_contact_and_cancels_pending_messages(
     assert "cus-gone" not in str(stored)
     statuses = [f["status"] async for f in rt.db[FOLLOWUPS].find({})]
     assert statuses == ["cancelled"]
+
+
+async def test_erasure_removes_the_sent_feedback_event_that_carries_the_customers_words(
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
+) -> None:
+    rt, http, _inbox = followups
+    words = {"customer_id": "cus-said", "ratings": {"overall": 2}, "comment": "Jana Novak: the lid was cracked."}
+    assert (await http.post("/feedback", json=words | {"channel": "phone"}, headers=ADMIN)).status_code == 201
+
+    async def sent() -> bool:
+        return await rt.db[OUTBOX].count_documents({"body.subject": "cus-said", "status": "sent"}) == 2
+
+    await eventually(sent)  # FeedbackReceived and FeedbackEscalated went out
+    erased = CustomerErasedEvent.new(
+        CustomerErased(customer_id="cus-said", requested_at=NOW), source="orders", subject="cus-said"
+    )
+    await deliver(rt, tap, erased)
+    assert "Jana Novak" not in str([d async for d in rt.db[OUTBOX].find({})])
+    assert await rt.db[OUTBOX].count_documents({"body.subject": "cus-said"}) == 0
