@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from pymongo import DeleteMany, DeleteOne, UpdateMany
+from pymongo import DeleteMany, DeleteOne, UpdateMany, UpdateOne
 
 from services.followups import domain
 from services.followups.settings import followups_settings
@@ -56,8 +56,9 @@ async def prefetch_followups(unit: Unit, events: list[Envelope[Any]]) -> None:
     customers = {_customer_of(event) for event in events}
     await preload_customers(unit, CUSTOMERS, customers)
     ordered = [e.data.order_id for e in events if isinstance(e, OrderPlacedEvent | OrderFulfilledEvent)]
-    await unit.preload(ORDERS, [*ordered, *(e.data.order_id for e in events if isinstance(e, OrderRefundedEvent))])
-    planned = [f"{kind}:{order_id}" for order_id in ordered for kind in ("thank_you", "feedback_request")]
+    refunded = [e.data.order_id for e in events if isinstance(e, OrderRefundedEvent)]
+    await unit.preload(ORDERS, [*ordered, *refunded])
+    planned = [f"{kind}:{order_id}" for order_id in [*ordered, *refunded] for kind in ("thank_you", "feedback_request")]
     planned += [f"call:{customer}" for customer in customers]
     planned += [f"referral_invite:{e.id}" for e in events if isinstance(e, ReferralInvitedEvent)]
     await unit.preload(FOLLOWUPS, planned)
@@ -110,14 +111,19 @@ async def note_order_refunded(unit: Unit, event: OrderRefundedEvent) -> None:
     order = await _order(unit, data.order_id, data.customer_id)
     order["refunded"] = True
     unit.replace(ORDERS, order)
-    unit.write(
-        FOLLOWUPS,
-        UpdateMany(
-            {"order_id": data.order_id, "status": PENDING},
-            {"$set": {"status": CANCELLED, "cancelled_because": "refunded"}},
-        ),
-    )
+    # What can be planned for an order has a deterministic id (store.py), so the batch prefetch has read it.
+    for followup_id in _planned_for(data.order_id, data.customer_id):
+        followup = await unit.find_one(FOLLOWUPS, {"_id": followup_id})
+        if followup is None or followup["order_id"] != data.order_id or followup["status"] != PENDING:
+            continue
+        change = {"status": CANCELLED, "cancelled_because": "refunded"}
+        unit.update(FOLLOWUPS, followup | change, UpdateOne({"_id": followup_id, "status": PENDING}, {"$set": change}))
     log.info("followups_cancelled_for_refund", order_id=data.order_id)
+
+
+def _planned_for(order_id: str, customer_id: str) -> tuple[str, ...]:
+    """The ids of every follow-up that can be planned for an order (the call is the customer's, tied to an order)."""
+    return (f"thank_you:{order_id}", f"feedback_request:{order_id}", f"call:{customer_id}")
 
 
 async def plan_order(unit: Unit, order: dict[str, Any]) -> None:
@@ -173,15 +179,31 @@ async def _plan(
     log.info("followup_planned", followup_id=followup_id, due_at=due_at.isoformat(), cancelled=refunded)
 
 
+# Per database and number of early customers: a first-order time from which on no customer can be one of
+# the shop's first N, because N customers are known to have ordered before it. It never has to move later:
+# customers are only added (erasure keeps when they first ordered), and first orders only move earlier.
+_NOT_EARLY_FROM: dict[tuple[str, int], datetime] = {}
+
+
 async def _is_early_customer(unit: Unit, customer_id: str, first: int) -> bool:
     """Whether the customer is one of the shop's first `first` customers (by first order, as far as known)."""
     customer = await unit.find_one(CUSTOMERS, {"_id": customer_id})
     if customer is None or customer.get("first_order_at") is None:
         return False  # their order is not known yet; planning runs again when it arrives
+    first_order_at = customer["first_order_at"]
+    known = (unit.db.name, first)
+    if known in _NOT_EARLY_FROM and first_order_at >= _NOT_EARLY_FROM[known]:
+        return False  # the count below would say so; an established shop skips it for nearly every customer
     await unit.flush()
     earlier = await unit.db[CUSTOMERS].count_documents(
-        {"first_order_at": {"$lt": customer["first_order_at"]}}, session=unit.session
+        {"first_order_at": {"$lt": first_order_at}}, session=unit.session
     )
+    if earlier >= first:
+
+        def remember() -> None:  # once the customers the count saw (this batch's too) are committed
+            _NOT_EARLY_FROM[known] = min(first_order_at, _NOT_EARLY_FROM.get(known, first_order_at))
+
+        unit.on_commit(remember)
     return earlier < first
 
 

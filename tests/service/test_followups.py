@@ -73,11 +73,18 @@ async def followups(
         yield rt, http, inbox
 
 
-def placed(customer_id: str, order_id: str, locale: str | None = "en", city: str | None = None, **who: Any) -> Any:
+def placed(
+    customer_id: str,
+    order_id: str,
+    locale: str | None = "en",
+    city: str | None = None,
+    at: datetime = NOW - timedelta(minutes=5),
+    **who: Any,
+) -> Any:
     data = OrderPlaced(
         order_id=order_id,
         customer=Customer(customer_id=customer_id, email=f"{customer_id}@example.com", locale=locale, city=city, **who),
-        placed_at=NOW - timedelta(minutes=5),
+        placed_at=at,
         currency="EUR",
         total=Decimal("20.00"),
         line_items=[LineItem(sku="TEA", name="Tea", quantity=1, unit_price=Decimal("20.00"))],
@@ -244,6 +251,27 @@ async def test_an_early_customer_gets_a_call_task_listed_for_the_owner(
     assert await send_due(rt, at=NOW + timedelta(days=30)) == 2  # the thank-you and the feedback request; no call
     done = await http.post(f"/followups/{call['followup_id']}/done", json={"note": "Loves the tea."}, headers=ADMIN)
     assert done.json()["status"] == "done"
+
+
+async def test_only_the_shops_first_customers_get_a_call_however_many_come_later(
+    service_name: str, settings: ServiceSettings, smtp: tuple[SmtpInbox, int], tap: EventTap
+) -> None:
+    _inbox, port = smtp
+    first_two = own_settings(settings, port, call_customers=2)
+    async with running_service(replace(SPEC, name=service_name), first_two) as (rt, _http):
+
+        async def order_and_ship(customer: str, days_ago: int) -> None:
+            at = NOW - timedelta(days=days_ago)
+            await deliver(rt, tap, placed(customer, f"o-{customer}", at=at), fulfilled(customer, f"o-{customer}", NOW))
+
+        await order_and_ship("first", 30)
+        await order_and_ship("second", 29)
+        for later in ("third", "fourth"):  # the shop already has its first two
+            await order_and_ship(later, 20)
+        await order_and_ship("between", 25)  # later than the first two, earlier than the third
+        await order_and_ship("oldest", 40)  # heard of late, but the earliest of all: one of the first
+        calls = {f["customer_id"] async for f in rt.db[FOLLOWUPS].find({"kind": "call"})}
+    assert calls == {"first", "second", "oldest"}
 
 
 async def test_a_refund_cancels_what_is_pending_even_when_it_arrives_first(
