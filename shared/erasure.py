@@ -10,6 +10,9 @@ import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
+from pymongo import DeleteMany
+
+from shared.mongo import OUTBOX
 from shared.unit import Unit
 
 ERASED = "erased"
@@ -32,6 +35,16 @@ def is_alias(customer_id: str) -> bool:
 
 def mark_erased(unit: Unit, customer_id: str, at: datetime) -> None:
     unit.replace(ERASED, {"_id": erased_id(customer_id), "alias": erased_alias(customer_id), "erased_at": at})
+
+
+def forget_sent_events(unit: Unit, customer_id: str, *also_naming: str) -> None:
+    """Delete the outbox's sent events about the customer (they stay a week for inspection otherwise).
+
+    Events about a customer carry their id as the subject; `also_naming` lists the
+    body fields of events that name the customer otherwise (a referrer, say).
+    """
+    fields = ["body.subject", *(f"body.data.{field}" for field in also_naming)]
+    unit.write(OUTBOX, *(DeleteMany({field: customer_id, "status": "sent"}) for field in fields))
 
 
 async def is_erased(unit: Unit, customer_id: str) -> bool:

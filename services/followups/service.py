@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from pymongo import DeleteMany, DeleteOne, UpdateMany, UpdateOne
+from pymongo import DeleteOne, UpdateMany, UpdateOne
 
 from services.followups import domain
 from services.followups.settings import followups_settings
@@ -24,7 +24,7 @@ from services.followups.store import (
     ORDERS,
     PENDING,
 )
-from shared.erasure import erased_alias, is_erased, mark_erased, preload_customers
+from shared.erasure import erased_alias, forget_sent_events, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErasedEvent,
     Envelope,
@@ -37,7 +37,7 @@ from shared.events import (
     OrderRefundedEvent,
     ReferralInvitedEvent,
 )
-from shared.mongo import OUTBOX, as_stored
+from shared.mongo import as_stored
 from shared.unit import Unit
 
 SOURCE = "followups"
@@ -295,7 +295,5 @@ async def erase_customer(unit: Unit, event: CustomerErasedEvent) -> None:
     )
     unit.write(FEEDBACK, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "comment": None}}))
     unit.write(ESCALATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None}}))
-    # Events already sent about the customer stay a week for inspection; theirs go now (FeedbackReceived
-    # carries the customer's own words).
-    unit.write(OUTBOX, DeleteMany({"body.subject": customer_id, "status": "sent"}))
+    forget_sent_events(unit, customer_id)  # FeedbackReceived carries the customer's own words
     log.info("customer_erased", alias=alias)

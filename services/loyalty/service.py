@@ -21,7 +21,7 @@ from services.loyalty.store import (
     load_member,
     save_member,
 )
-from shared.erasure import erased_alias, is_erased, mark_erased, preload_customers
+from shared.erasure import erased_alias, forget_sent_events, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErasedEvent,
     Envelope,
@@ -40,6 +40,7 @@ from shared.events import (
     TierChanged,
     TierChangedEvent,
 )
+from shared.mongo import as_stored
 from shared.unit import Unit
 
 SOURCE = "loyalty"
@@ -123,10 +124,11 @@ async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:
     """Forget who the member is; the ledger's anonymous totals stay for the shop's books."""
     customer_id = event.data.customer_id
     anonymous = erased_alias(customer_id)
-    mark_erased(unit, customer_id, now())
+    mark_erased(unit, customer_id, as_stored(event.data.requested_at))
     unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
     unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": anonymous}}))
     unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))
+    forget_sent_events(unit, customer_id)  # PointsAwarded and the rest name the member
     log.info("member_erased")
 
 

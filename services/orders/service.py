@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from pymongo import DeleteMany, DeleteOne, UpdateMany
+from pymongo import DeleteOne, UpdateMany
 
 from services.orders.domain import gives_contact, replacing, stats_of
 from services.orders.store import (
@@ -21,7 +21,7 @@ from services.orders.store import (
     order_line,
     with_lines,
 )
-from shared.erasure import erased_alias, is_alias, is_erased, mark_erased, preload_customers
+from shared.erasure import erased_alias, forget_sent_events, is_alias, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErased,
     CustomerErasedEvent,
@@ -30,7 +30,7 @@ from shared.events import (
     OrderPlacedEvent,
     OrderRefundedEvent,
 )
-from shared.mongo import OUTBOX, as_stored
+from shared.mongo import as_stored
 from shared.unit import Unit
 
 SOURCE = "orders"
@@ -159,8 +159,7 @@ async def erase_customer(unit: Unit, customer_id: str, requested_at: datetime) -
         ),
         UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
     )
-    # Events already sent about the customer stay a week for inspection; theirs go now.
-    unit.write(OUTBOX, DeleteMany({"body.subject": customer_id, "status": "sent"}))
+    forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, requested_at)
     event = CustomerErasedEvent.new(
         CustomerErased(customer_id=customer_id, requested_at=requested_at), source=SOURCE, subject=customer_id

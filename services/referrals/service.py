@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from pymongo import DeleteMany, DeleteOne, UpdateMany
+from pymongo import DeleteOne, UpdateMany
 
 from services.referrals import domain
 from services.referrals.domain import (
@@ -47,7 +47,7 @@ from services.referrals.store import (
     placed_order,
     refunds_from,
 )
-from shared.erasure import erased_alias, is_erased, mark_erased, preload_customers
+from shared.erasure import erased_alias, forget_sent_events, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErasedEvent,
     Envelope,
@@ -60,7 +60,7 @@ from shared.events import (
     ReferralInvited,
     ReferralInvitedEvent,
 )
-from shared.mongo import OUTBOX, as_stored
+from shared.mongo import as_stored
 from shared.unit import Unit
 
 SOURCE = "referrals"
@@ -495,10 +495,5 @@ async def erase_customer(unit: Unit, event: CustomerErasedEvent) -> None:
     )
     unit.write(INVITATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
     unit.write(AFFILIATES, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": None}}))
-    # Events already sent about the customer stay a week for inspection; theirs go now.
-    unit.write(
-        OUTBOX,
-        DeleteMany({"body.subject": customer_id, "status": "sent"}),
-        DeleteMany({"body.data.referrer_customer_id": customer_id, "status": "sent"}),
-    )
+    forget_sent_events(unit, customer_id, "referrer_customer_id")
     log.info("customer_erased", alias=alias)

@@ -34,6 +34,7 @@ from shared.events import (
     ReferralConverted,
     ReferralConvertedEvent,
 )
+from shared.mongo import OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
 from shared.testing.running import running_service
@@ -461,13 +462,20 @@ async def test_customer_erased_removes_the_member_and_keeps_anonymous_totals(
 ) -> None:
     rt, http = loyalty_service
     await earn(tap, order("cus-gone", "ord-g1", "70", NOW - timedelta(days=2)))
+    sent_about_them = {"body.subject": "cus-gone", "status": "sent"}
+    await eventually(lambda: _count(rt, OUTBOX, sent_about_them, at_least=1))
     erased = CustomerErasedEvent.new(CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders")
     await tap.publish(erased)
     await eventually(lambda: consumed(rt) == 2)
     assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
+    assert await rt.db[OUTBOX].count_documents(sent_about_them) == 0  # PointsAwarded named them
     assert await rt.db[LEDGER].count_documents({"customer_id": "cus-gone"}) == 0
     assert await rt.db[LEDGER].count_documents({"customer_id": {"$regex": "^erased-"}, "points": 70}) == 1
     await tap.publish(order("cus-gone", "ord-g2", "50", NOW))  # a late event does not bring the member back
     await eventually(lambda: consumed(rt) == 3)
     assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
     assert (await http.get("/members/cus-gone", headers=ADMIN)).status_code == 404
+
+
+async def _count(rt: Runtime, collection: str, query: dict[str, object], at_least: int) -> bool:
+    return await rt.db[collection].count_documents(query) >= at_least
