@@ -1,17 +1,28 @@
 """Settings every service reads from the environment (DESIGN.md §6)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.topology import Topology
 
 
-class ServiceSettings(BaseSettings):
-    """The base every service's settings extend; field names are the variables' names."""
+def _empty_is_unset(value: object) -> object:
+    return None if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()) else value
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+# A key or secret that may be left unset; an empty one is unset too, never a key that anyone can sign with.
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
+
+
+class ServiceSettings(BaseSettings):
+    """The base every service's settings extend; field names are the variables' names.
+
+    A variable set to the empty string counts as unset (compose files pass `${X:-}`).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
 
     rabbitmq_url: str = Field("amqp://guest:guest@localhost:5672/", description="Broker.")
     mongodb_url: str = Field(
@@ -23,7 +34,7 @@ class ServiceSettings(BaseSettings):
     )
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP API port.")
     http_host: str = Field("0.0.0.0", description="Address the HTTP API listens on.")
-    admin_api_key: SecretStr | None = Field(
+    admin_api_key: OptionalSecret = Field(
         None, description="Bearer key for the HTTP API; unset refuses every non-health request."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")

@@ -1,8 +1,8 @@
 """Settings of the followups service (DESIGN.md §6, §7 "Follow-ups")."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import OptionalSecret, ServiceSettings
 
 
 class FollowupsSettings(ServiceSettings):
@@ -17,7 +17,7 @@ class FollowupsSettings(ServiceSettings):
         "http://localhost:8002/feedback/form", description="Page the feedback link opens; the token is appended."
     )
     referral_url: str = Field("http://localhost/r/", description="Link a referral code is appended to.")
-    feedback_token_secret: SecretStr | None = Field(
+    feedback_token_secret: OptionalSecret = Field(
         None, description="Signs feedback links; unset: no feedback requests are sent and no token is accepted."
     )
     feedback_token_days: int = Field(30, ge=1, description="How long a feedback link stays valid.")

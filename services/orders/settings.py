@@ -1,8 +1,8 @@
 """Settings of the orders service (DESIGN.md §6)."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import OptionalSecret, ServiceSettings
 from shared.types import Currency
 
 
@@ -14,10 +14,10 @@ class OrdersSettings(ServiceSettings):
     segment_interval_seconds: float = Field(
         900.0, gt=0, description="How often every customer's RFM scores and segment are recomputed."
     )
-    shopify_webhook_secret: SecretStr | None = Field(
+    shopify_webhook_secret: OptionalSecret = Field(
         None, description="Shopify app's client secret: verifies X-Shopify-Hmac-Sha256; unset refuses the webhooks."
     )
-    woocommerce_webhook_secret: SecretStr | None = Field(
+    woocommerce_webhook_secret: OptionalSecret = Field(
         None, description="WooCommerce webhook secret: verifies X-WC-Webhook-Signature; unset refuses the webhooks."
     )
 

@@ -1,0 +1,44 @@
+"""Settings read from the environment: empty variables, secrets and bounds."""
+
+import pytest
+from pydantic import ValidationError
+
+from services.followups.settings import FollowupsSettings
+from services.orders.settings import OrdersSettings
+from shared.settings import ServiceSettings
+
+
+def test_an_empty_secret_in_the_environment_is_unset_not_a_key_anyone_can_sign_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ADMIN_API_KEY", "")
+    monkeypatch.setenv("FEEDBACK_TOKEN_SECRET", "")
+    monkeypatch.setenv("SHOPIFY_WEBHOOK_SECRET", "")
+    assert FollowupsSettings().admin_api_key is None
+    assert FollowupsSettings().feedback_token_secret is None
+    assert OrdersSettings().shopify_webhook_secret is None
+
+
+def test_an_empty_secret_given_directly_is_unset_too() -> None:
+    assert FollowupsSettings(feedback_token_secret="").feedback_token_secret is None
+
+
+def test_a_set_secret_is_kept_and_hidden_from_the_settings_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEEDBACK_TOKEN_SECRET", "s3cret")
+    settings = FollowupsSettings()
+    assert settings.feedback_token_secret is not None
+    assert settings.feedback_token_secret.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_an_empty_variable_takes_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "")
+    monkeypatch.setenv("BATCH_SIZE", "")
+    settings = ServiceSettings()
+    assert (settings.log_level, settings.batch_size) == ("INFO", 100)
+
+
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_SIZE", "0")
+    with pytest.raises(ValidationError, match="batch_size"):
+        ServiceSettings()
