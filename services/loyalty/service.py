@@ -81,7 +81,7 @@ async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
     order = event.data
     program = await PROGRAM.get(unit.db)
     if order.currency not in program.rules.rates:
-        UNRATED_ORDERS.labels(currency=order.currency).inc()
+        unit.on_commit(UNRATED_ORDERS.labels(currency=order.currency).inc)
         log.info("order_in_unrated_currency", order_id=order.order_id, currency=order.currency)
     await hear(unit, event, program)
 

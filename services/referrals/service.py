@@ -197,7 +197,7 @@ async def convert_referral(
     }
     if reason is not None:
         unit.replace(REFERRALS, referral)
-        REFUSALS.labels(reason=reason).inc()
+        unit.on_commit(REFUSALS.labels(reason=reason).inc)
         log.info("referral_refused", order_id=data.order_id, code=typed, reason=reason)
         return None
     assert code is not None  # refusal() refuses an unknown code
@@ -225,7 +225,7 @@ async def convert_referral(
         commission=commission,
     )
     unit.publish(ReferralConvertedEvent.new(converted, source=SOURCE, subject=customer["_id"], cause=event))
-    CONVERSIONS.labels(program=code.program).inc()
+    unit.on_commit(CONVERSIONS.labels(program=code.program).inc)
     log.info("referral_converted", referral_id=referral["referral_id"], order_id=data.order_id, program=code.program)
     return {"order_id": data.order_id, "placed_at": order.placed_at, "referral_id": referral["referral_id"]}
 
@@ -273,7 +273,7 @@ async def contest_referral(unit: Unit, order_id: str, reason: str, *, evidence: 
     if referral["program"] == "affiliate":
         referral = _with_clawbacks(referral, await unit.find_one(REFUNDS, {"_id": order_id}))
     unit.replace(REFERRALS, referral)
-    CONTESTED.labels(reason=reason).inc()
+    unit.on_commit(CONTESTED.labels(reason=reason).inc)
     log.warning("referral_contested", referral_id=referral["referral_id"], reason=reason, evidence=evidence)
 
 
@@ -457,7 +457,7 @@ async def invite_promoter(unit: Unit, event: FeedbackReceivedEvent) -> None:
         unit.replace(INVITATIONS, invitation)
         invited = ReferralInvited(customer_id=data.customer_id, code=customer["code"], feedback_id=data.feedback_id)
         unit.publish(ReferralInvitedEvent.new(invited, source=SOURCE, subject=data.customer_id, cause=event))
-        INVITED.inc()
+        unit.on_commit(INVITED.inc)
         log.info("promoter_invited", customer_id=data.customer_id, feedback_id=data.feedback_id)
     else:
         log.info("promoter_invited_recently", customer_id=data.customer_id, feedback_id=data.feedback_id)
