@@ -131,7 +131,7 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings, *, documenting: 
         rabbitmq_url=settings.rabbitmq_url,
         max_batch=settings.batch_size,
         max_wait_seconds=settings.batch_wait_ms / 1000,
-        prefetch=settings.batch_size,
+        prefetch=2 * settings.batch_size,  # the next batch arrives while one commits
         grace_seconds=settings.shutdown_grace_seconds,
     )
     if documenting:

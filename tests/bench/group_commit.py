@@ -20,6 +20,7 @@ from pathlib import Path
 import aio_pika
 
 from shared.events import parse_event
+from shared.logs import configure_logging
 from shared.settings import ServiceSettings
 from shared.testing.infra import provide
 from shared.testing.running import running_service
@@ -54,6 +55,7 @@ async def measure(settings: ServiceSettings, service: str, messages: int) -> tup
 
 
 async def main(messages: int) -> None:
+    configure_logging("WARNING")  # as the settings below say; in-process services leave logging to the caller
     with ExitStack() as cleanup, tempfile.TemporaryDirectory() as workdir:
         infra = provide(Path(workdir), cleanup)
         prefix = f"bench{uuid.uuid4().hex[:6]}"

@@ -21,6 +21,7 @@ from services.followups.app import SPEC as FOLLOWUPS
 from services.followups.settings import FollowupsSettings
 from services.orders.app import SPEC as ORDERS
 from services.orders.settings import OrdersSettings
+from shared.logs import configure_logging
 from shared.testing.infra import provide
 from shared.testing.running import running_service
 from shared.testing.tap import eventually
@@ -29,6 +30,7 @@ from tests.bench.loyalty import random_order
 
 
 async def main(count: int, customers: int) -> None:
+    configure_logging("WARNING")  # as the settings below say; in-process services leave logging to the caller
     rng = random.Random(7)  # noqa: S311 - a repeatable shop day, not a secret
     with ExitStack() as cleanup, tempfile.TemporaryDirectory() as workdir:
         infra = provide(Path(workdir), cleanup)

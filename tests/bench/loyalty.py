@@ -34,6 +34,7 @@ import aio_pika
 from services.loyalty.app import SPEC
 from services.loyalty.settings import LoyaltySettings
 from shared.events import Customer, LineItem, OrderPlaced, OrderPlacedEvent
+from shared.logs import configure_logging
 from shared.testing.infra import provide
 from shared.testing.running import running_service
 from shared.testing.tap import EventTap, eventually
@@ -106,6 +107,7 @@ async def loyalty_latency(settings: LoyaltySettings, rng: random.Random, rate: i
 
 
 async def main(count: int, customers: int) -> None:
+    configure_logging("WARNING")  # as the settings below say; in-process services leave logging to the caller
     rng = random.Random(7)  # noqa: S311 - a repeatable shop day, not a secret
     with ExitStack() as cleanup, tempfile.TemporaryDirectory() as workdir:
         infra = provide(Path(workdir), cleanup)

@@ -26,6 +26,7 @@ from services.orders.domain import OrderLine, stats_of
 from services.orders.jobs import score_customers
 from services.orders.settings import OrdersSettings
 from services.orders.store import CUSTOMERS, new_profile, with_lines
+from shared.logs import configure_logging
 from shared.testing.infra import provide
 from shared.testing.running import running_service
 
@@ -46,6 +47,7 @@ def profile(rng: random.Random, n: int) -> dict[str, object]:
 
 
 async def main(count: int) -> None:
+    configure_logging("WARNING")  # as the settings below say; in-process services leave logging to the caller
     rng = random.Random(11)  # noqa: S311 - a repeatable shop, not a secret
     with ExitStack() as cleanup, tempfile.TemporaryDirectory() as workdir:
         infra = provide(Path(workdir), cleanup)
