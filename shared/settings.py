@@ -40,8 +40,10 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Log format.")
 
-    # Group commit (DESIGN.md §5): the prefetch bounds the batch.
-    batch_size: int = Field(100, ge=1, le=1000, description="Messages in flight per consumer = largest commit batch.")
+    # Group commit (DESIGN.md §5): the prefetch (two batches) bounds what is in flight.
+    batch_size: int = Field(
+        100, ge=1, le=1000, description="Largest commit batch; the consumer prefetches twice this many messages."
+    )
     batch_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="How long a batch waits for company before it commits."
     )
