@@ -53,6 +53,7 @@ from pymongo import AsyncMongoClient
 
 from shared.events import Envelope
 from shared.outbox import EventPublisher
+from shared.settings import ServiceSettings
 from shared.testing.infra import Infrastructure, provide, remove_declared
 from shared.testing.processes import ServiceStack, cpu_seconds, start_stack
 from shared.testing.tap import EventTap
@@ -304,6 +305,8 @@ async def latency(infra: Infrastructure, stack: ServiceStack, day: ShopDay, rate
     tap.listeners.append(stamp)
     template = day.orders
     publishes = []
+    parts = {key: p.process.pid for key, p in stack.processes.items() if p.process is not None}
+    meter = CpuMeter(parts | infrastructure_pids(infra) | {"load generator": os.getpid()})
     start = time.perf_counter()
     for n in range(rate * seconds):
         if (wait := start + n / rate - time.perf_counter()) > 0:
@@ -319,6 +322,9 @@ async def latency(infra: Infrastructure, stack: ServiceStack, day: ShopDay, rate
         # Each publish is its own task, so a slow confirm does not hold back the offered load.
         publishes.append(asyncio.create_task(tap.publish(event)))
     await asyncio.gather(*publishes)
+    offered_for = time.perf_counter() - start
+    cpu = ", ".join(f"{key} {used / offered_for:.0%}" for key, used in meter.used().items())
+    print(f"  CPU while {rate} orders/s were offered, share of one core: {cpu}")
     deadline = time.monotonic() + 60
     while len(arrived) < len(sent) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -394,10 +400,11 @@ async def main(args: argparse.Namespace) -> None:
         mongodb = (await mongo.server_info())["version"]
         await mongo.close()
         print(f"{machine()}, MongoDB {mongodb}; infrastructure: {infra.how}")
+        batching = ServiceSettings()  # the services read the same environment
         print(
             f"settings: {args.orders} orders, {args.customers} customers, seed {args.seed}; "
             f"latency at {', '.join(map(str, args.rates))} orders/s for {args.seconds} s each; "
-            "service defaults (BATCH_SIZE 100, BATCH_WAIT_MS 2)"
+            f"BATCH_SIZE {batching.batch_size}, BATCH_WAIT_MS {batching.batch_wait_ms:g}"
         )
         sample = plan_shop_day(args.seed, tag="floor", customers=args.customers, orders=args.orders, codes={})
         bodies = [event.model_dump_json().encode() for event in sample.events]
