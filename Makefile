@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-group-commit bench-loyalty bench-orders constraints clean
+.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-group-commit bench-loyalty bench-orders bench-op-cost constraints clean
 
 install: $(STAMP)
 
@@ -73,6 +73,9 @@ bench-loyalty: install
 bench-orders: install
 	deploy/local/ensure-rabbitmq.sh --tests
 	$(BIN)/python -m tests.bench.orders_customers 100000
+
+bench-op-cost: install
+	$(BIN)/python -m tests.bench.op_cost
 
 # The whole stack in Docker (deploy/docker-compose.yml; needs a Docker daemon). The first `make up` writes
 # deploy/.env from deploy/.env.example with fresh random secrets; keep that file, the data volumes use them.
