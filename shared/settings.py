@@ -1,8 +1,9 @@
 """Settings every service reads from the environment (DESIGN.md §6)."""
 
-from typing import Annotated, Literal
+import sys
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.topology import Topology
@@ -55,3 +56,17 @@ class ServiceSettings(BaseSettings):
     @property
     def topology(self) -> Topology:
         return Topology(self.crm_prefix)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def settings_from_environment(kind: type[S]) -> S:
+    """Read the settings; on a bad value, name the variable and why, and exit 2 (no traceback)."""
+    try:
+        return kind()
+    except ValidationError as error:
+        for problem in error.errors():
+            variable = str(problem["loc"][0]).upper() if problem["loc"] else "?"
+            print(f"{variable}: {problem['msg']}", file=sys.stderr)  # not the value: it may be a secret
+        raise SystemExit(2) from None

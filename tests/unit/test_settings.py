@@ -1,5 +1,9 @@
 """Settings read from the environment: empty variables, secrets and bounds."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -42,3 +46,19 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("BATCH_SIZE", "0")
     with pytest.raises(ValidationError, match="batch_size"):
         ServiceSettings()
+
+
+def test_a_service_started_with_a_bad_value_names_the_variable_and_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_SIZE", "0")
+    monkeypatch.setenv("ADMIN_API_KEY", "")
+    completed = subprocess.run(
+        [sys.executable, "-c", "from shared.settings import *; settings_from_environment(ServiceSettings)"],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("BATCH_SIZE: Input should be greater than or equal to 1")
+    assert "Traceback" not in completed.stderr
