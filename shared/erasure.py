@@ -4,6 +4,10 @@ Each service keeps an erasure mark in its `erased` collection under the SHA-256
 of the customer id, so a late event about the customer is recognised and not
 used to bring their personal data back; records kept for the shop's totals move
 to an anonymous alias.
+
+Erasure deletes the customer's document under their own id in every service, so
+a customer whose document is there was not erased: the mark is only looked for
+when the document is missing (`customer_erased`).
 """
 
 import hashlib
@@ -51,8 +55,17 @@ async def is_erased(unit: Unit, customer_id: str) -> bool:
     return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
 
 
+async def customer_erased(unit: Unit, collection: str, customer_id: str) -> bool:
+    """Whether the customer was erased, given the collection holding one document per customer."""
+    return await unit.find_one(collection, {"_id": customer_id}) is None and await is_erased(unit, customer_id)
+
+
 async def preload_customers(unit: Unit, collection: str, customer_ids: Iterable[str]) -> None:
-    """Read a batch's customer documents and their erasure marks in two queries, so handlers ask for free."""
+    """Read a batch's customer documents, and the erasure marks of those without one, so handlers ask for free.
+
+    The marks take a second query only when the batch has customers without a document.
+    """
     wanted = set(customer_ids)
     await unit.preload(collection, wanted)
-    await unit.preload(ERASED, (erased_id(c) for c in wanted))
+    unknown = [c for c in wanted if await unit.find_one(collection, {"_id": c}) is None]  # preloaded: no round trip
+    await unit.preload(ERASED, (erased_id(c) for c in unknown))

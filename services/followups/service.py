@@ -24,7 +24,7 @@ from services.followups.store import (
     ORDERS,
     PENDING,
 )
-from shared.erasure import erased_alias, forget_sent_events, is_erased, mark_erased, preload_customers
+from shared.erasure import customer_erased, erased_alias, forget_sent_events, mark_erased, preload_customers
 from shared.events import (
     CustomerErasedEvent,
     Envelope,
@@ -74,7 +74,7 @@ def _customer_of(event: Envelope[Any]) -> str:
 async def note_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
     data = event.data
     customer_id = data.customer.customer_id
-    if await is_erased(unit, customer_id):
+    if await customer_erased(unit, CUSTOMERS, customer_id):
         return
     placed_at = as_stored(data.placed_at)
     customer = await unit.find_one(CUSTOMERS, {"_id": customer_id}) or {"_id": customer_id, "first_order_at": None}
@@ -95,7 +95,7 @@ async def note_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
 
 async def note_order_fulfilled(unit: Unit, event: OrderFulfilledEvent) -> None:
     data = event.data
-    if await is_erased(unit, data.customer_id):
+    if await customer_erased(unit, CUSTOMERS, data.customer_id):
         return
     order = await _order(unit, data.order_id, data.customer_id)
     fulfilled_at = as_stored(data.fulfilled_at)
@@ -217,7 +217,7 @@ async def _order(unit: Unit, order_id: str, customer_id: str) -> dict[str, Any]:
 
 async def plan_referral_invitation(unit: Unit, event: ReferralInvitedEvent) -> None:
     data = event.data
-    if await is_erased(unit, data.customer_id):
+    if await customer_erased(unit, CUSTOMERS, data.customer_id):
         return
     await _plan(
         unit, f"referral_invite:{event.id}", "referral_invite", "email", data.customer_id, None, now(), code=data.code
