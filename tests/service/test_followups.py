@@ -388,7 +388,14 @@ async def test_erasure_forgets_the_contact_and_cancels_pending_messages(
         CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders", subject="cus-gone"
     )
     await deliver(rt, tap, erased)
-    await deliver(rt, tap, placed("cus-gone", "o-gone-2", city="Trnava"))  # late: plans nothing, stores nothing
+    late_invite = ReferralInvitedEvent.new(
+        ReferralInvited(customer_id="cus-gone", code="K7Q-XM4-PA9", feedback_id="fb-gone"),
+        source="referrals",
+        subject="cus-gone",
+    )
+    # Late events about them plan nothing and store nothing.
+    await deliver(rt, tap, placed("cus-gone", "o-gone-2", city="Trnava"))
+    await deliver(rt, tap, fulfilled("cus-gone", "o-gone", NOW), late_invite)
     assert await send_due(rt, at=NOW + timedelta(days=30)) == 0
     assert inbox.messages == []
     stored = [d async for d in rt.db["customers"].find({})] + [d async for d in rt.db[FOLLOWUPS].find({})]
