@@ -204,6 +204,7 @@ class ShopBackend:
 
     WINDOW = 100
     WINDOWS_IN_FLIGHT = 2
+    ATTEMPTS = 50
 
     def __init__(self, publisher: EventPublisher, entries: list[OutboxEntry]) -> None:
         self._publisher = publisher
@@ -223,11 +224,14 @@ class ShopBackend:
     async def _publish(self, entries: list[OutboxEntry]) -> None:
         for start in range(0, len(entries), self.WINDOW):
             window = entries[start : start + self.WINDOW]
-            while window:
+            for _attempt in range(self.ATTEMPTS):
                 outcomes = await self._publisher.publish(window)
                 window = [entry for entry, error in zip(window, outcomes, strict=True) if error is not None]
-                if window:
-                    await asyncio.sleep(0.1)  # refused or timed out: the same events again (the inboxes de-duplicate)
+                if not window:
+                    break
+                await asyncio.sleep(0.1)  # refused or timed out: the same events again (the inboxes de-duplicate)
+            else:
+                raise RuntimeError(f"the broker refused {len(window)} events {self.ATTEMPTS} times")
 
     async def close(self) -> None:
         await self._publisher.stop()
@@ -265,7 +269,11 @@ async def sustained_throughput(
 
     publishing = asyncio.create_task(publish_day())
     done_after: dict[str, float] = {}
+    deadline = time.monotonic() + 1800
     while True:
+        if time.monotonic() > deadline:  # something was lost: say what, rather than wait forever
+            missing = {s: intake[s] - await taken(stack, s) for s in SERVICES if s not in done_after}
+            raise TimeoutError(f"not every effect arrived in 30 min: still to take {missing}")
         await asyncio.sleep(0.25)
         for service in SERVICES:
             if service not in done_after and await taken(stack, service) >= intake[service]:

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pymongo import UpdateOne
 
 from shared.events import OrderPlacedEvent, PointsAwarded, PointsAwardedEvent
-from shared.service import ServiceSpec
+from shared.service import Runtime, ServiceSpec
 from shared.unit import Unit
 
 
@@ -51,3 +51,17 @@ def probe_spec(name: str) -> ServiceSpec:
     return ServiceSpec(
         name=name, handlers={OrderPlacedEvent: on_order_placed}, publishes=(PointsAwardedEvent,), api=api
     )
+
+
+def consumed(rt: Runtime, outcome: str) -> float:
+    """OrderPlaced the probe has taken with this outcome ("applied" or "duplicate")."""
+    value = rt.metrics.registry.get_sample_value(
+        "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def applied_count(rt: Runtime, order_id: str) -> int:
+    """How many times the probe's handler applied this order (1 when idempotency holds)."""
+    doc = await rt.db.orders_seen.find_one({"_id": order_id})
+    return int(doc["applied"]) if doc else 0

@@ -14,13 +14,13 @@ from pymongo import UpdateOne
 from shared.consumer import DELIVERIES_HEADER, ERROR_FIELD_HEADER, ERROR_HEADER
 from shared.deadletters import REPLAYS_HEADER, DeadLetterError, list_dead_letters, replay_dead_letters
 from shared.events import OrderPlacedEvent
-from shared.service import Runtime, ServiceSpec
+from shared.service import ServiceSpec
 from shared.settings import ServiceSettings
 from shared.testing.running import running_service
 from shared.testing.tap import EventTap, drain_queue, eventually
 from shared.topology import MAX_DELIVERIES, Topology
 from shared.unit import Unit
-from tests.service.probe import probe_spec
+from tests.service.probe import applied_count, consumed, probe_spec
 
 NewOrder = Callable[..., OrderPlacedEvent]
 
@@ -32,18 +32,6 @@ async def on_order_placed_fixed(event: OrderPlacedEvent, unit: Unit) -> None:
 
 def fixed_spec(name: str) -> ServiceSpec:
     return ServiceSpec(name=name, handlers={OrderPlacedEvent: on_order_placed_fixed})
-
-
-def consumed(rt: Runtime, outcome: str) -> float:
-    value = rt.metrics.registry.get_sample_value(
-        "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": outcome}
-    )
-    return value or 0.0
-
-
-async def applied_count(rt: Runtime, order_id: str) -> int:
-    doc = await rt.db.orders_seen.find_one({"_id": order_id})
-    return int(doc["applied"]) if doc else 0
 
 
 async def waiting(rabbitmq_url: str, queue: str) -> int:

@@ -6,26 +6,13 @@ from collections.abc import Callable
 from shared.consumer import ERROR_FIELD_HEADER, ERROR_HEADER
 from shared.events import OrderPlacedEvent
 from shared.mongo import OUTBOX
-from shared.service import Runtime
 from shared.settings import ServiceSettings
 from shared.testing.running import running_service
 from shared.testing.tap import EventTap, drain_queue, eventually
 from shared.topology import MAX_DELIVERIES
-from tests.service.probe import probe_spec
+from tests.service.probe import applied_count, consumed, probe_spec
 
 NewOrder = Callable[..., OrderPlacedEvent]
-
-
-def consumed(rt: Runtime, outcome: str) -> float:
-    value = rt.metrics.registry.get_sample_value(
-        "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": outcome}
-    )
-    return value or 0.0
-
-
-async def applied_count(rt: Runtime, order_id: str) -> int:
-    doc = await rt.db.orders_seen.find_one({"_id": order_id})
-    return int(doc["applied"]) if doc else 0
 
 
 async def test_the_same_event_delivered_twice_is_applied_once(
