@@ -51,10 +51,17 @@ class Unit:
     outbox_entries: list[OutboxEntry] = field(default_factory=list)  # written by commit_writes
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
-    def write(self, collection: str, *operations: WriteOperation) -> None:
-        """Apply these writes (in order) when the unit commits."""
+    def write(self, collection: str, *operations: WriteOperation, on_id: Any = None) -> None:
+        """Apply these writes (in order) when the unit commits.
+
+        What they change is no longer known here: the document `on_id` when they
+        change only that one, else every document of the collection.
+        """
         self.pending_writes.extend((collection, operation) for operation in operations)
-        self.known.pop(collection, None)  # what they change is no longer known here
+        if on_id is None:
+            self.known.pop(collection, None)
+        else:
+            self.known.get(collection, {}).pop(on_id, None)
 
     def replace(self, collection: str, document: dict[str, Any]) -> None:
         """Store `document` whole under its _id (insert or replace) when the unit commits."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
 from services.loyalty import service
-from services.loyalty.domain import Rules, Tier, next_tier, replay
+from services.loyalty.domain import Rules, Tier, next_tier
 from services.loyalty.store import CAMPAIGNS, CONFIG, LEDGER, REWARDS, load_member, rules_from_doc, rules_to_doc
 from shared.service import Runtime, runtime
 from shared.types import Currency
@@ -30,9 +30,10 @@ async def get_member(customer_id: str, rt: Rt) -> dict[str, Any]:
         member = await load_member(unit, customer_id)
         if not member.exists:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: no member {customer_id!r}")
-        rules = (await service.PROGRAM.get(rt.db)).rules
+        program = await service.PROGRAM.get(rt.db)
+        rules = program.rules
         at = service.now()
-        ledger = replay(member.facts, at, rules.tiers)
+        ledger = await service.ledger_with(unit, member, [], at, program)
         upcoming = next_tier(ledger.qualifying_points, rules.tiers)
         entries = await unit.find(LEDGER, {"customer_id": customer_id}, sort=[("at", -1)], limit=20)
         soon = [

@@ -20,6 +20,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from shared.events import FeedbackReceived, OrderPlaced, OrderRefunded, ReferralConverted
+from shared.mongo import as_stored  # facts keep their moments as stored, so they sort the same once saved
 
 # --- configuration -------------------------------------------------------------
 
@@ -153,6 +154,11 @@ def fact_id(fact: Fact) -> str:
 _KIND_OF_FACT = {Purchase: "purchases", Refund: "refunds", Activity: "activities", Redemption: "redemptions"}
 
 
+def fact_kind(fact: Fact) -> str:
+    """The kind of a fact, as Facts names its fields: purchases, refunds, activities or redemptions."""
+    return _KIND_OF_FACT[type(fact)]
+
+
 @dataclass(frozen=True)
 class Facts:
     """Everything heard of about one member; each fact is known once, by its id."""
@@ -166,7 +172,7 @@ class Facts:
         """These facts added to the known ones; None when all were known (a repeat changes nothing)."""
         grown: dict[str, tuple[Any, ...]] = {}
         for fact in new:
-            kind = _KIND_OF_FACT[type(fact)]
+            kind = fact_kind(fact)
             known = grown.get(kind, getattr(self, kind))
             if all(fact_id(k) != fact_id(fact) for k in known):
                 grown[kind] = (*known, fact)
@@ -249,7 +255,7 @@ def refund_reversal(order_points: int, order_total: Decimal, refunded: Decimal) 
 def feedback_activities(feedback: FeedbackReceived, rules: Rules) -> list[Activity]:
     """A review (a comment of review_min_chars+) and a survey answer (NPS) earn once per order each."""
     about = feedback.order_id or f"feedback-{feedback.feedback_id}"
-    lifetime, at, order_id = rules.points_lifetime_days, feedback.received_at, feedback.order_id
+    lifetime, at, order_id = rules.points_lifetime_days, as_stored(feedback.received_at), feedback.order_id
     earned = []
     comment = (feedback.comment or "").strip()
     if feedback.comment is not None and len(comment) >= rules.review_min_chars and rules.review_points > 0:
@@ -272,7 +278,7 @@ def referral_activities(referral: ReferralConverted, rules: Rules) -> list[tuple
                 f"referral:{referral.referral_id}:{side}",
                 "referral",
                 points,
-                referral.converted_at,
+                as_stored(referral.converted_at),
                 rules.points_lifetime_days,
                 referral.order_id,
             ),
@@ -286,7 +292,7 @@ def purchase_of(order: OrderPlaced, rules: Rules, campaigns: Sequence[Campaign])
     """The purchase fact, with the rules in force for it: its currency's rate and the campaigns running then."""
     return Purchase(
         order_id=order.order_id,
-        placed_at=order.placed_at,
+        placed_at=as_stored(order.placed_at),
         currency=order.currency,
         total=order.total,
         lines=tuple(Line(i.sku, i.category, i.unit_price * i.quantity) for i in order.line_items),
@@ -307,7 +313,7 @@ def facts_of(
     if isinstance(data, OrderPlaced):
         return [(data.customer.customer_id, purchase_of(data, rules, campaigns))]
     if isinstance(data, OrderRefunded):
-        return [(data.customer_id, Refund(data.refund_id, data.order_id, data.amount, data.refunded_at))]
+        return [(data.customer_id, Refund(data.refund_id, data.order_id, data.amount, as_stored(data.refunded_at)))]
     if isinstance(data, FeedbackReceived):
         return [(data.customer_id, activity) for activity in feedback_activities(data, rules)]
     return referral_activities(data, rules)
@@ -328,17 +334,53 @@ class Lot:
 
 
 @dataclass
+class Order:
+    """What the replay keeps of a purchase: its award, and how much of it refunds took back."""
+
+    placed_at: datetime
+    total: Decimal
+    points: int  # base and bonus points it earned
+    window_days: int  # the tier window it was placed under
+    refunded: Decimal = Decimal(0)
+    reversed: int = 0
+
+
+Place = tuple[datetime, int, str]  # where a fact stands in the member's timeline: (moment, kind, id)
+
+
+@dataclass
+class Checkpoint:
+    """The replay's state right after the member's latest fact.
+
+    A new fact that comes later in the timeline (as almost every live event does)
+    continues from here, so handling it costs the same however long the member's
+    history; an earlier one makes the service replay the member's facts in full.
+    """
+
+    last: Place | None = None  # None before any fact
+    seen: set[str] = field(default_factory=set)  # every fact heard of, as "<kind>:<id>"
+    lots: list[Lot] = field(default_factory=list)  # earned points not yet spent, taken back or expired
+    orders: dict[str, Order] = field(default_factory=dict)
+    pending_refunds: dict[str, list[Refund]] = field(default_factory=dict)  # of orders not known yet, or placed later
+
+    def unheard(self, facts: Sequence["Fact"]) -> list["Fact"]:
+        """The facts not heard of before (a repeat changes nothing)."""
+        return [fact for fact in facts if seen_id(fact) not in self.seen]
+
+
+@dataclass
 class Ledger:
     """What the member's ledger should say, as of `now`."""
 
     amounts: dict[str, int]  # key → signed points (earns positive, reversals/redemptions/expiries negative)
-    reasons: dict[str, str]  # key → reason of its entries
+    reasons: dict[str, str]  # key → reason of its entries, for the keys this replay went through
     order_of_key: dict[str, str | None]
     expiry_of_key: dict[str, datetime]
     lots: list[Lot]
     tier: Tier
     qualifying_points: int
     next_review_at: datetime | None
+    checkpoint: Checkpoint
 
     @property
     def balance(self) -> int:
@@ -354,68 +396,111 @@ class Ledger:
 _ORDER_OF_KINDS = {Purchase: 0, Activity: 1, Refund: 2, Redemption: 3}
 
 
+def place(fact: Fact) -> Place:
+    return fact_moment(fact), _ORDER_OF_KINDS[type(fact)], fact_id(fact)
+
+
+def seen_id(fact: Fact) -> str:
+    return f"{fact_kind(fact)}:{fact_id(fact)}"
+
+
 def replay(facts: Facts, now: datetime, current_tiers: Sequence[Tier] = DEFAULT_TIERS) -> Ledger:
-    """Replay a member's facts in the order they happened and say what the ledger should hold."""
-    return _Replay(facts).run(now, current_tiers)
+    """Replay all of a member's facts in the order they happened and say what the ledger should hold."""
+    every: list[Fact] = [*facts.purchases, *facts.activities, *facts.refunds, *facts.redemptions]
+    return _Replay(None).run(every, now, current_tiers, recorded={})
+
+
+def continue_replay(
+    checkpoint: Checkpoint,
+    recorded: dict[str, int],
+    new: Sequence[Fact],
+    now: datetime,
+    current_tiers: Sequence[Tier] = DEFAULT_TIERS,
+) -> Ledger | None:
+    """The replay of a member's facts and `new` ones, from the checkpoint of the known ones.
+
+    `recorded` is what the ledger says per key. Facts already heard of are left
+    out. None when a new fact comes before the latest known one: then only the
+    full replay can tell.
+    """
+    fresh = [fact for fact in new if seen_id(fact) not in checkpoint.seen]
+    if checkpoint.last is not None and any(place(fact) <= checkpoint.last for fact in fresh):
+        return None
+    return _Replay(checkpoint).run(fresh, now, current_tiers, recorded)
 
 
 class _Replay:
-    def __init__(self, facts: Facts) -> None:
-        self.facts = facts
-        self.purchases = {p.order_id: p for p in facts.purchases}
+    """Goes through facts in timeline order, keeping what later facts and expiry need (a Checkpoint's parts)."""
+
+    def __init__(self, start: Checkpoint | None) -> None:
+        self.last: Place | None = start.last if start else None
+        self.seen = set(start.seen) if start else set()
+        self.lots = [replace(lot) for lot in start.lots] if start else []
+        self.orders = {order_id: replace(order) for order_id, order in start.orders.items()} if start else {}
+        self.pending_refunds = {o: list(r) for o, r in start.pending_refunds.items()} if start else {}
+        # What this replay says about the keys it goes through; keys it does not touch keep what is recorded.
         self.amounts: dict[str, int] = {}
         self.reasons: dict[str, str] = {}
         self.order_of_key: dict[str, str | None] = {}
         self.expiry_of_key: dict[str, datetime] = {}
-        self.lots: list[Lot] = []
-        self.order_points: dict[str, int] = {}
-        self.refunded: dict[str, Decimal] = {}
-        self.reversed: dict[str, int] = {}
-        self.pending_refunds: dict[str, list[Refund]] = {}
-        self.counted: list[tuple[datetime, str]] = []  # (placed_at, order_id) of purchases so far
 
-    def run(self, now: datetime, current_tiers: Sequence[Tier]) -> Ledger:
-        timeline = sorted(
-            [*self.facts.purchases, *self.facts.activities, *self.facts.refunds, *self.facts.redemptions],
-            key=lambda f: (fact_moment(f), _ORDER_OF_KINDS[type(f)], fact_id(f)),
-        )
-        for fact in timeline:
+    def run(
+        self, facts: Sequence[Fact], now: datetime, current_tiers: Sequence[Tier], recorded: dict[str, int]
+    ) -> Ledger:
+        for fact in sorted(facts, key=place):
             self.expire_until(fact_moment(fact))
-            if isinstance(fact, Purchase):
-                self.purchase(fact)
-            elif isinstance(fact, Activity):
-                self.earn(fact)
-            elif isinstance(fact, Refund):
-                if fact.order_id in self.order_points:
-                    self.take_back(fact)
-                else:  # the order is not heard of yet, or came later by the shop's clock
-                    self.pending_refunds.setdefault(fact.order_id, []).append(fact)
-            else:
-                self.add(f"redeem:{fact.redemption_id}", -fact.points, "redemption", None)
-                self.spend(fact.points)
+            self.apply(fact)
+            self.seen.add(seen_id(fact))
+            self.last = place(fact)
+        checkpoint = self.checkpoint()
         self.expire_until(now)
-        window = max((p.tier_window_days for p in self.facts.purchases), default=365)
+        for lot in self.lots:  # a lot that has not expired (any more: a late fact spent it) owes no expiry
+            self.amounts.setdefault(f"expire:{lot.key}", 0)
+            self.reasons.setdefault(f"expire:{lot.key}", "expiry")
+            self.order_of_key.setdefault(f"expire:{lot.key}", lot.order_id)
+        window = max((order.window_days for order in self.orders.values()), default=365)
         points_now = self.qualifying(now, window, strictly_before=False)
         upcoming = [lot.expires_at for lot in self.lots if lot.remaining > 0 and lot.expires_at > now]
-        upcoming += [at + timedelta(days=window) for at, _ in self.counted if at + timedelta(days=window) > now]
+        upcoming += [o.placed_at + timedelta(days=window) for o in self.orders.values()]
+        amounts = {key: points for key, points in {**recorded, **self.amounts}.items() if points != 0}
         return Ledger(
-            amounts=self.amounts,
+            amounts=amounts,
             reasons=self.reasons,
             order_of_key=self.order_of_key,
             expiry_of_key=self.expiry_of_key,
             lots=self.lots,
             tier=tier_for(points_now, current_tiers),
             qualifying_points=points_now,
-            next_review_at=min(upcoming, default=None),
+            next_review_at=min((at for at in upcoming if at > now), default=None),
+            checkpoint=checkpoint,
         )
 
-    def add(self, key: str, points: int, reason: str, order_id: str | None) -> None:
-        self.amounts[key] = self.amounts.get(key, 0) + points
+    def checkpoint(self) -> Checkpoint:
+        """The state now; only the lots change after this (expiry up to `now`), so only they are copied."""
+        lots = [replace(lot) for lot in self.lots if lot.remaining > 0]
+        return Checkpoint(self.last, self.seen, lots, self.orders, self.pending_refunds)
+
+    def apply(self, fact: Fact) -> None:
+        if isinstance(fact, Purchase):
+            self.purchase(fact)
+        elif isinstance(fact, Activity):
+            self.earn(fact)
+        elif isinstance(fact, Refund):
+            if fact.order_id in self.orders:
+                self.take_back(fact)
+            else:  # the order is not heard of yet, or came later by the shop's clock
+                self.pending_refunds.setdefault(fact.order_id, []).append(fact)
+        else:
+            self.set(f"redeem:{fact.redemption_id}", -fact.points, "redemption", None)
+            self.spend(fact.points)
+
+    def set(self, key: str, points: int, reason: str, order_id: str | None) -> None:
+        self.amounts[key] = points
         self.reasons[key] = reason
         self.order_of_key[key] = order_id
 
     def earn(self, earned: Activity) -> None:
-        self.add(earned.key, earned.points, earned.reason, earned.order_id)
+        self.set(earned.key, earned.points, earned.reason, earned.order_id)
         self.expiry_of_key[earned.key] = earned.at + timedelta(days=earned.lifetime_days)
         self.lots.append(Lot(earned.key, earned.at, self.expiry_of_key[earned.key], earned.points, earned.order_id))
 
@@ -424,8 +509,7 @@ class _Replay:
         held = tier_for(self.qualifying(moment, fact.tier_window_days, strictly_before=True), fact.tiers)
         running = [c for c in fact.campaigns if c.running_at(moment)]
         base, bonuses = purchase_points(fact.total, fact.rate, held.multiplier, running, fact.lines)
-        self.order_points[fact.order_id] = base + sum(bonuses.values())
-        self.counted.append((moment, fact.order_id))
+        self.orders[fact.order_id] = Order(moment, fact.total, base + sum(bonuses.values()), fact.tier_window_days)
         if base > 0:
             key = f"purchase:{fact.order_id}"
             self.earn(Activity(key, "purchase", base, moment, fact.lifetime_days, fact.order_id))
@@ -439,26 +523,26 @@ class _Replay:
     def expire_until(self, moment: datetime) -> None:
         for lot in self.lots:
             if lot.remaining > 0 and lot.expires_at <= moment:
-                self.add(f"expire:{lot.key}", -lot.remaining, "expiry", lot.order_id)
+                self.set(f"expire:{lot.key}", -lot.remaining, "expiry", lot.order_id)
                 lot.remaining = 0
 
     def qualifying(self, moment: datetime, window_days: int, *, strictly_before: bool) -> int:
         start = moment - timedelta(days=window_days)
         return sum(
-            self.order_points[order_id] - self.reversed.get(order_id, 0)
-            for placed_at, order_id in self.counted
-            if start < placed_at and (placed_at < moment if strictly_before else placed_at <= moment)
+            order.points - order.reversed
+            for order in self.orders.values()
+            if start < order.placed_at and (order.placed_at < moment if strictly_before else order.placed_at <= moment)
         )
 
     def take_back(self, refund: Refund) -> None:
-        order_id = refund.order_id
-        self.refunded[order_id] = self.refunded.get(order_id, Decimal(0)) + refund.amount
-        target = refund_reversal(self.order_points[order_id], self.purchases[order_id].total, self.refunded[order_id])
-        delta = target - self.reversed.get(order_id, 0)
+        order_id, order = refund.order_id, self.orders[refund.order_id]
+        order.refunded += refund.amount
+        target = refund_reversal(order.points, order.total, order.refunded)
+        delta = target - order.reversed
         if delta <= 0:
             return
-        self.reversed[order_id] = target
-        self.add(f"refund:{order_id}", -delta, "refund", order_id)
+        order.reversed = target
+        self.set(f"refund:{order_id}", -target, "refund", order_id)
         owed = delta
         for lot in sorted((lot for lot in self.lots if lot.order_id == order_id), key=lambda lot: lot.expires_at):
             taken = min(owed, lot.remaining)
@@ -491,9 +575,10 @@ class Entry:
 
 
 def entries_to_append(desired: Ledger, recorded: dict[str, int]) -> list[Entry]:
+    """An entry for every key whose points differ from what the ledger records (a key the replay dropped is 0)."""
     entries = []
-    for key, points in desired.amounts.items():  # keys only ever grow: facts are never forgotten
-        delta = points - recorded.get(key, 0)
+    for key in [*desired.amounts, *(key for key in recorded if key not in desired.amounts)]:
+        delta = desired.amounts.get(key, 0) - recorded.get(key, 0)
         if delta == 0:
             continue
         entries.append(_entry(key, delta, desired, first=key not in recorded))
@@ -503,7 +588,7 @@ def entries_to_append(desired: Ledger, recorded: dict[str, int]) -> list[Entry]:
 def _entry(key: str, delta: int, desired: Ledger, *, first: bool) -> Entry:
     kind_of_prefix = {"refund": "reverse", "redeem": "redeem", "expire": "expire"}
     kind = kind_of_prefix.get(key.split(":", 1)[0], "earn")
-    reason = desired.reasons[key]
+    reason = desired.reasons.get(key, "adjustment")
     natural_sign = 1 if kind == "earn" else -1
     # A correction (a late fact changed an earlier award, or undid part of an expiry) is an adjustment.
     if delta * natural_sign < 0 or (kind == "earn" and not first):

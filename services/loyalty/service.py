@@ -1,4 +1,8 @@
-"""Loyalty use cases: hear of a fact, replay the member, append what changed, publish it."""
+"""Loyalty use cases: hear of a fact, replay the member, append what changed, publish it.
+
+A fact later than the member's latest continues the replay from the member's
+checkpoint; an earlier one replays the member's facts in full (domain.py).
+"""
 
 import uuid
 from dataclasses import dataclass
@@ -9,15 +13,27 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 from pymongo import DeleteMany, DeleteOne, InsertOne, UpdateMany
 
-from services.loyalty.domain import Entry, Fact, Ledger, Redemption, entries_to_append, facts_of, replay
+from services.loyalty.domain import (
+    Entry,
+    Fact,
+    Ledger,
+    Redemption,
+    continue_replay,
+    entries_to_append,
+    fact_moment,
+    facts_of,
+    replay,
+)
 from services.loyalty.store import (
     LEDGER,
+    MEMBER_FACTS,
     MEMBERS,
     REDEMPTION_REQUESTS,
     REWARDS,
     Member,
     Program,
     ProgramCache,
+    load_facts,
     load_member,
     save_member,
 )
@@ -64,17 +80,23 @@ def now() -> datetime:
 
 
 async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
-    """Read the members (and erasure marks) a whole batch touches in two queries."""
-    await preload_customers(unit, MEMBERS, (customer for event in events for customer in _customers_of(event)))
-
-
-def _customers_of(event: Envelope[Any]) -> list[str]:
-    data = event.data
-    if isinstance(event, OrderPlacedEvent):
-        return [event.data.customer.customer_id]
-    if isinstance(event, ReferralConvertedEvent):
-        return [event.data.referrer_customer_id, event.data.referee_customer_id]
-    return [data.customer_id] if hasattr(data, "customer_id") else []
+    """Read the members (and erasure marks) a whole batch touches in two queries, and in a third the
+    facts of those an event comes too late for (before their latest fact), whose replay needs them."""
+    program = await PROGRAM.get(unit.db)
+    told = [
+        (customer_id, fact)
+        for event in events
+        if not isinstance(event, CustomerErasedEvent)
+        for customer_id, fact in facts_of(event.data, program.rules, program.campaigns)
+    ]
+    await preload_customers(unit, MEMBERS, (customer_id for customer_id, _ in told))
+    late = set()
+    for customer_id, fact in told:
+        doc = await unit.find_one(MEMBERS, {"_id": customer_id})  # preloaded: no round trip
+        latest = doc["checkpoint"]["last"] if doc is not None else None
+        if latest is not None and fact_moment(fact) <= latest["at"]:
+            late.add(customer_id)
+    await unit.preload(MEMBER_FACTS, late)
 
 
 async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
@@ -103,13 +125,24 @@ async def hear(unit: Unit, event: Envelope[Any], program: Program) -> None:
     told: dict[str, list[Fact]] = {}
     for customer_id, fact in facts_of(event.data, program.rules, program.campaigns):
         told.setdefault(customer_id, []).append(fact)
+    at = now()
     for customer_id, facts in told.items():
         member = await _member_unless_erased(unit, customer_id)
-        grown = member.facts.adding(*facts) if member is not None else None
-        if member is None or grown is None:
+        new = member.checkpoint.unheard(facts) if member is not None else []
+        if member is None or not new:
             continue
-        member.facts = grown
-        await settle(unit, member, cause=event)
+        ledger = await ledger_with(unit, member, new, at, program)
+        settle(unit, member, ledger, new, cause=event, at=at)
+
+
+async def ledger_with(unit: Unit, member: Member, new: list[Fact], at: datetime, program: Program) -> Ledger:
+    """What the member's ledger should say at `at` once the `new` facts (not heard of before) are added."""
+    tiers = program.rules.tiers
+    continued = continue_replay(member.checkpoint, member.recorded, new, at, tiers)
+    if continued is not None:
+        return continued
+    known = await load_facts(unit, member.customer_id)  # a fact came before the latest: replay them all
+    return replay(known.adding(*new) or known, at, tiers)
 
 
 async def _member_unless_erased(unit: Unit, customer_id: str) -> Member | None:
@@ -126,6 +159,7 @@ async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:
     anonymous = erased_alias(customer_id)
     mark_erased(unit, customer_id, as_stored(event.data.requested_at))
     unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
+    unit.write(MEMBER_FACTS, DeleteOne({"_id": customer_id}))
     unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": anonymous}}))
     unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))
     forget_sent_events(unit, customer_id)  # PointsAwarded and the rest name the member
@@ -139,7 +173,8 @@ async def review_member(unit: Unit, customer_id: str, at: datetime | None = None
     """Expire what is due and move the tier as the 365-day window slides."""
     member = await load_member(unit, customer_id)
     if member.exists:
-        await settle(unit, member, cause=None, at=at)
+        moment = at or now()
+        settle(unit, member, await ledger_with(unit, member, [], moment, await PROGRAM.get(unit.db)), [], at=moment)
 
 
 # --- redemption ----------------------------------------------------------------------------------
@@ -188,17 +223,14 @@ async def _redeem(unit: Unit, customer_id: str, reward_id: str) -> RedemptionRes
     if reward is None:
         raise RedemptionRefused(404, f"reward_id: no active reward {reward_id!r}")
     member = await load_member(unit, customer_id)
-    at, price = now(), int(reward["points_price"])
+    at, price = as_stored(now()), int(reward["points_price"])
     redemption = Redemption(str(uuid.uuid4()), reward_id, price, at)
-    with_redemption = member.facts.adding(redemption)
-    assert with_redemption is not None  # a fresh id is never known
-    ledger = replay(with_redemption, at, (await PROGRAM.get(unit.db)).rules.tiers)
+    ledger = await ledger_with(unit, member, [redemption], at, await PROGRAM.get(unit.db))
     if ledger.balance < 0:  # spending changes nothing else at the same moment
         balance = ledger.balance + price
         detail = f"balance {balance} does not cover {price} points for {reward['name']!r}"
         return RedemptionResult(409, {"detail": detail, "balance": balance, "points_price": price})
-    member.facts = with_redemption
-    await settle(unit, member, cause=None, at=at, ledger=ledger)
+    settle(unit, member, ledger, [redemption], at=at)
     return RedemptionResult(
         201,
         {
@@ -211,33 +243,32 @@ async def _redeem(unit: Unit, customer_id: str, reward_id: str) -> RedemptionRes
     )
 
 
-# --- the one way state changes: replay, append the difference, publish ----------------------------
+# --- the one way state changes: append the difference, publish it, keep the facts ------------------
 
 
-async def settle(
+def settle(
     unit: Unit,
     member: Member,
+    ledger: Ledger,
+    new: list[Fact],
     *,
-    cause: Envelope[Any] | None,
-    at: datetime | None = None,
-    ledger: Ledger | None = None,
-) -> Ledger:
-    """Append what the member's facts say beyond what the ledger records (`ledger`: their replay at `at`)."""
-    moment = at or now()
-    if ledger is None:
-        ledger = replay(member.facts, moment, (await PROGRAM.get(unit.db)).rules.tiers)
+    at: datetime,
+    cause: Envelope[Any] | None = None,
+) -> None:
+    """Append what `ledger` (the member's replay at `at`, with the `new` facts) says beyond what is recorded."""
     entries = entries_to_append(ledger, member.recorded)
+    redemptions = {fact.redemption_id: fact for fact in new if isinstance(fact, Redemption)}
     balance = member.balance
     expired = 0
     for entry in entries:
         balance += entry.points
         member.recorded[entry.key] = member.recorded.get(entry.key, 0) + entry.points
         entry_id = str(uuid.uuid4())
-        unit.write(LEDGER, InsertOne(_ledger_doc(entry_id, member.customer_id, entry, balance, cause, moment)))
+        unit.write(LEDGER, InsertOne(_ledger_doc(entry_id, member.customer_id, entry, balance, cause, at)))
         if entry.kind == "expire":
             expired -= entry.points
         else:
-            unit.publish(_event_for(entry, entry_id, member, balance, ledger.tier.name, cause))
+            unit.publish(_event_for(entry, entry_id, member.customer_id, balance, ledger.tier.name, cause, redemptions))
     if expired > 0:
         unit.publish(
             PointsExpiredEvent.new(
@@ -258,10 +289,10 @@ async def settle(
         )
         log.info("tier_changed", customer_id=member.customer_id, from_tier=member.tier, to_tier=ledger.tier.name)
     member.tier = ledger.tier.name
+    member.checkpoint = ledger.checkpoint
     save_member(
-        unit, member, qualifying_points=ledger.qualifying_points, next_review_at=ledger.next_review_at, now=moment
+        unit, member, new, qualifying_points=ledger.qualifying_points, next_review_at=ledger.next_review_at, now=at
     )
-    return ledger
 
 
 def _ledger_doc(
@@ -284,16 +315,20 @@ def _ledger_doc(
 
 
 def _event_for(
-    entry: Entry, entry_id: str, member: Member, balance: int, tier: str, cause: Envelope[Any] | None
+    entry: Entry,
+    entry_id: str,
+    customer_id: str,
+    balance: int,
+    tier: str,
+    cause: Envelope[Any] | None,
+    redemptions: dict[str, Redemption],  # the new ones: a redemption's entry is appended once, when it is new
 ) -> Envelope[Any]:
-    customer_id = member.customer_id
     if entry.kind == "redeem":
         redemption_id = entry.key.split(":", 1)[1]
-        reward_id = next(r.reward_id for r in member.facts.redemptions if r.redemption_id == redemption_id)
         data: Any = PointsRedeemed(
             redemption_id=redemption_id,
             customer_id=customer_id,
-            reward_id=reward_id,
+            reward_id=redemptions[redemption_id].reward_id,
             points=-entry.points,
             balance=balance,
         )

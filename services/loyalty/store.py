@@ -1,8 +1,12 @@
-"""MongoDB for loyalty: members (facts and derived totals), the ledger, rules, campaigns, rewards.
+"""MongoDB for loyalty: members (totals and checkpoint), their facts, the ledger, rules, campaigns, rewards.
 
 Collections:
-- members: one document per member: the facts heard of (purchases, refunds,
-  activities, redemptions), what the ledger records per key, balance and tier.
+- members: one document per member: what the ledger records per key, balance,
+  tier, and the replay's checkpoint after the latest fact (domain.Checkpoint),
+  which is all an in-order fact needs.
+- member_facts: one document per member: the facts heard of (purchases,
+  refunds, activities, redemptions), read only to replay a member in full when
+  a fact arrives out of order.
 - ledger: append-only entries, one per change of a key.
 - config: the shop's rules (one document, `_id: "rules"`).
 - campaigns, rewards: what the owner configured.
@@ -22,20 +26,25 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from services.loyalty.domain import (
     Activity,
     Campaign,
+    Checkpoint,
     Fact,
     Facts,
     Line,
+    Lot,
+    Order,
     Purchase,
     Redemption,
     Refund,
     Rules,
     Tier,
+    fact_kind,
 )
 from shared.mongo import Database
 from shared.settings import ServiceSettings
 from shared.unit import Unit
 
 MEMBERS = "members"
+MEMBER_FACTS = "member_facts"
 LEDGER = "ledger"
 CONFIG = "config"
 CAMPAIGNS = "campaigns"
@@ -62,11 +71,10 @@ FACT_KINDS = ("purchases", "refunds", "activities", "redemptions")
 @dataclass
 class Member:
     customer_id: str
-    facts: Facts = field(default_factory=Facts)
     recorded: dict[str, int] = field(default_factory=dict)  # what the ledger says per key
     tier: str = "bronze"
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
     exists: bool = False
-    stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # facts as loaded, by kind
 
     @property
     def balance(self) -> int:
@@ -79,46 +87,94 @@ async def load_member(unit: Unit, customer_id: str) -> Member:
         return Member(customer_id)
     return Member(
         customer_id=customer_id,
-        facts=Facts(
-            purchases=tuple(_purchase(p) for p in doc.get("purchases", [])),
-            refunds=tuple(_refund(r) for r in doc.get("refunds", [])),
-            activities=tuple(_activity(a) for a in doc.get("activities", [])),
-            redemptions=tuple(_redemption(r) for r in doc.get("redemptions", [])),
-        ),
-        recorded=dict(doc.get("recorded", {})),
-        tier=doc.get("tier", "bronze"),
+        recorded=dict(doc["recorded"]),
+        tier=doc["tier"],
+        checkpoint=_checkpoint(doc["checkpoint"]),
         exists=True,
-        stored={kind: doc.get(kind, []) for kind in FACT_KINDS},
+    )
+
+
+async def load_facts(unit: Unit, customer_id: str) -> Facts:
+    doc = await unit.find_one(MEMBER_FACTS, {"_id": customer_id}) or {}
+    return Facts(
+        purchases=tuple(_purchase(p) for p in doc.get("purchases", [])),
+        refunds=tuple(_refund(r) for r in doc.get("refunds", [])),
+        activities=tuple(_activity(a) for a in doc.get("activities", [])),
+        redemptions=tuple(_redemption(r) for r in doc.get("redemptions", [])),
     )
 
 
 def save_member(
     unit: Unit,
     member: Member,
+    new_facts: list[Fact],
     *,
     qualifying_points: int,
     next_review_at: datetime | None,
     now: datetime,
 ) -> None:
-    doc: dict[str, Any] = {
-        "_id": member.customer_id,
-        "balance": member.balance,
-        "tier": member.tier,
-        "qualifying_points": qualifying_points,
-        "recorded": member.recorded,
-        "next_review_at": next_review_at,
-        "lease_until": None,
-        "updated_at": now,
+    """Store the member's totals and checkpoint, and append the new facts to their facts."""
+    unit.replace(
+        MEMBERS,
+        {
+            "_id": member.customer_id,
+            "balance": member.balance,
+            "tier": member.tier,
+            "qualifying_points": qualifying_points,
+            "recorded": member.recorded,
+            "checkpoint": _checkpoint_doc(member.checkpoint),
+            "next_review_at": next_review_at,
+            "lease_until": None,
+            "updated_at": now,
+        },
+    )
+    pushed: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for fact in new_facts:
+        pushed.setdefault(fact_kind(fact), {"$each": []})["$each"].append(fact_doc(fact))
+    if pushed:
+        unit.write(
+            MEMBER_FACTS,
+            UpdateOne({"_id": member.customer_id}, {"$push": pushed}, upsert=True),
+            on_id=member.customer_id,
+        )
+
+
+# The checkpoint as stored: lists, not maps, since order ids may hold any character; money as decimal strings.
+
+
+def _checkpoint_doc(checkpoint: Checkpoint) -> dict[str, Any]:
+    last = checkpoint.last
+    return {
+        "last": {"at": last[0], "kind": last[1], "id": last[2]} if last is not None else None,
+        "seen": sorted(checkpoint.seen),
+        "lots": [[lot.key, lot.earned_at, lot.expires_at, lot.remaining, lot.order_id] for lot in checkpoint.lots],
+        "orders": [
+            [order_id, o.placed_at, str(o.total), o.points, o.window_days, str(o.refunded), o.reversed]
+            for order_id, o in checkpoint.orders.items()
+        ],
+        "pending_refunds": [
+            [r.refund_id, r.order_id, str(r.amount), r.refunded_at]
+            for refunds in checkpoint.pending_refunds.values()
+            for r in refunds
+        ],
     }
-    change: dict[str, Any] = {"$set": {k: v for k, v in doc.items() if k != "_id"}}
-    for kind in FACT_KINDS:  # facts are only ever appended: serialise and send just the new ones
-        facts = getattr(member.facts, kind)
-        stored = member.stored.get(kind, [])
-        fresh = [fact_doc(fact) for fact in facts[len(stored) :]]
-        doc[kind] = [*stored, *fresh]
-        if fresh:
-            change.setdefault("$push", {})[kind] = {"$each": fresh}
-    unit.update(MEMBERS, doc, UpdateOne({"_id": member.customer_id}, change, upsert=True))
+
+
+def _checkpoint(doc: dict[str, Any]) -> Checkpoint:
+    last = doc["last"]
+    pending: dict[str, list[Refund]] = {}
+    for refund_id, order_id, amount, refunded_at in doc["pending_refunds"]:
+        pending.setdefault(order_id, []).append(Refund(refund_id, order_id, Decimal(amount), refunded_at))
+    return Checkpoint(
+        last=(last["at"], last["kind"], last["id"]) if last is not None else None,
+        seen=set(doc["seen"]),
+        lots=[Lot(*lot) for lot in doc["lots"]],
+        orders={
+            order_id: Order(placed_at, Decimal(total), points, window_days, Decimal(refunded), reversed_)
+            for order_id, placed_at, total, points, window_days, refunded, reversed_ in doc["orders"]
+        },
+        pending_refunds=pending,
+    )
 
 
 def _jsonable(value: Any) -> Any:

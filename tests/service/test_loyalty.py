@@ -14,10 +14,10 @@ import pytest
 
 from services.loyalty import service as loyalty
 from services.loyalty.app import SPEC
-from services.loyalty.domain import Facts, Rules, facts_of, replay
+from services.loyalty.domain import Facts, Ledger, Rules, facts_of, replay
 from services.loyalty.jobs import review_due_members
 from services.loyalty.settings import LoyaltySettings
-from services.loyalty.store import LEDGER, MEMBERS
+from services.loyalty.store import LEDGER, MEMBER_FACTS, MEMBERS
 from shared.events import (
     Customer,
     CustomerErased,
@@ -234,24 +234,26 @@ async def test_a_shuffled_stream_with_duplicates_ends_in_the_in_order_balances(
         await tap.publish(event)
     await eventually(lambda: consumed(rt) == len(deliveries), timeout=240)
 
-    expected = _in_order_balances(stream, customers)
+    in_order = _in_order_ledgers(stream, customers)
+    expected = {customer: ledger.balance for customer, ledger in in_order.items()}
     docs = {doc["_id"]: doc async for doc in rt.db[MEMBERS].find({})}
     actual = {customer: docs[customer]["balance"] for customer in customers if customer in docs}
     assert actual == {c: b for c, b in expected.items() if c in docs}
     assert set(docs) >= {c for c, b in expected.items() if b != 0}
+    assert {c: doc["tier"] for c, doc in docs.items()} == {c: in_order[c].tier.name for c in docs}
     for customer in customers[:10]:  # the ledger adds up to the balance
         total = sum([e["points"] async for e in rt.db[LEDGER].find({"customer_id": customer})])
         assert total == expected[customer]
 
 
-def _in_order_balances(stream: list[Envelope[Any]], customers: list[str]) -> dict[str, int]:
+def _in_order_ledgers(stream: list[Envelope[Any]], customers: list[str]) -> dict[str, Ledger]:
     """The pure rules over the de-duplicated stream in the order it happened."""
     rules = Rules()
     facts: dict[str, Facts] = {c: Facts() for c in customers}
     for event in sorted(stream, key=lambda e: e.time):
         for owner, fact in facts_of(event.data, rules, ()):
             facts[owner] = facts[owner].adding(fact) or facts[owner]
-    return {customer: replay(f, datetime.now(UTC)).balance for customer, f in facts.items()}
+    return {customer: replay(f, datetime.now(UTC)) for customer, f in facts.items()}
 
 
 async def _reward(http: httpx.AsyncClient, price: int) -> str:
@@ -465,9 +467,11 @@ async def test_customer_erased_removes_the_member_and_keeps_anonymous_totals(
     sent_about_them = {"body.subject": "cus-gone", "status": "sent"}
     await eventually(lambda: _count(rt, OUTBOX, sent_about_them, at_least=1))
     erased = CustomerErasedEvent.new(CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders")
+    assert await rt.db[MEMBER_FACTS].find_one({"_id": "cus-gone"}) is not None
     await tap.publish(erased)
     await eventually(lambda: consumed(rt) == 2)
     assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
+    assert await rt.db[MEMBER_FACTS].find_one({"_id": "cus-gone"}) is None  # their orders, with what they bought
     assert await rt.db[OUTBOX].count_documents(sent_about_them) == 0  # PointsAwarded named them
     assert await rt.db[LEDGER].count_documents({"customer_id": "cus-gone"}) == 0
     assert await rt.db[LEDGER].count_documents({"customer_id": {"$regex": "^erased-"}, "points": 70}) == 1

@@ -1,5 +1,6 @@
 """Loyalty rules as plain functions: rates, floors, tiers, campaigns, refunds, expiry, replay."""
 
+import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -15,9 +16,11 @@ from services.loyalty.domain import (
     Redemption,
     Refund,
     Rules,
+    continue_replay,
     entries_to_append,
     feedback_activities,
     next_tier,
+    place,
     purchase_points,
     referral_activities,
     refund_reversal,
@@ -281,3 +284,67 @@ def test_entries_are_the_difference_and_corrections_are_adjustments() -> None:
         ("purchase:o2", "adjust", 25),
     ]
     assert entries_to_append(late, {**recorded, **{e.key: recorded.get(e.key, 0) + e.points for e in fixes}}) == []
+
+
+def test_a_late_refund_undoes_the_expiry_of_the_points_it_takes_back() -> None:
+    bought = Facts(purchases=(purchase("o1", "100", T0),))
+    day_400 = T0 + timedelta(days=400)
+    recorded = {e.key: e.points for e in entries_to_append(replay(bought, day_400), {})}
+    assert recorded == {"purchase:o1": 100, "expire:purchase:o1": -100}
+    # the whole order was refunded on day 300, before the points expired: nothing was left to expire
+    refunded = Facts(purchases=bought.purchases, refunds=(Refund("r1", "o1", Decimal(100), T0 + timedelta(days=300)),))
+    fixes = entries_to_append(replay(refunded, day_400), recorded)
+    assert sorted((e.key, e.kind, e.points) for e in fixes) == [
+        ("expire:purchase:o1", "adjust", 100),
+        ("refund:o1", "reverse", -100),
+    ]
+    assert sum(recorded.values()) + sum(e.points for e in fixes) == 0
+
+
+def _random_facts(rng: random.Random, count: int) -> list[Purchase | Refund | Activity | Redemption]:
+    """A member's history over two years: orders, partial refunds (some before their order), reviews, spending."""
+    facts: list[Purchase | Refund | Activity | Redemption] = []
+    for n in range(count):
+        at = T0 + timedelta(days=rng.randint(0, 730), minutes=rng.randint(0, 1440))
+        kind = rng.random()
+        if kind < 0.5:
+            facts.append(purchase(f"o{n}", str(rng.randint(1, 900)), at))
+        elif kind < 0.7:
+            facts.append(Refund(f"r{n}", f"o{rng.randrange(count)}", Decimal(rng.randint(1, 300)), at))
+        elif kind < 0.85:
+            facts.append(Activity(f"review:{n}", "review", 50, at, rng.choice([30, 365])))
+        else:
+            facts.append(Redemption(f"rd{n}", "mug", rng.randint(10, 200), at))
+    return facts
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_continuing_from_the_checkpoint_equals_replaying_everything(seed: int) -> None:
+    """Settle the facts one at a time, in the order they happened, each from the last checkpoint."""
+    rng = random.Random(seed)  # noqa: S311 - repeatable cases, not secrets
+    facts = sorted(_random_facts(rng, 30), key=place)
+    now = T0 + timedelta(days=1000)
+    recorded: dict[str, int] = {}
+    checkpoint = replay(Facts(), T0).checkpoint
+    for fact in facts:
+        ledger = continue_replay(checkpoint, recorded, [fact], now)
+        assert ledger is not None
+        for entry in entries_to_append(ledger, recorded):
+            recorded[entry.key] = recorded.get(entry.key, 0) + entry.points
+        checkpoint = ledger.checkpoint
+    everything = replay(Facts().adding(*facts) or Facts(), now)
+    assert {k: v for k, v in recorded.items() if v} == everything.amounts
+    assert ledger.tier == everything.tier
+    assert ledger.next_review_at == everything.next_review_at
+
+
+def test_a_fact_before_the_latest_known_one_needs_the_full_replay() -> None:
+    known = replay(Facts(purchases=(purchase("o2", "100", T0 + timedelta(days=1)),)), T0 + timedelta(days=2))
+    recorded = known.amounts
+    assert continue_replay(known.checkpoint, recorded, [purchase("o1", "500", T0)], T0 + timedelta(days=2)) is None
+    later = continue_replay(
+        known.checkpoint, recorded, [purchase("o3", "10", T0 + timedelta(days=2))], T0 + timedelta(days=2)
+    )
+    assert later is not None
+    assert later.amounts == {"purchase:o2": 100, "purchase:o3": 10}
+    assert known.checkpoint.unheard([purchase("o2", "100", T0 + timedelta(days=1))]) == []
