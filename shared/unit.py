@@ -51,17 +51,26 @@ class Unit:
     outbox_entries: list[OutboxEntry] = field(default_factory=list)  # written by commit_writes
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
-    def write(self, collection: str, *operations: WriteOperation, on_id: Any = None) -> None:
-        """Apply these writes (in order) when the unit commits.
-
-        What they change is no longer known here: the document `on_id` when they
-        change only that one, else every document of the collection.
-        """
+    def write(self, collection: str, *operations: WriteOperation) -> None:
+        """Apply these writes (in order) when the unit commits."""
         self.pending_writes.extend((collection, operation) for operation in operations)
-        if on_id is None:
-            self.known.pop(collection, None)
-        else:
-            self.known.get(collection, {}).pop(on_id, None)
+        self.known.pop(collection, None)  # what they change is no longer known here
+
+    def append(self, collection: str, document_id: Any, items: Mapping[str, list[Any]]) -> None:
+        """Append `items` to the lists of one document (created when missing); if it is known here, it stays known.
+
+        One `$push` whatever the document's size: for a document that only grows, such as a history.
+        """
+        pushes = {name: {"$each": values} for name, values in items.items() if values}
+        if not pushes:
+            return
+        self.pending_writes.append((collection, UpdateOne({"_id": document_id}, {"$push": pushes}, upsert=True)))
+        known = self.known.get(collection, {})
+        if document_id in known:
+            grown = dict(known[document_id] or {"_id": document_id})
+            for name, values in items.items():
+                grown[name] = [*grown.get(name, []), *values]
+            known[document_id] = grown
 
     def replace(self, collection: str, document: dict[str, Any]) -> None:
         """Store `document` whole under its _id (insert or replace) when the unit commits."""

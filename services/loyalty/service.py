@@ -90,12 +90,18 @@ async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
         for customer_id, fact in facts_of(event.data, program.rules, program.campaigns)
     ]
     await preload_customers(unit, MEMBERS, (customer_id for customer_id, _ in told))
+    latest: dict[str, datetime] = {}  # each member's latest fact so far, the batch's in the order they come
     late = set()
     for customer_id, fact in told:
-        doc = await unit.find_one(MEMBERS, {"_id": customer_id})  # preloaded: no round trip
-        latest = doc["checkpoint"]["last"] if doc is not None else None
-        if latest is not None and fact_moment(fact) <= latest["at"]:
+        if customer_id not in latest:
+            doc = await unit.find_one(MEMBERS, {"_id": customer_id})  # preloaded: no round trip
+            last = doc["checkpoint"]["last"] if doc is not None else None
+            if last is not None:
+                latest[customer_id] = last["at"]
+        moment = fact_moment(fact)
+        if customer_id in latest and moment <= latest[customer_id]:
             late.add(customer_id)
+        latest[customer_id] = max(moment, latest.get(customer_id, moment))
     await unit.preload(MEMBER_FACTS, late)
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from services.loyalty.domain import (
     Activity,
@@ -128,15 +128,10 @@ def save_member(
             "updated_at": now,
         },
     )
-    pushed: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    appended: dict[str, list[dict[str, Any]]] = {}
     for fact in new_facts:
-        pushed.setdefault(fact_kind(fact), {"$each": []})["$each"].append(fact_doc(fact))
-    if pushed:
-        unit.write(
-            MEMBER_FACTS,
-            UpdateOne({"_id": member.customer_id}, {"$push": pushed}, upsert=True),
-            on_id=member.customer_id,
-        )
+        appended.setdefault(fact_kind(fact), []).append(fact_doc(fact))
+    unit.append(MEMBER_FACTS, member.customer_id, appended)
 
 
 # The checkpoint as stored: lists, not maps, since order ids may hold any character; money as decimal strings.
