@@ -3,12 +3,16 @@
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 Database = AsyncDatabase[dict[str, Any]]
+
+log = structlog.get_logger("rapport.mongo")
 
 INBOX = "inbox"
 OUTBOX = "outbox"
@@ -62,3 +66,34 @@ async def ping(client: AsyncMongoClient[dict[str, Any]]) -> bool:
 def as_stored(moment: datetime) -> datetime:
     """`moment` as MongoDB keeps it (UTC, whole milliseconds), so values compare the same before and after a save."""
     return moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+async def end_orphaned_transactions(client: AsyncMongoClient[dict[str, Any]]) -> int:
+    """Abort the transactions of clients that are gone (a process killed mid-commit); return how many.
+
+    MongoDB keeps such a transaction, and the documents it wrote locked, until its
+    lifetime runs out (`transactionLifetimeLimitSeconds`, a minute by default):
+    meanwhile every transaction writing one of them fails with a write conflict,
+    so the messages a killed replica held, redelivered, wait that long. Each
+    service calls this as it starts; transactions of clients still connected are
+    left alone. It needs the `inprog` and `killAnySession` privileges; without
+    them it logs a warning and MongoDB ends the transaction in its own time.
+    """
+    try:
+        admin = client.get_database("admin", read_concern=ReadConcern("local"))  # all $currentOp accepts
+        cursor = await admin.aggregate(
+            [{"$currentOp": {"idleSessions": True, "idleConnections": True, "allUsers": True}}]
+        )
+        ops = await cursor.to_list()
+        connected = {op.get("connectionId") for op in ops if op.get("desc") == f"conn{op.get('connectionId')}"}
+        orphans = [
+            op["lsid"]
+            for op in ops
+            if op.get("type") == "idleSession" and "transaction" in op and op.get("connectionId") not in connected
+        ]
+        if orphans:
+            await admin.command("killSessions", orphans)
+    except OperationFailure as refused:  # a user without the `inprog` / `killAnySession` privileges
+        log.warning("orphaned_transactions_left", error=str(refused))
+        return 0
+    return len(orphans)

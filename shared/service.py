@@ -30,7 +30,7 @@ from shared.groupcommit import GroupCommit, Prefetch
 from shared.http import admin_guard, health_routes
 from shared.logs import configure_logging
 from shared.metrics import ServiceMetrics
-from shared.mongo import Database, database, ensure_plumbing_indexes, open_client, ping
+from shared.mongo import Database, database, end_orphaned_transactions, ensure_plumbing_indexes, open_client, ping
 from shared.outbox import EventPublisher, OutboxRelay
 from shared.settings import ServiceSettings
 from shared.unit import Unit, run_in_transaction
@@ -153,6 +153,8 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ended := await end_orphaned_transactions(rt.client):  # a killed replica's: they hold its messages' documents
+            log.info("orphaned_transactions_ended", count=ended)
         await ensure_plumbing_indexes(rt.db)
         if spec.ensure_indexes is not None:
             await spec.ensure_indexes(rt.db, settings)

@@ -95,7 +95,7 @@ async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
     for customer_id, fact in told:
         if customer_id not in latest:
             doc = await unit.find_one(MEMBERS, {"_id": customer_id})  # preloaded: no round trip
-            last = doc["checkpoint"]["last"] if doc is not None else None
+            last = (doc.get("checkpoint") or {}).get("last") if doc is not None else None  # none before checkpoints
             if last is not None:
                 latest[customer_id] = last["at"]
         moment = fact_moment(fact)
@@ -147,7 +147,7 @@ async def ledger_with(unit: Unit, member: Member, new: list[Fact], at: datetime,
     continued = continue_replay(member.checkpoint, member.recorded, new, at, tiers)
     if continued is not None:
         return continued
-    known = await load_facts(unit, member.customer_id)  # a fact came before the latest: replay them all
+    known = await load_facts(unit, member)  # a fact came before the latest: replay them all
     return replay(known.adding(*new) or known, at, tiers)
 
 
@@ -178,9 +178,11 @@ async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:
 async def review_member(unit: Unit, customer_id: str, at: datetime | None = None) -> None:
     """Expire what is due and move the tier as the 365-day window slides."""
     member = await load_member(unit, customer_id)
-    if member.exists:
-        moment = at or now()
-        settle(unit, member, await ledger_with(unit, member, [], moment, await PROGRAM.get(unit.db)), [], at=moment)
+    if not member.exists:
+        return
+    moment = at or now()
+    ledger = await ledger_with(unit, member, [], moment, await PROGRAM.get(unit.db))
+    settle(unit, member, ledger, [], at=moment)
 
 
 # --- redemption ----------------------------------------------------------------------------------

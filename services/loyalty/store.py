@@ -16,8 +16,9 @@ Collections:
 
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,7 @@ from services.loyalty.domain import (
     Rules,
     Tier,
     fact_kind,
+    replay,
 )
 from shared.mongo import Database
 from shared.settings import ServiceSettings
@@ -75,6 +77,8 @@ class Member:
     tier: str = "bronze"
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     exists: bool = False
+    # Facts a member document written before member_facts still holds itself; moved there on its next save.
+    unmoved: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def balance(self) -> int:
@@ -85,17 +89,21 @@ async def load_member(unit: Unit, customer_id: str) -> Member:
     doc = await unit.find_one(MEMBERS, {"_id": customer_id})
     if doc is None:
         return Member(customer_id)
-    return Member(
-        customer_id=customer_id,
-        recorded=dict(doc["recorded"]),
-        tier=doc["tier"],
-        checkpoint=_checkpoint(doc["checkpoint"]),
-        exists=True,
-    )
+    member = Member(customer_id, recorded=dict(doc["recorded"]), tier=doc["tier"], exists=True)
+    if "checkpoint" in doc:
+        member.checkpoint = _checkpoint(doc["checkpoint"])
+    else:  # written before the checkpoint, with the facts inline: the checkpoint is their replay's
+        member.unmoved = {kind: doc[kind] for kind in FACT_KINDS if doc.get(kind)}
+        member.checkpoint = replay(_facts(member.unmoved), datetime.now(UTC)).checkpoint
+    return member
 
 
-async def load_facts(unit: Unit, customer_id: str) -> Facts:
-    doc = await unit.find_one(MEMBER_FACTS, {"_id": customer_id}) or {}
+async def load_facts(unit: Unit, member: Member) -> Facts:
+    doc = await unit.find_one(MEMBER_FACTS, {"_id": member.customer_id}) or {}
+    return _facts({kind: [*member.unmoved.get(kind, []), *doc.get(kind, [])] for kind in FACT_KINDS})
+
+
+def _facts(doc: Mapping[str, list[dict[str, Any]]]) -> Facts:
     return Facts(
         purchases=tuple(_purchase(p) for p in doc.get("purchases", [])),
         refunds=tuple(_refund(r) for r in doc.get("refunds", [])),
@@ -128,10 +136,11 @@ def save_member(
             "updated_at": now,
         },
     )
-    appended: dict[str, list[dict[str, Any]]] = {}
+    appended = {kind: list(docs) for kind, docs in member.unmoved.items()}
     for fact in new_facts:
         appended.setdefault(fact_kind(fact), []).append(fact_doc(fact))
     unit.append(MEMBER_FACTS, member.customer_id, appended)
+    member.unmoved = {}
 
 
 # The checkpoint as stored: lists, not maps, since order ids may hold any character; money as decimal strings.

@@ -15,9 +15,9 @@ from typing import Any
 import aio_pika
 import structlog
 from pymongo import AsyncMongoClient
-from pymongo.errors import OperationFailure
 
 from shared.local_mongod import free_port, port_open, start_mongod
+from shared.mongo import end_orphaned_transactions
 from shared.topology import Topology
 
 log = structlog.get_logger("rapport.testing")
@@ -110,28 +110,3 @@ async def remove_declared(infra: Infrastructure, topology: Topology, services: I
         if name.startswith(f"{topology.prefix}_"):
             await client.drop_database(name)
     await client.close()
-
-
-async def end_orphaned_transactions(client: AsyncMongoClient[dict[str, Any]]) -> int:
-    """Abort the transactions of clients that are gone (a process killed mid-commit); return how many.
-
-    MongoDB keeps such a transaction, and its locks, until its lifetime runs out (a minute or two), and
-    dropping its database waits that long. Transactions of clients still connected are left alone.
-    """
-    try:
-        cursor = await client.admin.aggregate(
-            [{"$currentOp": {"idleSessions": True, "idleConnections": True, "allUsers": True}}]
-        )
-        ops = await cursor.to_list()
-        connected = {op.get("connectionId") for op in ops if op.get("desc") == f"conn{op.get('connectionId')}"}
-        orphans = [
-            op["lsid"]
-            for op in ops
-            if op.get("type") == "idleSession" and "transaction" in op and op.get("connectionId") not in connected
-        ]
-        if orphans:
-            await client.admin.command("killSessions", orphans)
-    except OperationFailure as refused:  # a user without the `inprog` / `killAnySession` privileges
-        log.warning("orphaned_transactions_left", error=str(refused))
-        return 0
-    return len(orphans)

@@ -1,6 +1,15 @@
-"""The unit of work against the real MongoDB: what a batch's handlers read stays right after they write."""
+"""The unit of work against the real MongoDB: what handlers read stays right after they write, and a killed
+process's half-done transaction does not hold the documents it wrote."""
 
-from shared.mongo import database, open_client
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+from pymongo import UpdateOne
+from pymongo.errors import OperationFailure
+
+from shared.mongo import database, end_orphaned_transactions, open_client
 from shared.testing.infra import Infrastructure
 from shared.unit import Unit, run_in_transaction
 
@@ -30,5 +39,56 @@ async def test_appending_keeps_a_known_document_known_and_grown(infra: Infrastru
             "h3": {"_id": "h3", "items": [7]},
         }
     finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+HALF_DONE = """
+import asyncio, os, sys
+from pymongo import AsyncMongoClient
+
+async def main():
+    client = AsyncMongoClient(sys.argv[1])
+    session = client.start_session()
+    await session.start_transaction()
+    await client[sys.argv[2]].members.update_one({"_id": "m1"}, {"$set": {"balance": 999}}, session=session)
+    print("written", flush=True)
+    await asyncio.sleep(3600)  # killed here, before the commit
+
+asyncio.run(main())
+"""
+
+
+async def test_a_transaction_left_open_by_a_killed_process_is_ended_at_once_instead_of_holding_its_documents(
+    infra: Infrastructure, prefix: str, tmp_path: Path
+) -> None:
+    client = open_client(infra.mongodb_url, "test-unit")
+    db = database(client, f"{prefix}_orphans")
+    await db.members.insert_one({"_id": "m1", "balance": 10})
+    script = tmp_path / "half_done.py"
+    script.write_text(HALF_DONE)
+    killed = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), infra.mongodb_url, db.name, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert killed.stdout is not None
+        assert (await killed.stdout.readline()).strip() == b"written"
+        killed.kill()
+        await killed.wait()
+
+        async def update_in_transaction(unit: Unit) -> None:
+            unit.write("members", UpdateOne({"_id": "m1"}, {"$inc": {"balance": 5}}))
+            await unit.flush()
+
+        with pytest.raises(OperationFailure, match="WriteConflict"):  # the orphan still holds the document
+            async with client.start_session() as session, await session.start_transaction():
+                await db.members.update_one({"_id": "m1"}, {"$inc": {"balance": 5}}, session=session)
+        assert await end_orphaned_transactions(client) == 1
+        await asyncio.wait_for(run_in_transaction(client, db, update_in_transaction), timeout=10)
+        assert await db.members.find_one({"_id": "m1"}) == {"_id": "m1", "balance": 15}  # the orphan's write is gone
+    finally:
+        if killed.returncode is None:
+            killed.kill()
+        await end_orphaned_transactions(client)
         await client.drop_database(db.name)
         await client.close()
