@@ -53,7 +53,7 @@ async def main():
     await session.start_transaction()
     await client[sys.argv[2]].members.update_one({"_id": "m1"}, {"$set": {"balance": 999}}, session=session)
     print("written", flush=True)
-    await asyncio.sleep(3600)  # killed here, before the commit
+    await asyncio.Event().wait()  # killed while waiting here, before the commit
 
 asyncio.run(main())
 """
