@@ -417,16 +417,15 @@ def continue_replay(
     now: datetime,
     current_tiers: Sequence[Tier] = DEFAULT_TIERS,
 ) -> Ledger | None:
-    """The replay of a member's facts and `new` ones, from the checkpoint of the known ones.
+    """The replay of a member's known facts and `new` ones, from the known ones' checkpoint.
 
-    `recorded` is what the ledger says per key. Facts already heard of are left
-    out. None when a new fact comes before the latest known one: then only the
-    full replay can tell.
+    `new`: facts not heard of before (`Checkpoint.unheard`). `recorded` is what
+    the ledger says per key. None when a new fact comes before the latest known
+    one: then only the full replay can tell.
     """
-    fresh = [fact for fact in new if seen_id(fact) not in checkpoint.seen]
-    if checkpoint.last is not None and any(place(fact) <= checkpoint.last for fact in fresh):
+    if checkpoint.last is not None and any(place(fact) <= checkpoint.last for fact in new):
         return None
-    return _Replay(checkpoint).run(fresh, now, current_tiers, recorded)
+    return _Replay(checkpoint).run(new, now, current_tiers, recorded)
 
 
 class _Replay:

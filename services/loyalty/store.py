@@ -150,7 +150,7 @@ def _checkpoint_doc(checkpoint: Checkpoint) -> dict[str, Any]:
     last = checkpoint.last
     return {
         "last": {"at": last[0], "kind": last[1], "id": last[2]} if last is not None else None,
-        "seen": sorted(checkpoint.seen),
+        "seen": list(checkpoint.seen),
         "lots": [[lot.key, lot.earned_at, lot.expires_at, lot.remaining, lot.order_id] for lot in checkpoint.lots],
         "orders": [
             [order_id, o.placed_at, str(o.total), o.points, o.window_days, str(o.refunded), o.reversed]
