@@ -27,7 +27,8 @@ def asyncapi_document(spec: ServiceSpec) -> str:
         description=f"Events the {spec.name} service consumes and publishes (contract version 1).",
     ).to_specification()
     # Sorted, so the checked-in document changes only when the contract does.
-    return yaml.safe_dump(document.to_jsonable(), sort_keys=True, allow_unicode=True, width=1000)
+    written: str = yaml.safe_dump(document.to_jsonable(), sort_keys=True, allow_unicode=True, width=1000)
+    return written
 
 
 def write_all(folder: Path) -> list[Path]:

@@ -13,6 +13,7 @@ when the document is missing (`customer_erased`).
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from pymongo import DeleteMany
 
@@ -37,11 +38,11 @@ def is_alias(customer_id: str) -> bool:
     return customer_id.startswith(ALIAS_PREFIX)
 
 
-def mark_erased(unit: Unit, customer_id: str, at: datetime) -> None:
+def mark_erased(unit: Unit[Any], customer_id: str, at: datetime) -> None:
     unit.replace(ERASED, {"_id": erased_id(customer_id), "alias": erased_alias(customer_id), "erased_at": at})
 
 
-def forget_sent_events(unit: Unit, customer_id: str, *also_naming: str) -> None:
+def forget_sent_events(unit: Unit[Any], customer_id: str, *also_naming: str) -> None:
     """Delete the outbox's sent events about the customer (they stay a week for inspection otherwise).
 
     Events about a customer carry their id as the subject; `also_naming` lists the
@@ -51,16 +52,16 @@ def forget_sent_events(unit: Unit, customer_id: str, *also_naming: str) -> None:
     unit.write(OUTBOX, *(DeleteMany({field: customer_id, "status": "sent"}) for field in fields))
 
 
-async def is_erased(unit: Unit, customer_id: str) -> bool:
+async def is_erased(unit: Unit[Any], customer_id: str) -> bool:
     return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
 
 
-async def customer_erased(unit: Unit, collection: str, customer_id: str) -> bool:
+async def customer_erased(unit: Unit[Any], collection: str, customer_id: str) -> bool:
     """Whether the customer was erased, given the collection holding one document per customer."""
     return await unit.find_one(collection, {"_id": customer_id}) is None and await is_erased(unit, customer_id)
 
 
-async def preload_customers(unit: Unit, collection: str, customer_ids: Iterable[str]) -> None:
+async def preload_customers(unit: Unit[Any], collection: str, customer_ids: Iterable[str]) -> None:
     """Read a batch's customer documents, and the erasure marks of those without one, so handlers ask for free.
 
     The marks take a second query only when the batch has customers without a document.

@@ -226,6 +226,7 @@ class Envelope(BaseModel, Generic[DataT]):
         cause: "Envelope[Any] | None" = None,
         correlationid: str | None = None,
         event_id: str | None = None,
+        time: datetime | None = None,
     ) -> Self:
         """A fresh event; with `cause`, it continues the cause's correlation chain.
 
@@ -237,7 +238,7 @@ class Envelope(BaseModel, Generic[DataT]):
         return cls(
             id=event_id or str(uuid.uuid4()),
             source=source,
-            time=datetime.now(UTC),
+            time=time or datetime.now(UTC),
             subject=subject,
             correlationid=correlationid,
             causationid=cause.id if cause is not None else None,
@@ -363,6 +364,20 @@ CATALOGUE: dict[str, type[Envelope[Any]]] = {
         CustomerErasedEvent,
     )
 }
+
+
+_ENVELOPE_OF_DATA: dict[type[BaseModel], type[Envelope[Any]]] = {
+    event.model_fields["data"].annotation: event  # type: ignore[misc]
+    for event in CATALOGUE.values()
+}
+
+
+def envelope_for(data: BaseModel) -> type[Envelope[Any]]:
+    """The catalogue's event class whose payload `data` is (PointsAwarded → PointsAwardedEvent)."""
+    try:
+        return _ENVELOPE_OF_DATA[type(data)]
+    except KeyError:
+        raise TypeError(f"{type(data).__name__} is not the payload of an event in the catalogue") from None
 
 
 class InvalidEvent(ValueError):

@@ -14,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -33,7 +34,7 @@ from shared.metrics import ServiceMetrics
 from shared.mongo import Database, database, end_orphaned_transactions, ensure_plumbing_indexes, open_client, ping
 from shared.outbox import EventPublisher, OutboxRelay
 from shared.settings import ServiceSettings
-from shared.unit import Unit, run_in_transaction
+from shared.unit import Clock, Transactions, Unit, system_clock
 
 T = TypeVar("T")
 log = structlog.get_logger("rapport.service")
@@ -67,13 +68,15 @@ class Runtime:
     relay: OutboxRelay
     consumer: Consumer
     queue_consumer: QueueConsumer
+    transactions: Transactions[Any]
 
-    async def transaction(self, work: Callable[[Unit], Awaitable[T]]) -> T:
+    async def transaction(self, work: Callable[[Unit[Any]], Awaitable[T]]) -> T:
         """Run `work` in one transaction; events it publishes go out through the outbox."""
-        result, unit = await run_in_transaction(self.client, self.db, work, self.settings, self.relay.owner)
-        if unit.outbox_entries:
-            self.relay.send(unit.outbox_entries)
-        return result
+        return await self.transactions.run(work)
+
+    def now(self) -> datetime:
+        """The service's clock, the one its units read."""
+        return self.transactions.clock()
 
     async def readiness(self) -> dict[str, bool]:
         broker_up, database_up = await asyncio.gather(self.broker.ping(timeout=2.0), ping(self.client))
@@ -92,7 +95,9 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-def build_runtime(spec: ServiceSpec, settings: ServiceSettings, *, documenting: bool = False) -> Runtime:
+def build_runtime(
+    spec: ServiceSpec, settings: ServiceSettings, *, documenting: bool = False, clock: Clock = system_clock
+) -> Runtime:
     """Wire everything without any I/O; `documenting` adds the subscriber for the AsyncAPI generator."""
     topology = settings.topology
     metrics = ServiceMetrics(spec.name, extra=spec.metrics)
@@ -114,15 +119,10 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings, *, documenting: 
         on_published=metrics.published.inc,
         on_failed=metrics.publish_failures.inc,
     )
-    group = GroupCommit(
-        client,
-        db,
-        on_committed=relay.send,
-        on_batch=metrics.batch_size.observe,
-        prefetch=spec.prefetch,
-        settings=settings,
-        outbox_owner=relay.owner,
+    transactions = Transactions(
+        client, db, settings, source=spec.name, clock=clock, outbox_owner=relay.owner, hand_over=relay.send
     )
+    group = GroupCommit(transactions, on_batch=metrics.batch_size.observe, prefetch=spec.prefetch)
     consumer = Consumer(spec.name, topology, spec.handlers, metrics, settings.retry_backoff_seconds)
     queue_consumer = QueueConsumer(
         consumer,
@@ -145,11 +145,13 @@ def build_runtime(spec: ServiceSpec, settings: ServiceSettings, *, documenting: 
             description=event.__doc__,
             persist=True,
         )
-    return Runtime(spec, settings, broker, client, db, metrics, group, publisher, relay, consumer, queue_consumer)
+    return Runtime(
+        spec, settings, broker, client, db, metrics, group, publisher, relay, consumer, queue_consumer, transactions
+    )
 
 
-def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
-    rt = build_runtime(spec, settings)
+def build_app(spec: ServiceSpec, settings: ServiceSettings, *, clock: Clock = system_clock) -> FastAPI:
+    rt = build_runtime(spec, settings, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

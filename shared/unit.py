@@ -1,33 +1,42 @@
 """A unit of work: one MongoDB transaction, with the events it will publish.
 
 Handlers and HTTP routes change state through a Unit; events they publish are
-written to the outbox in the same transaction (DESIGN.md §5).
+written to the outbox in the same transaction (DESIGN.md §5). `Transactions`
+is the one way a unit is run: the group commit runs a batch of handlers
+through it, an HTTP route or a scheduled job one piece of work.
 """
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
 from pymongo import AsyncMongoClient, DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from shared.events import Envelope
+from shared.events import Envelope, envelope_for
 from shared.mongo import OUTBOX, Database
 from shared.settings import ServiceSettings
 
 T = TypeVar("T")
-
+S = TypeVar("S", bound=ServiceSettings)
 
 WriteOperation = InsertOne[Any] | UpdateOne | UpdateMany | ReplaceOne[Any] | DeleteOne | DeleteMany
 OutboxEntry = dict[str, Any]
+Clock = Callable[[], datetime]
 
 # How long the process that committed an outbox entry has to publish it before any relay may take it over.
 OUTBOX_LEASE = timedelta(seconds=30)
 
 
+def system_clock() -> datetime:
+    """The time now, in UTC: the clock of a running service (tests may give a unit another)."""
+    return datetime.now(UTC)
+
+
 @dataclass
-class Unit:
+class Unit(Generic[S]):
     """What a handler gets: its writes, reads and published events join one transaction.
 
     Writes are buffered and sent as one bulk write per collection when the unit
@@ -41,7 +50,9 @@ class Unit:
 
     db: Database
     session: AsyncClientSession
-    settings: ServiceSettings | None = None  # the service's settings, for handlers whose rules depend on them
+    settings: S  # the service's own settings, typed: `unit.settings.invite_every_days`
+    source: str  # the service publishing this unit's events (the CloudEvents `source`)
+    clock: Clock = system_clock
     # The relay that publishes this unit's events right after the commit; their outbox entries are leased to it.
     outbox_owner: str | None = None
     pending_events: list[Envelope[Any]] = field(default_factory=list)
@@ -96,9 +107,27 @@ class Unit:
         async for doc in self.db[collection].find({"_id": {"$in": missing}}, session=self.session):
             known[doc["_id"]] = doc
 
-    def publish(self, event: Envelope[Any]) -> None:
-        """Publish `event` once this unit commits (through the outbox)."""
+    def now(self) -> datetime:
+        """The unit's clock: every use case asks it, so a test can set the time."""
+        return self.clock()
+
+    def publish(
+        self,
+        data: BaseModel,
+        *,
+        subject: str | None,
+        cause: Envelope[Any] | None = None,
+        event_id: str | None = None,
+    ) -> Envelope[Any]:
+        """Publish the event carrying `data` once this unit commits (through the outbox); `cause` continues its chain.
+
+        `event_id` gives it a deterministic id (from a platform's own ids, say), so telling one fact twice is one event.
+        """
+        event = envelope_for(data).new(
+            data, source=self.source, subject=subject, cause=cause, event_id=event_id, time=self.now()
+        )
         self.pending_events.append(event)
+        return event
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the transaction has committed (say, to count something in a metric once)."""
@@ -138,7 +167,7 @@ class Unit:
     async def commit_writes(self) -> None:
         """Flush the buffered writes and the outbox entries of the published events (kept in `outbox_entries`)."""
         if self.pending_events:
-            now = datetime.now(UTC)
+            now = self.now()
             self.outbox_entries = [outbox_entry(event, now, self.outbox_owner) for event in self.pending_events]
             self.write(OUTBOX, *(InsertOne(entry) for entry in self.outbox_entries))
         await self.flush()
@@ -162,26 +191,38 @@ def outbox_entry(event: Envelope[Any], now: datetime, owner: str | None = None) 
     return entry
 
 
-async def run_in_transaction(
-    client: AsyncMongoClient[dict[str, Any]],
-    db: Database,
-    work: Callable[[Unit], Awaitable[T]],
-    settings: ServiceSettings | None = None,
-    outbox_owner: str | None = None,
-) -> tuple[T, Unit]:
-    """Run `work` in one transaction with its outbox writes; return its result and the committed unit.
+@dataclass(frozen=True)
+class Transactions(Generic[S]):
+    """The one transaction runner of a service: what its units share, and how one is run and handed over.
 
-    PyMongo retries the whole callback on transient errors, so `work` must not
-    have side effects outside MongoDB (put those in `unit.on_commit`).
+    After the commit, the unit's `on_commit` callbacks run and its outbox entries go to `hand_over`
+    (the relay, which publishes them at once; entries it misses are found by its poll).
     """
 
-    async def attempt(session: AsyncClientSession) -> tuple[T, Unit]:
-        unit = Unit(db=db, session=session, settings=settings, outbox_owner=outbox_owner)
-        result = await work(unit)
-        await unit.commit_writes()
-        return result, unit
+    client: AsyncMongoClient[dict[str, Any]]
+    db: Database
+    settings: S
+    source: str
+    clock: Clock = system_clock
+    outbox_owner: str | None = None
+    hand_over: Callable[[list[OutboxEntry]], None] = lambda entries: None
 
-    async with client.start_session() as session:
-        result, unit = await session.with_transaction(attempt)
-    unit.committed()
-    return result, unit
+    async def run(self, work: Callable[[Unit[S]], Awaitable[T]]) -> T:
+        """Run `work` in one transaction with its outbox writes and return its result.
+
+        PyMongo retries the whole callback on transient errors, so `work` must not
+        have side effects outside MongoDB (put those in `unit.on_commit`).
+        """
+
+        async def attempt(session: AsyncClientSession) -> tuple[T, Unit[S]]:
+            unit = Unit(self.db, session, self.settings, self.source, self.clock, self.outbox_owner)
+            result = await work(unit)
+            await unit.commit_writes()
+            return result, unit
+
+        async with self.client.start_session() as session:
+            result, unit = await session.with_transaction(attempt)
+        unit.committed()
+        if unit.outbox_entries:
+            self.hand_over(unit.outbox_entries)
+        return result

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.testing.infra import Infrastructure, provide, remove_declared
 from shared.topology import Topology
+from tests.support.infra import Infrastructure, provide, remove_declared
 
 SERVICES = ("orders", "followups", "loyalty", "referrals")
 

@@ -13,9 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.local_mongod import ensure_local_mongod
-
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the local mongod helper is dev-only: it lives with the tests, not in the image
+
+from tests.support.local_mongod import ensure_local_mongod  # noqa: E402
+
 SERVICES = {"orders": 8001, "followups": 8002, "loyalty": 8003, "referrals": 8004}
 COLOURS = {"orders": 36, "followups": 35, "loyalty": 33, "referrals": 32}
 

@@ -9,13 +9,12 @@ from pymongo.errors import DuplicateKeyError
 
 from services.followups import domain, service
 from services.followups.jobs import BREACHED
-from services.followups.settings import followups_settings
+from services.followups.settings import FollowupsUnit, followups_settings
 from services.followups.store import CUSTOMERS, DONE, ESCALATIONS, FEEDBACK, FOLLOWUPS, PENDING, SENT
 from services.followups.tokens import InvalidToken, read_token
 from shared.events import describe
 from shared.http import Credentials, is_admin
 from shared.service import Runtime, runtime
-from shared.unit import Unit
 
 api = APIRouter(tags=["followups"])
 public = APIRouter(tags=["feedback"])
@@ -172,7 +171,7 @@ async def post_feedback(body: FeedbackIn, rt: Rt, credentials: Credentials) -> d
         reason, field = describe(error)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"field": field, "message": reason}) from error
 
-    async def take(unit: Unit) -> dict[str, Any]:
+    async def take(unit: FollowupsUnit) -> dict[str, Any]:
         if followup_id is not None and await unit.find_one(FEEDBACK, {"followup_id": followup_id}) is not None:
             raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used")
         return await service.take_feedback(unit, feedback, followup_id=followup_id)

@@ -1,6 +1,8 @@
 """Subscribers of the followups service: read the event, call the use case, nothing else."""
 
 from services.followups import service
+from services.followups.settings import FollowupsUnit
+from shared.consumer import Handlers
 from shared.events import (
     CustomerErasedEvent,
     OrderFulfilledEvent,
@@ -8,30 +10,29 @@ from shared.events import (
     OrderRefundedEvent,
     ReferralInvitedEvent,
 )
-from shared.unit import Unit
 
 
-async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
+async def on_order_placed(event: OrderPlacedEvent, unit: FollowupsUnit) -> None:
     await service.note_order_placed(unit, event)
 
 
-async def on_order_fulfilled(event: OrderFulfilledEvent, unit: Unit) -> None:
+async def on_order_fulfilled(event: OrderFulfilledEvent, unit: FollowupsUnit) -> None:
     await service.note_order_fulfilled(unit, event)
 
 
-async def on_order_refunded(event: OrderRefundedEvent, unit: Unit) -> None:
+async def on_order_refunded(event: OrderRefundedEvent, unit: FollowupsUnit) -> None:
     await service.note_order_refunded(unit, event)
 
 
-async def on_referral_invited(event: ReferralInvitedEvent, unit: Unit) -> None:
+async def on_referral_invited(event: ReferralInvitedEvent, unit: FollowupsUnit) -> None:
     await service.plan_referral_invitation(unit, event)
 
 
-async def on_customer_erased(event: CustomerErasedEvent, unit: Unit) -> None:
+async def on_customer_erased(event: CustomerErasedEvent, unit: FollowupsUnit) -> None:
     await service.erase_customer(unit, event)
 
 
-HANDLERS = {
+HANDLERS: Handlers = {
     OrderPlacedEvent: on_order_placed,
     OrderFulfilledEvent: on_order_fulfilled,
     OrderRefundedEvent: on_order_refunded,

@@ -20,14 +20,13 @@ from pymongo import UpdateOne
 
 from services.followups import messages
 from services.followups.mail import SmtpServer, email_of
-from services.followups.service import SOURCE, now
-from services.followups.settings import FollowupsSettings, followups_settings
+from services.followups.service import now
+from services.followups.settings import FollowupsSettings, FollowupsUnit, followups_settings
 from services.followups.store import CUSTOMERS, ESCALATIONS, FAILED, FOLLOWUPS, PENDING, SENT
 from services.followups.tokens import issue_token
-from shared.events import FollowUpSent, FollowUpSentEvent
+from shared.events import FollowUpSent
 from shared.leases import claim
 from shared.service import Runtime
-from shared.unit import Unit
 
 log = structlog.get_logger("rapport.followups.scheduler")
 
@@ -74,7 +73,7 @@ async def _send(rt: Runtime, settings: FollowupsSettings, smtp: SmtpServer, task
         return
     sent_at = now()
 
-    async def record(unit: Unit) -> None:
+    async def record(unit: FollowupsUnit) -> None:
         # Applied only while this claim still holds the task.
         held = {"_id": task["_id"], "lease_owner": task["lease_owner"]}
         unit.write(FOLLOWUPS, UpdateOne(held, {"$set": {"status": SENT, "sent_at": sent_at, "locale": message.locale}}))
@@ -86,7 +85,7 @@ async def _send(rt: Runtime, settings: FollowupsSettings, smtp: SmtpServer, task
             channel="email",
             sent_at=sent_at,
         )
-        unit.publish(FollowUpSentEvent.new(data, source=SOURCE, subject=task["customer_id"]))
+        unit.publish(data, subject=task["customer_id"])
 
     await rt.transaction(record)
     SENT_TOTAL.labels(kind=task["kind"]).inc()

@@ -14,7 +14,7 @@ import structlog
 from pymongo import DeleteOne, UpdateMany, UpdateOne
 
 from services.followups import domain
-from services.followups.settings import followups_settings
+from services.followups.settings import FollowupsUnit, followups_settings
 from services.followups.store import (
     CANCELLED,
     CUSTOMERS,
@@ -29,16 +29,13 @@ from shared.events import (
     CustomerErasedEvent,
     Envelope,
     FeedbackEscalated,
-    FeedbackEscalatedEvent,
     FeedbackReceived,
-    FeedbackReceivedEvent,
     OrderFulfilledEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
     ReferralInvitedEvent,
 )
 from shared.mongo import as_stored
-from shared.unit import Unit
 
 SOURCE = "followups"
 log = structlog.get_logger("rapport.followups")
@@ -51,7 +48,7 @@ def now() -> datetime:
 # --- hearing of orders ----------------------------------------------------------------------
 
 
-async def prefetch_followups(unit: Unit, events: list[Envelope[Any]]) -> None:
+async def prefetch_followups(unit: FollowupsUnit, events: list[Envelope[Any]]) -> None:
     """Read what a whole batch touches (customers, orders, the follow-ups it may plan) in a few queries."""
     customers = {_customer_of(event) for event in events}
     await preload_customers(unit, CUSTOMERS, customers)
@@ -71,7 +68,7 @@ def _customer_of(event: Envelope[Any]) -> str:
     return customer_id
 
 
-async def note_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
+async def note_order_placed(unit: FollowupsUnit, event: OrderPlacedEvent) -> None:
     data = event.data
     customer_id = data.customer.customer_id
     if await customer_erased(unit, CUSTOMERS, customer_id):
@@ -93,7 +90,7 @@ async def note_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
     await plan_order(unit, order)
 
 
-async def note_order_fulfilled(unit: Unit, event: OrderFulfilledEvent) -> None:
+async def note_order_fulfilled(unit: FollowupsUnit, event: OrderFulfilledEvent) -> None:
     data = event.data
     if await customer_erased(unit, CUSTOMERS, data.customer_id):
         return
@@ -105,7 +102,7 @@ async def note_order_fulfilled(unit: Unit, event: OrderFulfilledEvent) -> None:
     await plan_order(unit, order)
 
 
-async def note_order_refunded(unit: Unit, event: OrderRefundedEvent) -> None:
+async def note_order_refunded(unit: FollowupsUnit, event: OrderRefundedEvent) -> None:
     """A refund cancels what is still pending for the order, and what would be planned for it later."""
     data = event.data
     order = await _order(unit, data.order_id, data.customer_id)
@@ -126,7 +123,7 @@ def _planned_for(order_id: str, customer_id: str) -> tuple[str, ...]:
     return (f"thank_you:{order_id}", f"feedback_request:{order_id}", f"call:{customer_id}")
 
 
-async def plan_order(unit: Unit, order: dict[str, Any]) -> None:
+async def plan_order(unit: FollowupsUnit, order: dict[str, Any]) -> None:
     """Plan what the order's known milestones call for (each at most once)."""
     settings = followups_settings(unit.settings)
     order_id, customer_id = order["_id"], order["customer_id"]
@@ -147,7 +144,7 @@ async def plan_order(unit: Unit, order: dict[str, Any]) -> None:
 
 
 async def _plan(
-    unit: Unit,
+    unit: FollowupsUnit,
     followup_id: str,
     kind: str,
     channel: str,
@@ -185,7 +182,7 @@ async def _plan(
 _NOT_EARLY_FROM: dict[tuple[str, int], datetime] = {}
 
 
-async def _is_early_customer(unit: Unit, customer_id: str, first: int) -> bool:
+async def _is_early_customer(unit: FollowupsUnit, customer_id: str, first: int) -> bool:
     """Whether the customer is one of the shop's first `first` customers (by first order, as far as known)."""
     customer = await unit.find_one(CUSTOMERS, {"_id": customer_id})
     if customer is None or customer.get("first_order_at") is None:
@@ -207,7 +204,7 @@ async def _is_early_customer(unit: Unit, customer_id: str, first: int) -> bool:
     return earlier < first
 
 
-async def _order(unit: Unit, order_id: str, customer_id: str) -> dict[str, Any]:
+async def _order(unit: FollowupsUnit, order_id: str, customer_id: str) -> dict[str, Any]:
     found = await unit.find_one(ORDERS, {"_id": order_id})
     return dict(found) if found is not None else {"_id": order_id, "customer_id": customer_id}
 
@@ -215,7 +212,7 @@ async def _order(unit: Unit, order_id: str, customer_id: str) -> dict[str, Any]:
 # --- the happy moment ---------------------------------------------------------------------------
 
 
-async def plan_referral_invitation(unit: Unit, event: ReferralInvitedEvent) -> None:
+async def plan_referral_invitation(unit: FollowupsUnit, event: ReferralInvitedEvent) -> None:
     data = event.data
     if await customer_erased(unit, CUSTOMERS, data.customer_id):
         return
@@ -232,7 +229,9 @@ def new_feedback(data: dict[str, Any], received_at: datetime) -> FeedbackReceive
     return FeedbackReceived(feedback_id=f"fb_{uuid.uuid4().hex[:16]}", received_at=received_at, **data)
 
 
-async def take_feedback(unit: Unit, feedback: FeedbackReceived, *, followup_id: str | None = None) -> dict[str, Any]:
+async def take_feedback(
+    unit: FollowupsUnit, feedback: FeedbackReceived, *, followup_id: str | None = None
+) -> dict[str, Any]:
     """Store feedback, publish FeedbackReceived, and open an escalation when it is unhappy."""
     settings = followups_settings(unit.settings)
     received_at = feedback.received_at
@@ -243,8 +242,7 @@ async def take_feedback(unit: Unit, feedback: FeedbackReceived, *, followup_id: 
     }
     unit.replace(FEEDBACK, stored)
     subject = feedback.customer_id
-    received = FeedbackReceivedEvent.new(feedback, source=SOURCE, subject=subject)
-    unit.publish(received)
+    received = unit.publish(feedback, subject=subject)
     escalation = None
     if domain.is_detractor_feedback(feedback.ratings.overall, feedback.nps):
         due_by = domain.escalation_due(as_stored(received_at), timedelta(minutes=settings.escalation_sla_minutes))
@@ -266,7 +264,7 @@ async def take_feedback(unit: Unit, feedback: FeedbackReceived, *, followup_id: 
             order_id=feedback.order_id,
             due_by=due_by,
         )
-        unit.publish(FeedbackEscalatedEvent.new(data_out, source=SOURCE, subject=subject, cause=received))
+        unit.publish(data_out, subject=subject, cause=received)
         log.info("feedback_escalated", escalation_id=escalation["_id"], due_by=due_by.isoformat())
     log.info("feedback_received", feedback_id=feedback.feedback_id, overall=feedback.ratings.overall, nps=feedback.nps)
     return stored | {"escalation_id": escalation["_id"] if escalation else None}
@@ -275,7 +273,7 @@ async def take_feedback(unit: Unit, feedback: FeedbackReceived, *, followup_id: 
 # --- erasure ------------------------------------------------------------------------------------
 
 
-async def erase_customer(unit: Unit, event: CustomerErasedEvent) -> None:
+async def erase_customer(unit: FollowupsUnit, event: CustomerErasedEvent) -> None:
     """Forget the customer's contact, cancel their pending messages, keep feedback scores anonymously."""
     customer_id = event.data.customer_id
     alias = erased_alias(customer_id)

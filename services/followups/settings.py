@@ -3,6 +3,7 @@
 from pydantic import Field
 
 from shared.settings import OptionalSecret, ServiceSettings
+from shared.unit import Unit
 
 
 class FollowupsSettings(ServiceSettings):
@@ -39,3 +40,7 @@ def followups_settings(settings: ServiceSettings | None) -> FollowupsSettings:
     if not isinstance(settings, FollowupsSettings):
         raise TypeError(f"the followups service needs FollowupsSettings, got {type(settings).__name__}")
     return settings
+
+
+# What every use case of the followups service gets: the transaction, its clock and these settings, typed.
+FollowupsUnit = Unit[FollowupsSettings]

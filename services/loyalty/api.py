@@ -10,10 +10,10 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_vali
 
 from services.loyalty import service
 from services.loyalty.domain import Rules, Tier, next_tier
+from services.loyalty.settings import LoyaltyUnit
 from services.loyalty.store import CAMPAIGNS, CONFIG, LEDGER, REWARDS, load_member, rules_from_doc, rules_to_doc
 from shared.service import Runtime, runtime
 from shared.types import Currency
-from shared.unit import Unit
 
 api = APIRouter(tags=["loyalty"])
 Rt = Annotated[Runtime, Depends(runtime)]
@@ -26,7 +26,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 async def get_member(customer_id: str, rt: Rt) -> dict[str, Any]:
     """Balance, tier and progress, points expiring in the next 30 days, and the recent entries with reasons."""
 
-    async def read(unit: Unit) -> dict[str, Any]:
+    async def read(unit: LoyaltyUnit) -> dict[str, Any]:
         member = await load_member(unit, customer_id)
         if not member.exists:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: no member {customer_id!r}")
@@ -72,7 +72,7 @@ async def redeem(
 ) -> dict[str, Any]:
     """Redeem one reward. Retrying with the same Idempotency-Key returns the first result."""
 
-    async def work(unit: Unit) -> service.RedemptionResult:
+    async def work(unit: LoyaltyUnit) -> service.RedemptionResult:
         return await service.redeem_reward(unit, customer_id, body.reward_id, idempotency_key)
 
     try:

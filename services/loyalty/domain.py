@@ -316,7 +316,7 @@ def facts_of(
         return [(data.customer_id, Refund(data.refund_id, data.order_id, data.amount, as_stored(data.refunded_at)))]
     if isinstance(data, FeedbackReceived):
         return [(data.customer_id, activity) for activity in feedback_activities(data, rules)]
-    return referral_activities(data, rules)
+    return [*referral_activities(data, rules)]
 
 
 # --- the replay ---------------------------------------------------------------------

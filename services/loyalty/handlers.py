@@ -1,6 +1,8 @@
 """Subscribers of the loyalty service: read the event, call the use case, nothing else."""
 
 from services.loyalty import service
+from services.loyalty.settings import LoyaltyUnit
+from shared.consumer import Handlers
 from shared.events import (
     CustomerErasedEvent,
     FeedbackReceivedEvent,
@@ -8,30 +10,29 @@ from shared.events import (
     OrderRefundedEvent,
     ReferralConvertedEvent,
 )
-from shared.unit import Unit
 
 
-async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
+async def on_order_placed(event: OrderPlacedEvent, unit: LoyaltyUnit) -> None:
     await service.award_purchase_points(unit, event)
 
 
-async def on_order_refunded(event: OrderRefundedEvent, unit: Unit) -> None:
+async def on_order_refunded(event: OrderRefundedEvent, unit: LoyaltyUnit) -> None:
     await service.reverse_refunded_points(unit, event)
 
 
-async def on_feedback_received(event: FeedbackReceivedEvent, unit: Unit) -> None:
+async def on_feedback_received(event: FeedbackReceivedEvent, unit: LoyaltyUnit) -> None:
     await service.award_feedback_points(unit, event)
 
 
-async def on_referral_converted(event: ReferralConvertedEvent, unit: Unit) -> None:
+async def on_referral_converted(event: ReferralConvertedEvent, unit: LoyaltyUnit) -> None:
     await service.award_referral_points(unit, event)
 
 
-async def on_customer_erased(event: CustomerErasedEvent, unit: Unit) -> None:
+async def on_customer_erased(event: CustomerErasedEvent, unit: LoyaltyUnit) -> None:
     await service.erase_member(unit, event)
 
 
-HANDLERS = {
+HANDLERS: Handlers = {
     OrderPlacedEvent: on_order_placed,
     OrderRefundedEvent: on_order_refunded,
     FeedbackReceivedEvent: on_feedback_received,

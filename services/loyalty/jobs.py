@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 import structlog
 
 from services.loyalty import service
+from services.loyalty.settings import LoyaltyUnit
 from services.loyalty.store import MEMBERS
 from shared.leases import claim
 from shared.service import Runtime
-from shared.unit import Unit
 
 LEASE = timedelta(seconds=60)
 log = structlog.get_logger("rapport.loyalty.expiry")
@@ -33,7 +33,7 @@ async def review_due_members(rt: Runtime, *, at: datetime | None = None, limit: 
         if claimed is None:
             break
 
-        async def review(unit: Unit, customer_id: str = claimed["_id"]) -> None:
+        async def review(unit: LoyaltyUnit, customer_id: str = claimed["_id"]) -> None:
             await service.review_member(unit, customer_id, moment)
 
         await rt.transaction(review)

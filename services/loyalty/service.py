@@ -24,6 +24,7 @@ from services.loyalty.domain import (
     facts_of,
     replay,
 )
+from services.loyalty.settings import LoyaltyUnit
 from services.loyalty.store import (
     LEDGER,
     MEMBER_FACTS,
@@ -45,19 +46,13 @@ from shared.events import (
     OrderPlacedEvent,
     OrderRefundedEvent,
     PointsAwarded,
-    PointsAwardedEvent,
     PointsExpired,
-    PointsExpiredEvent,
     PointsRedeemed,
-    PointsRedeemedEvent,
     PointsReversed,
-    PointsReversedEvent,
     ReferralConvertedEvent,
     TierChanged,
-    TierChangedEvent,
 )
 from shared.mongo import as_stored
-from shared.unit import Unit
 
 SOURCE = "loyalty"
 log = structlog.get_logger("rapport.loyalty")
@@ -79,7 +74,7 @@ def now() -> datetime:
 # --- event use cases -----------------------------------------------------------------------
 
 
-async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
+async def prefetch_members(unit: LoyaltyUnit, events: list[Envelope[Any]]) -> None:
     """Read the members (and erasure marks) a whole batch touches in two queries, and in a third the
     facts of those an event comes too late for (before their latest fact), whose replay needs them."""
     program = await PROGRAM.get(unit.db)
@@ -105,7 +100,7 @@ async def prefetch_members(unit: Unit, events: list[Envelope[Any]]) -> None:
     await unit.preload(MEMBER_FACTS, late)
 
 
-async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
+async def award_purchase_points(unit: LoyaltyUnit, event: OrderPlacedEvent) -> None:
     order = event.data
     program = await PROGRAM.get(unit.db)
     if order.currency not in program.rules.rates:
@@ -114,19 +109,19 @@ async def award_purchase_points(unit: Unit, event: OrderPlacedEvent) -> None:
     await hear(unit, event, program)
 
 
-async def reverse_refunded_points(unit: Unit, event: OrderRefundedEvent) -> None:
+async def reverse_refunded_points(unit: LoyaltyUnit, event: OrderRefundedEvent) -> None:
     await hear(unit, event, await PROGRAM.get(unit.db))
 
 
-async def award_feedback_points(unit: Unit, event: FeedbackReceivedEvent) -> None:
+async def award_feedback_points(unit: LoyaltyUnit, event: FeedbackReceivedEvent) -> None:
     await hear(unit, event, await PROGRAM.get(unit.db))
 
 
-async def award_referral_points(unit: Unit, event: ReferralConvertedEvent) -> None:
+async def award_referral_points(unit: LoyaltyUnit, event: ReferralConvertedEvent) -> None:
     await hear(unit, event, await PROGRAM.get(unit.db))
 
 
-async def hear(unit: Unit, event: Envelope[Any], program: Program) -> None:
+async def hear(unit: LoyaltyUnit, event: Envelope[Any], program: Program) -> None:
     """Add what the event tells to each member it concerns and settle them; a repeat changes nothing."""
     told: dict[str, list[Fact]] = {}
     for customer_id, fact in facts_of(event.data, program.rules, program.campaigns):
@@ -141,7 +136,7 @@ async def hear(unit: Unit, event: Envelope[Any], program: Program) -> None:
         settle(unit, member, ledger, new, cause=event, at=at)
 
 
-async def ledger_with(unit: Unit, member: Member, new: list[Fact], at: datetime, program: Program) -> Ledger:
+async def ledger_with(unit: LoyaltyUnit, member: Member, new: list[Fact], at: datetime, program: Program) -> Ledger:
     """What the member's ledger should say at `at` once the `new` facts (not heard of before) are added."""
     tiers = program.rules.tiers
     continued = continue_replay(member.checkpoint, member.recorded, new, at, tiers)
@@ -151,7 +146,7 @@ async def ledger_with(unit: Unit, member: Member, new: list[Fact], at: datetime,
     return replay(known.adding(*new) or known, at, tiers)
 
 
-async def _member_unless_erased(unit: Unit, customer_id: str) -> Member | None:
+async def _member_unless_erased(unit: LoyaltyUnit, customer_id: str) -> Member | None:
     """The member, new or known; None for an erased customer (their document is gone, so check only then)."""
     member = await load_member(unit, customer_id)
     if not member.exists and await is_erased(unit, customer_id):
@@ -159,7 +154,7 @@ async def _member_unless_erased(unit: Unit, customer_id: str) -> Member | None:
     return member
 
 
-async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:
+async def erase_member(unit: LoyaltyUnit, event: CustomerErasedEvent) -> None:
     """Forget who the member is; the ledger's anonymous totals stay for the shop's books."""
     customer_id = event.data.customer_id
     anonymous = erased_alias(customer_id)
@@ -175,7 +170,7 @@ async def erase_member(unit: Unit, event: CustomerErasedEvent) -> None:
 # --- scheduled: expiry and tier review ---------------------------------------------------------
 
 
-async def review_member(unit: Unit, customer_id: str, at: datetime | None = None) -> None:
+async def review_member(unit: LoyaltyUnit, customer_id: str, at: datetime | None = None) -> None:
     """Expire what is due and move the tier as the 365-day window slides."""
     member = await load_member(unit, customer_id)
     if not member.exists:
@@ -201,7 +196,7 @@ class RedemptionResult:
     body: dict[str, Any]
 
 
-async def redeem_reward(unit: Unit, customer_id: str, reward_id: str, idempotency_key: str) -> RedemptionResult:
+async def redeem_reward(unit: LoyaltyUnit, customer_id: str, reward_id: str, idempotency_key: str) -> RedemptionResult:
     """Spend points on a reward once per Idempotency-Key; never below zero."""
     request_id = f"{customer_id}:{idempotency_key}"
     first = await unit.find_one(REDEMPTION_REQUESTS, {"_id": request_id})
@@ -226,7 +221,7 @@ async def redeem_reward(unit: Unit, customer_id: str, reward_id: str, idempotenc
     return result
 
 
-async def _redeem(unit: Unit, customer_id: str, reward_id: str) -> RedemptionResult:
+async def _redeem(unit: LoyaltyUnit, customer_id: str, reward_id: str) -> RedemptionResult:
     reward = await unit.find_one(REWARDS, {"_id": reward_id, "active": True})
     if reward is None:
         raise RedemptionRefused(404, f"reward_id: no active reward {reward_id!r}")
@@ -255,7 +250,7 @@ async def _redeem(unit: Unit, customer_id: str, reward_id: str) -> RedemptionRes
 
 
 def settle(
-    unit: Unit,
+    unit: LoyaltyUnit,
     member: Member,
     ledger: Ledger,
     new: list[Fact],
@@ -276,24 +271,22 @@ def settle(
         if entry.kind == "expire":
             expired -= entry.points
         else:
-            unit.publish(_event_for(entry, entry_id, member.customer_id, balance, ledger.tier.name, cause, redemptions))
-    if expired > 0:
-        unit.publish(
-            PointsExpiredEvent.new(
-                PointsExpired(customer_id=member.customer_id, points=expired, balance=balance),
-                source=SOURCE,
+            unit.publish(
+                _event_for(entry, entry_id, member.customer_id, balance, ledger.tier.name, redemptions),
                 subject=member.customer_id,
                 cause=cause,
             )
+    if expired > 0:
+        unit.publish(
+            PointsExpired(customer_id=member.customer_id, points=expired, balance=balance),
+            subject=member.customer_id,
+            cause=cause,
         )
     if ledger.tier.name != member.tier:
         unit.publish(
-            TierChangedEvent.new(
-                TierChanged(customer_id=member.customer_id, from_tier=member.tier, to_tier=ledger.tier.name),
-                source=SOURCE,
-                subject=member.customer_id,
-                cause=cause,
-            )
+            TierChanged(customer_id=member.customer_id, from_tier=member.tier, to_tier=ledger.tier.name),
+            subject=member.customer_id,
+            cause=cause,
         )
         log.info("tier_changed", customer_id=member.customer_id, from_tier=member.tier, to_tier=ledger.tier.name)
     member.tier = ledger.tier.name
@@ -328,32 +321,29 @@ def _event_for(
     customer_id: str,
     balance: int,
     tier: str,
-    cause: Envelope[Any] | None,
     redemptions: dict[str, Redemption],  # the new ones: a redemption's entry is appended once, when it is new
-) -> Envelope[Any]:
+) -> PointsRedeemed | PointsAwarded | PointsReversed:
     if entry.kind == "redeem":
         redemption_id = entry.key.split(":", 1)[1]
-        data: Any = PointsRedeemed(
+        return PointsRedeemed(
             redemption_id=redemption_id,
             customer_id=customer_id,
             reward_id=redemptions[redemption_id].reward_id,
             points=-entry.points,
             balance=balance,
         )
-        return PointsRedeemedEvent.new(data, source=SOURCE, subject=customer_id, cause=cause)
     if entry.points > 0:
-        data = PointsAwarded(
+        return PointsAwarded(
             entry_id=entry_id,
             customer_id=customer_id,
             points=entry.points,
-            reason=entry.reason,  # type: ignore[arg-type]
+            reason=entry.reason,
             order_id=entry.order_id,
             balance=balance,
             tier=tier,
             expires_at=entry.expires_at,
         )
-        return PointsAwardedEvent.new(data, source=SOURCE, subject=customer_id, cause=cause)
-    data = PointsReversed(
+    return PointsReversed(
         entry_id=entry_id,
         customer_id=customer_id,
         points=-entry.points,
@@ -361,4 +351,3 @@ def _event_for(
         order_id=entry.order_id,
         balance=balance,
     )
-    return PointsReversedEvent.new(data, source=SOURCE, subject=customer_id, cause=cause)

@@ -41,9 +41,9 @@ from services.loyalty.domain import (
     fact_kind,
     replay,
 )
+from services.loyalty.settings import LoyaltyUnit
 from shared.mongo import Database
 from shared.settings import ServiceSettings
-from shared.unit import Unit
 
 MEMBERS = "members"
 MEMBER_FACTS = "member_facts"
@@ -85,7 +85,7 @@ class Member:
         return sum(self.recorded.values())
 
 
-async def load_member(unit: Unit, customer_id: str) -> Member:
+async def load_member(unit: LoyaltyUnit, customer_id: str) -> Member:
     doc = await unit.find_one(MEMBERS, {"_id": customer_id})
     if doc is None:
         return Member(customer_id)
@@ -98,7 +98,7 @@ async def load_member(unit: Unit, customer_id: str) -> Member:
     return member
 
 
-async def load_facts(unit: Unit, member: Member) -> Facts:
+async def load_facts(unit: LoyaltyUnit, member: Member) -> Facts:
     doc = await unit.find_one(MEMBER_FACTS, {"_id": member.customer_id}) or {}
     return _facts({kind: [*member.unmoved.get(kind, []), *doc.get(kind, [])] for kind in FACT_KINDS})
 
@@ -113,7 +113,7 @@ def _facts(doc: Mapping[str, list[dict[str, Any]]]) -> Facts:
 
 
 def save_member(
-    unit: Unit,
+    unit: LoyaltyUnit,
     member: Member,
     new_facts: list[Fact],
     *,

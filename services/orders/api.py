@@ -7,11 +7,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from services.orders import jobs, service
 from services.orders.insight import SEGMENTS
-from services.orders.settings import orders_settings
+from services.orders.settings import OrdersUnit, orders_settings
 from services.orders.store import CUSTOMERS, ORDERS, listing_order, money
 from shared.erasure import ERASED, erased_id
 from shared.service import Runtime, runtime
-from shared.unit import Unit
 
 api = APIRouter(tags=["orders"])
 Rt = Annotated[Runtime, Depends(runtime)]
@@ -96,7 +95,7 @@ async def refresh_segments(rt: Rt) -> dict[str, Any]:
 async def erase_customer(customer_id: str, rt: Rt) -> dict[str, Any]:
     """Remove the customer's personal data here and, through CustomerErased, in every service."""
 
-    async def erase(unit: Unit) -> bool:
+    async def erase(unit: OrdersUnit) -> bool:
         return await service.erase_customer(unit, customer_id, service.now())
 
     first_time = await rt.transaction(erase)

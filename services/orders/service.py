@@ -11,6 +11,7 @@ import structlog
 from pymongo import DeleteOne, UpdateMany
 
 from services.orders.domain import gives_contact, replacing, stats_of
+from services.orders.settings import OrdersUnit
 from services.orders.store import (
     CUSTOMERS,
     ORDERS,
@@ -24,14 +25,12 @@ from services.orders.store import (
 from shared.erasure import erased_alias, forget_sent_events, is_alias, is_erased, mark_erased, preload_customers
 from shared.events import (
     CustomerErased,
-    CustomerErasedEvent,
     Envelope,
     OrderFulfilledEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
 )
 from shared.mongo import as_stored
-from shared.unit import Unit
 
 SOURCE = "orders"
 log = structlog.get_logger("rapport.orders")
@@ -41,7 +40,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def prefetch_orders(unit: Unit, events: list[Envelope[Any]]) -> None:
+async def prefetch_orders(unit: OrdersUnit, events: list[Envelope[Any]]) -> None:
     """Read the orders, profiles and erasure marks a whole batch touches in three queries."""
     await unit.preload(ORDERS, (event.data.order_id for event in events))
     await preload_customers(unit, CUSTOMERS, (_customer_of(event) for event in events))
@@ -54,12 +53,13 @@ def _customer_of(event: Envelope[Any]) -> str:
     return customer_id
 
 
-async def record_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
+async def record_order_placed(unit: OrdersUnit, event: OrderPlacedEvent) -> None:
     data = event.data
     owner = await _owner(unit, data.customer.customer_id)
     order = await _order(unit, data.order_id, owner)
     telling = (as_stored(event.time), event.id)
-    if order["placed"] is not None and _as_key(order.get("placed_by")) >= telling:
+    told_before = _as_key(order.get("placed_by"))
+    if order["placed"] is not None and told_before is not None and told_before >= telling:
         return  # told again (say by a webhook and the backend): the latest telling stands, whenever it arrives
     placed = data.model_dump(mode="python")
     placed["placed_at"] = as_stored(data.placed_at)
@@ -74,7 +74,7 @@ async def record_order_placed(unit: Unit, event: OrderPlacedEvent) -> None:
     log.info("order_recorded", order_id=data.order_id, customer_id=owner)
 
 
-async def record_fulfilment(unit: Unit, event: OrderFulfilledEvent) -> None:
+async def record_fulfilment(unit: OrdersUnit, event: OrderFulfilledEvent) -> None:
     data = event.data
     order = await _order(unit, data.order_id, await _owner(unit, data.customer_id))
     fulfilled_at = as_stored(data.fulfilled_at)
@@ -84,7 +84,7 @@ async def record_fulfilment(unit: Unit, event: OrderFulfilledEvent) -> None:
     await _save(unit, order)
 
 
-async def record_refund(unit: Unit, event: OrderRefundedEvent) -> None:
+async def record_refund(unit: OrdersUnit, event: OrderRefundedEvent) -> None:
     data = event.data
     order = await _order(unit, data.order_id, await _owner(unit, data.customer_id))
     if any(refund["refund_id"] == data.refund_id for refund in order["refunds"]):
@@ -102,19 +102,19 @@ async def record_refund(unit: Unit, event: OrderRefundedEvent) -> None:
     log.info("refund_recorded", order_id=data.order_id, refund_id=data.refund_id, amount=str(data.amount))
 
 
-async def _owner(unit: Unit, customer_id: str) -> str:
+async def _owner(unit: OrdersUnit, customer_id: str) -> str:
     """Whom the customer's records belong to: the customer, or their anonymous alias once erased."""
     if await unit.find_one(CUSTOMERS, {"_id": customer_id}) is not None:
         return customer_id
     return erased_alias(customer_id) if await is_erased(unit, customer_id) else customer_id
 
 
-async def _order(unit: Unit, order_id: str, owner: str) -> dict[str, Any]:
+async def _order(unit: OrdersUnit, order_id: str, owner: str) -> dict[str, Any]:
     found = await unit.find_one(ORDERS, {"_id": order_id})
     return dict(found) if found is not None else new_order(order_id, owner)
 
 
-async def _save(unit: Unit, order: dict[str, Any]) -> None:
+async def _save(unit: OrdersUnit, order: dict[str, Any]) -> None:
     """Store the order and bring its customer's profile up to date with it."""
     unit.replace(ORDERS, order)
     line = order_line(order)
@@ -138,7 +138,7 @@ def _as_key(source: dict[str, Any] | None) -> tuple[datetime, str] | None:
 # --- erasure -------------------------------------------------------------------------------------
 
 
-async def erase_customer(unit: Unit, customer_id: str, requested_at: datetime) -> bool:
+async def erase_customer(unit: OrdersUnit, customer_id: str, requested_at: datetime) -> bool:
     """Remove the customer's personal data; keep their orders and stats under an anonymous alias.
 
     Publishes CustomerErased so every other service does the same. False when the
@@ -161,9 +161,6 @@ async def erase_customer(unit: Unit, customer_id: str, requested_at: datetime) -
     )
     forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, requested_at)
-    event = CustomerErasedEvent.new(
-        CustomerErased(customer_id=customer_id, requested_at=requested_at), source=SOURCE, subject=customer_id
-    )
-    unit.publish(event)
+    unit.publish(CustomerErased(customer_id=customer_id, requested_at=requested_at), subject=customer_id)
     log.info("customer_erased", alias=alias)
     return True

@@ -4,6 +4,7 @@ from pydantic import Field
 
 from shared.settings import OptionalSecret, ServiceSettings
 from shared.types import Currency
+from shared.unit import Unit
 
 
 class OrdersSettings(ServiceSettings):
@@ -27,3 +28,7 @@ def orders_settings(settings: ServiceSettings) -> OrdersSettings:
     if not isinstance(settings, OrdersSettings):
         raise TypeError(f"the orders service needs OrdersSettings, got {type(settings).__name__}")
     return settings
+
+
+# What every use case of the orders service gets: the transaction, its clock and these settings, typed.
+OrdersUnit = Unit[OrdersSettings]

@@ -27,26 +27,19 @@ from services.orders.platforms import (
     signature_valid,
     woocommerce,
 )
-from services.orders.service import SOURCE, now
-from services.orders.settings import orders_settings
+from services.orders.service import now
+from services.orders.settings import OrdersUnit, orders_settings
 from services.orders.store import ORDERS, WEBHOOK_DELIVERIES
 from shared.events import (
-    Envelope,
-    OrderFulfilled,
-    OrderFulfilledEvent,
     OrderPlaced,
-    OrderPlacedEvent,
-    OrderRefunded,
-    OrderRefundedEvent,
 )
 from shared.service import Runtime, runtime
-from shared.unit import Unit
 
 webhooks = APIRouter(tags=["webhooks"])
 Rt = Annotated[Runtime, Depends(runtime)]
 log = structlog.get_logger("rapport.orders.webhooks")
 
-Translate = Callable[[Unit, str, dict[str, Any]], Any]
+Translate = Callable[[OrdersUnit, str, dict[str, Any]], Any]
 
 
 @webhooks.post("/webhooks/shopify")
@@ -59,7 +52,7 @@ async def shopify_webhook(
 ) -> dict[str, Any]:
     """Shopify `orders/create`, `orders/fulfilled` and `refunds/create`."""
 
-    async def translate(unit: Unit, topic: str, payload: dict[str, Any]) -> list[Translation]:
+    async def translate(unit: OrdersUnit, topic: str, payload: dict[str, Any]) -> list[Translation]:
         customer_id = None
         if topic == "refunds/create":  # a refund names its order, not its customer
             order = await unit.find_one(ORDERS, {"_id": str(payload.get("order_id"))})
@@ -86,7 +79,7 @@ async def woocommerce_webhook(
     if x_wc_webhook_topic is None and body.startswith(b"webhook_id="):
         return {"ping": True}  # WooCommerce checks the URL this way when a webhook is saved
 
-    async def translate(unit: Unit, topic: str, payload: dict[str, Any]) -> list[Translation]:
+    async def translate(unit: OrdersUnit, topic: str, payload: dict[str, Any]) -> list[Translation]:
         return woocommerce.translate(topic, payload)
 
     secret = orders_settings(rt.settings).woocommerce_webhook_secret
@@ -121,7 +114,7 @@ async def _receive(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: not a JSON object")
     delivery = f"{platform}:{delivery_id}"
 
-    async def receive(unit: Unit) -> dict[str, Any]:
+    async def receive(unit: OrdersUnit) -> dict[str, Any]:
         if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": delivery}) is not None:
             return {"duplicate": True, "published": []}
         try:
@@ -129,9 +122,10 @@ async def _receive(
         except UntranslatableWebhook as untranslatable:
             raise _refusal(untranslatable) from untranslatable
         unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": delivery, "topic": topic, "received_at": now()}))
-        events = [_event(translation) for translation in translations]
-        for event in events:
-            unit.publish(event)
+        events = [
+            unit.publish(translation.data, subject=_subject(translation), event_id=translation.event_id)
+            for translation in translations
+        ]
         return {"duplicate": False, "published": [{"id": e.id, "type": e.type} for e in events]}
 
     try:
@@ -153,14 +147,6 @@ def _refusal(untranslatable: UntranslatableWebhook) -> HTTPException:
     )
 
 
-def _event(translation: Translation) -> Envelope[Any]:
+def _subject(translation: Translation) -> str:
     data = translation.data
-    if isinstance(data, OrderPlaced):
-        return OrderPlacedEvent.new(
-            data, source=SOURCE, subject=data.customer.customer_id, event_id=translation.event_id
-        )
-    if isinstance(data, OrderFulfilled):
-        return OrderFulfilledEvent.new(data, source=SOURCE, subject=data.customer_id, event_id=translation.event_id)
-    if isinstance(data, OrderRefunded):
-        return OrderRefundedEvent.new(data, source=SOURCE, subject=data.customer_id, event_id=translation.event_id)
-    raise TypeError(f"no event for {type(data).__name__}")
+    return data.customer.customer_id if isinstance(data, OrderPlaced) else data.customer_id

@@ -9,11 +9,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 from pymongo.errors import BulkWriteError
 
 from services.referrals import domain, service
+from services.referrals.settings import ReferralsUnit
 from services.referrals.store import AFFILIATES, CODES, CONVERTED, CUSTOMERS, INVITATIONS, REFERRALS, REFUSED, code_from
 from shared.mongo import as_stored
 from shared.service import Runtime, runtime
 from shared.types import Id
-from shared.unit import Unit
 
 api = APIRouter(tags=["referrals"])
 Rt = Annotated[Runtime, Depends(runtime)]
@@ -29,7 +29,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 async def issue_code(customer_id: CustomerId, rt: Rt, response: Response) -> dict[str, Any]:
     """The customer's referral code: issued now (201), or the one they already have (200)."""
 
-    async def work(unit: Unit) -> tuple[str, bool]:
+    async def work(unit: ReferralsUnit) -> tuple[str, bool]:
         return await service.issue_code(unit, customer_id)
 
     try:
@@ -86,7 +86,7 @@ async def set_code_limits(code: TypedCode, body: LimitsIn, rt: Rt) -> dict[str, 
         limits["expires_at"] = as_stored(limits["expires_at"])
     canonical = domain.normalize_code(code)
 
-    async def work(unit: Unit) -> dict[str, Any] | None:
+    async def work(unit: ReferralsUnit) -> dict[str, Any] | None:
         return await service.set_code_limits(unit, canonical, limits)
 
     changed = await rt.transaction(work)
@@ -129,7 +129,7 @@ class AffiliateIn(BaseModel):
 async def enrol_affiliate(body: AffiliateIn, rt: Rt) -> dict[str, Any]:
     """A new affiliate with their code."""
 
-    async def work(unit: Unit) -> dict[str, Any]:
+    async def work(unit: ReferralsUnit) -> dict[str, Any]:
         return await service.enrol_affiliate(
             unit,
             name=body.name,

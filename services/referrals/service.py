@@ -29,7 +29,7 @@ from services.referrals.domain import (
     email_identity,
     normalize_code,
 )
-from services.referrals.settings import referrals_settings
+from services.referrals.settings import ReferralsUnit, referrals_settings
 from services.referrals.store import (
     AFFILIATES,
     CODES,
@@ -56,12 +56,9 @@ from shared.events import (
     OrderPlacedEvent,
     OrderRefundedEvent,
     ReferralConverted,
-    ReferralConvertedEvent,
     ReferralInvited,
-    ReferralInvitedEvent,
 )
 from shared.mongo import as_stored
-from shared.unit import Unit
 
 SOURCE = "referrals"
 log = structlog.get_logger("rapport.referrals")
@@ -88,7 +85,7 @@ class CustomerWasErased(Exception):
 # --- reading a batch at once -----------------------------------------------------------------
 
 
-async def prefetch_referrals(unit: Unit, events: list[Envelope[Any]]) -> None:
+async def prefetch_referrals(unit: ReferralsUnit, events: list[Envelope[Any]]) -> None:
     """Read what a batch touches (codes, their owners, customers, earlier decisions, refunds) in a few queries."""
     customers: set[str] = set()
     codes: set[str] = set()
@@ -123,7 +120,7 @@ def typed_code(order: OrderPlaced) -> str:
 # --- orders: first orders, attribution, contests ----------------------------------------------------
 
 
-async def record_order(unit: Unit, event: OrderPlacedEvent) -> None:
+async def record_order(unit: ReferralsUnit, event: OrderPlacedEvent) -> None:
     """Remember the customer's first order and identities, decide the order's code, contest what the order disproves."""
     data = event.data
     customer = await _customer_unless_erased(unit, data.customer.customer_id)
@@ -154,7 +151,7 @@ async def record_order(unit: Unit, event: OrderPlacedEvent) -> None:
 
 
 async def convert_referral(
-    unit: Unit,
+    unit: ReferralsUnit,
     event: OrderPlacedEvent,
     typed: str,
     customer: dict[str, Any],
@@ -224,7 +221,7 @@ async def convert_referral(
         program=code.program,
         commission=commission,
     )
-    unit.publish(ReferralConvertedEvent.new(converted, source=SOURCE, subject=customer["_id"], cause=event))
+    unit.publish(converted, subject=customer["_id"], cause=event)
     unit.on_commit(CONVERSIONS.labels(program=code.program).inc)
     log.info("referral_converted", referral_id=referral["referral_id"], order_id=data.order_id, program=code.program)
     return {"order_id": data.order_id, "placed_at": order.placed_at, "referral_id": referral["referral_id"]}
@@ -237,7 +234,7 @@ def _payee(code: Code) -> str:
     return payee
 
 
-async def _contest_if_ordered_before(unit: Unit, customer: dict[str, Any], order: PlacedOrder) -> None:
+async def _contest_if_ordered_before(unit: ReferralsUnit, customer: dict[str, Any], order: PlacedOrder) -> None:
     """An order placed before the one the customer converted on shows they were not a new customer."""
     converted = placed_order(customer["referral"])
     if converted is not None and domain.contested_as_returning(converted, order):
@@ -245,7 +242,7 @@ async def _contest_if_ordered_before(unit: Unit, customer: dict[str, Any], order
 
 
 async def _contest_own_referrals(
-    unit: Unit, customer: dict[str, Any], order: PlacedOrder, new_emails: list[str], new_addresses: list[str]
+    unit: ReferralsUnit, customer: dict[str, Any], order: PlacedOrder, new_emails: list[str], new_addresses: list[str]
 ) -> None:
     """A referrer seen under a new e-mail or address contests their conversions whose referee ordered under it."""
     referrer = Party(customer["_id"], frozenset(customer["emails"]), frozenset(customer["addresses"]))
@@ -264,7 +261,7 @@ async def _contest_own_referrals(
             await contest_referral(unit, suspect["_id"], OWN_ORDER, evidence=order.order_id)
 
 
-async def contest_referral(unit: Unit, order_id: str, reason: str, *, evidence: str) -> None:
+async def contest_referral(unit: ReferralsUnit, order_id: str, reason: str, *, evidence: str) -> None:
     """Flag a conversion a later fact disproves; an affiliate earns nothing on it. It is never converted again."""
     found = await unit.find_one(REFERRALS, {"_id": order_id})
     if found is None or found["outcome"] != CONVERTED or found["contested"] is not None:
@@ -277,7 +274,7 @@ async def contest_referral(unit: Unit, order_id: str, reason: str, *, evidence: 
     log.warning("referral_contested", referral_id=referral["referral_id"], reason=reason, evidence=evidence)
 
 
-async def _customer_unless_erased(unit: Unit, customer_id: str) -> dict[str, Any] | None:
+async def _customer_unless_erased(unit: ReferralsUnit, customer_id: str) -> dict[str, Any] | None:
     """The customer's record (a fresh one if unknown), or None for an erased customer."""
     found = await unit.find_one(CUSTOMERS, {"_id": customer_id})
     if found is not None:
@@ -285,7 +282,7 @@ async def _customer_unless_erased(unit: Unit, customer_id: str) -> dict[str, Any
     return None if await is_erased(unit, customer_id) else new_customer(customer_id)
 
 
-async def _referrer(unit: Unit, code: Code | None) -> Party | None:
+async def _referrer(unit: ReferralsUnit, code: Code | None) -> Party | None:
     """Whom the code pays, with every identity they are known under (for the own-order check)."""
     if code is None:
         return None
@@ -313,7 +310,7 @@ def _address_of(order: OrderPlaced) -> str | None:
 # --- affiliate commissions -----------------------------------------------------------------------
 
 
-async def claw_back_commission(unit: Unit, event: OrderRefundedEvent) -> None:
+async def claw_back_commission(unit: ReferralsUnit, event: OrderRefundedEvent) -> None:
     """Remember the refund; an affiliate's commission on the order loses its share, now or when it converts."""
     data = event.data
     found = await unit.find_one(REFUNDS, {"_id": data.order_id})
@@ -362,7 +359,7 @@ def _with_clawbacks(referral: dict[str, Any], refunds: dict[str, Any] | None) ->
     }
 
 
-async def _commission_rate(unit: Unit, code: Code) -> Decimal:
+async def _commission_rate(unit: ReferralsUnit, code: Code) -> Decimal:
     affiliate = await unit.find_one(AFFILIATES, {"_id": code.affiliate_id})
     if affiliate is None or affiliate.get("commission_rate") is None:
         return referrals_settings(unit.settings).default_commission_rate
@@ -370,7 +367,7 @@ async def _commission_rate(unit: Unit, code: Code) -> Decimal:
 
 
 async def enrol_affiliate(
-    unit: Unit,
+    unit: ReferralsUnit,
     *,
     name: str,
     email: str,
@@ -405,7 +402,7 @@ async def enrol_affiliate(
 # --- codes -------------------------------------------------------------------------------------------
 
 
-async def issue_code(unit: Unit, customer_id: str) -> tuple[str, bool]:
+async def issue_code(unit: ReferralsUnit, customer_id: str) -> tuple[str, bool]:
     """The customer's referral code, issued now if they have none; True when it is new."""
     customer = await _customer_unless_erased(unit, customer_id)
     if customer is None:
@@ -417,14 +414,14 @@ async def issue_code(unit: Unit, customer_id: str) -> tuple[str, bool]:
     return code, True
 
 
-async def _new_referrer_code(unit: Unit, customer_id: str) -> str:
+async def _new_referrer_code(unit: ReferralsUnit, customer_id: str) -> str:
     code = await fresh_code(unit)
     unit.replace(CODES, new_code_doc(code, now(), referrer_customer_id=customer_id))
     log.info("code_issued", customer_id=customer_id, code=code)
     return code
 
 
-async def set_code_limits(unit: Unit, code: str, limits: dict[str, Any]) -> dict[str, Any] | None:
+async def set_code_limits(unit: ReferralsUnit, code: str, limits: dict[str, Any]) -> dict[str, Any] | None:
     """Change a code's expiry and/or cap (None lifts one); None when there is no such code."""
     found = await unit.find_one(CODES, {"_id": code})
     if found is None:
@@ -438,7 +435,7 @@ async def set_code_limits(unit: Unit, code: str, limits: dict[str, Any]) -> dict
 # --- the happy moment ---------------------------------------------------------------------------------
 
 
-async def invite_promoter(unit: Unit, event: FeedbackReceivedEvent) -> None:
+async def invite_promoter(unit: ReferralsUnit, event: FeedbackReceivedEvent) -> None:
     """A promoter gets a code if they have none, and an invitation to refer friends unless asked recently."""
     data = event.data
     if not domain.is_promoter(data.nps):
@@ -456,7 +453,7 @@ async def invite_promoter(unit: Unit, event: FeedbackReceivedEvent) -> None:
         invitation = {"_id": data.feedback_id, "customer_id": data.customer_id, "code": customer["code"], "at": at}
         unit.replace(INVITATIONS, invitation)
         invited = ReferralInvited(customer_id=data.customer_id, code=customer["code"], feedback_id=data.feedback_id)
-        unit.publish(ReferralInvitedEvent.new(invited, source=SOURCE, subject=data.customer_id, cause=event))
+        unit.publish(invited, subject=data.customer_id, cause=event)
         unit.on_commit(INVITED.inc)
         log.info("promoter_invited", customer_id=data.customer_id, feedback_id=data.feedback_id)
     else:
@@ -467,7 +464,7 @@ async def invite_promoter(unit: Unit, event: FeedbackReceivedEvent) -> None:
 # --- erasure ------------------------------------------------------------------------------------------
 
 
-async def erase_customer(unit: Unit, event: CustomerErasedEvent) -> None:
+async def erase_customer(unit: ReferralsUnit, event: CustomerErasedEvent) -> None:
     """Forget who the customer is; their referrals and invitations still count, under an anonymous alias.
 
     Their code converts no more (it names someone who is gone), and a late event

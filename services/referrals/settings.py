@@ -5,6 +5,7 @@ from decimal import Decimal
 from pydantic import Field
 
 from shared.settings import ServiceSettings
+from shared.unit import Unit
 
 
 class ReferralsSettings(ServiceSettings):
@@ -22,3 +23,7 @@ def referrals_settings(settings: ServiceSettings | None) -> ReferralsSettings:
     if not isinstance(settings, ReferralsSettings):
         raise TypeError(f"the referrals service needs ReferralsSettings, got {type(settings).__name__}")
     return settings
+
+
+# What every use case of the referrals service gets: the transaction, its clock and these settings, typed.
+ReferralsUnit = Unit[ReferralsSettings]

@@ -23,9 +23,9 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from services.referrals.domain import Code, PlacedOrder, Refund, new_code
+from services.referrals.settings import ReferralsUnit
 from shared.mongo import Database
 from shared.settings import ServiceSettings
-from shared.unit import Unit
 
 CUSTOMERS = "customers"
 CODES = "codes"
@@ -126,7 +126,7 @@ def new_code_doc(
     }
 
 
-async def fresh_code(unit: Unit) -> str:
+async def fresh_code(unit: ReferralsUnit) -> str:
     """A new code no one holds (a clash among ~1.8e12 codes is rare, but it costs one read to rule out)."""
     while True:
         code = new_code()

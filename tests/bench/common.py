@@ -14,8 +14,8 @@ from shared.events import Envelope
 from shared.mongo import database, open_client
 from shared.service import Runtime, ServiceSpec
 from shared.settings import ServiceSettings
-from shared.testing.running import running_service
-from shared.testing.tap import EventTap, eventually
+from tests.support.running import running_service
+from tests.support.tap import EventTap, eventually
 
 
 async def fill_queue(spec: ServiceSpec, settings: ServiceSettings, events: Iterable[Envelope[Any]]) -> None:

@@ -22,11 +22,11 @@ import aio_pika
 from shared.events import parse_event
 from shared.logs import configure_logging
 from shared.settings import ServiceSettings
-from shared.testing.infra import provide
-from shared.testing.running import running_service
-from shared.testing.tap import eventually
 from tests.bench.common import applied, fill_queue, outbox_drained
 from tests.service.probe import probe_spec
+from tests.support.infra import provide
+from tests.support.running import running_service
+from tests.support.tap import eventually
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "events" / "OrderPlaced.json"
 

@@ -22,11 +22,11 @@ from services.followups.settings import FollowupsSettings
 from services.orders.app import SPEC as ORDERS
 from services.orders.settings import OrdersSettings
 from shared.logs import configure_logging
-from shared.testing.infra import provide
-from shared.testing.running import running_service
-from shared.testing.tap import eventually
 from tests.bench.common import applied, fill_queue
 from tests.bench.loyalty import random_order
+from tests.support.infra import provide
+from tests.support.running import running_service
+from tests.support.tap import eventually
 
 
 async def main(count: int, customers: int) -> None:

@@ -39,11 +39,11 @@ from services.loyalty.app import SPEC
 from services.loyalty.settings import LoyaltySettings
 from shared.events import Customer, LineItem, OrderPlaced, OrderPlacedEvent
 from shared.logs import configure_logging
-from shared.testing.infra import provide
-from shared.testing.running import running_service
-from shared.testing.tap import EventTap, eventually
 from shared.topology import Topology
 from tests.bench.common import FLOOR_BATCH, applied, fill_queue, outbox_drained, raw_floor
+from tests.support.infra import provide
+from tests.support.running import running_service
+from tests.support.tap import EventTap, eventually
 
 
 def random_order(rng: random.Random, customers: int, n: int, placed_at: datetime | None = None) -> OrderPlacedEvent:

@@ -22,7 +22,7 @@ from pymongo import InsertOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from shared.mongo import open_client
-from shared.testing.infra import provide
+from tests.support.infra import provide
 
 PACE_SECONDS = 0.02
 

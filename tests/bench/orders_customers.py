@@ -27,8 +27,8 @@ from services.orders.jobs import score_customers
 from services.orders.settings import OrdersSettings
 from services.orders.store import CUSTOMERS, new_profile, with_lines
 from shared.logs import configure_logging
-from shared.testing.infra import provide
-from shared.testing.running import running_service
+from tests.support.infra import provide
+from tests.support.running import running_service
 
 ADMIN = {"Authorization": "Bearer bench-key"}
 NOW = datetime(2026, 11, 22, tzinfo=UTC)

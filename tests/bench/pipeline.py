@@ -54,13 +54,13 @@ from pymongo import AsyncMongoClient
 from shared.events import Envelope
 from shared.outbox import EventPublisher
 from shared.settings import ServiceSettings
-from shared.testing.infra import Infrastructure, provide, remove_declared
-from shared.testing.processes import ServiceStack, cpu_seconds, start_stack
-from shared.testing.tap import EventTap
 from shared.topology import Topology
 from shared.unit import OutboxEntry, outbox_entry
 from tests.bench.common import FLOOR_BATCH, raw_floor
 from tests.shop_day import CONSUMERS, ShopDay, order_placed, plan_shop_day, referrers_of
+from tests.support.infra import Infrastructure, provide, remove_declared
+from tests.support.processes import ServiceStack, cpu_seconds, start_stack
+from tests.support.tap import EventTap
 
 SERVICES = ("orders", "followups", "loyalty", "referrals")
 KEY = "bench-admin-key"

@@ -6,11 +6,11 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared.testing.infra import Infrastructure, remove_declared
-from shared.testing.processes import ServiceStack, start_stack
-from shared.testing.smtp import SmtpInbox, smtp_server
-from shared.testing.tap import EventTap
 from shared.topology import Topology
+from tests.support.infra import Infrastructure, remove_declared
+from tests.support.processes import ServiceStack, start_stack
+from tests.support.smtp import SmtpInbox, smtp_server
+from tests.support.tap import EventTap
 
 ADMIN_KEY = "e2e-admin-key"
 ALL_SERVICES = ("orders", "followups", "loyalty", "referrals")

@@ -11,10 +11,10 @@ from pymongo import AsyncMongoClient
 
 from shared.events import Envelope, parse_event
 from shared.mongo import INBOX
-from shared.testing.infra import Infrastructure
-from shared.testing.processes import ServiceStack
-from shared.testing.tap import EventTap, drain_queue, eventually
 from tests.shop_day import CONSUMERS, ShopDay
+from tests.support.infra import Infrastructure
+from tests.support.processes import ServiceStack
+from tests.support.tap import EventTap, drain_queue, eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 

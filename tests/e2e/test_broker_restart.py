@@ -32,9 +32,6 @@ from pymongo import AsyncMongoClient
 from yarl import URL
 
 from shared.events import FeedbackReceived
-from shared.testing.infra import Infrastructure
-from shared.testing.processes import ServiceStack
-from shared.testing.tap import EventTap, eventually
 from tests.e2e.day_checks import (
     balances,
     check_followups,
@@ -49,6 +46,9 @@ from tests.e2e.day_checks import (
     wait_until_applied,
 )
 from tests.shop_day import plan_shop_day, referrers_of
+from tests.support.infra import Infrastructure
+from tests.support.processes import ServiceStack
+from tests.support.tap import EventTap, eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}

@@ -22,9 +22,6 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from shared.mongo import INBOX
-from shared.testing.infra import Infrastructure
-from shared.testing.processes import ServiceStack
-from shared.testing.tap import EventTap, eventually
 from tests.e2e.day_checks import (
     balances,
     check_followups,
@@ -39,6 +36,9 @@ from tests.e2e.day_checks import (
     wait_until_applied,
 )
 from tests.shop_day import plan_shop_day, referrers_of
+from tests.support.infra import Infrastructure
+from tests.support.processes import ServiceStack
+from tests.support.tap import EventTap, eventually
 
 Mongo = AsyncMongoClient[dict[str, Any]]
 

@@ -16,10 +16,10 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from shared.events import LineItem, ShippingAddress
-from shared.testing.processes import ServiceStack
-from shared.testing.smtp import SmtpInbox
-from shared.testing.tap import EventTap, eventually
 from tests.shop_day import CONSUMERS, order_fulfilled, order_placed, order_refunded
+from tests.support.processes import ServiceStack
+from tests.support.smtp import SmtpInbox
+from tests.support.tap import EventTap, eventually
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SHOP = "Teapot & Co"

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from shared.events import Customer, LineItem, OrderPlaced, OrderPlacedEvent
-from shared.testing.processes import ServiceProcess, ServiceStack
-from shared.testing.smtp import SmtpInbox
-from shared.testing.tap import EventTap, eventually
+from tests.support.processes import ServiceProcess, ServiceStack
+from tests.support.smtp import SmtpInbox
+from tests.support.tap import EventTap, eventually
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from pymongo import AsyncMongoClient
 
 from services.asyncapi import SPECS
 from shared.events import parse_event
-from shared.testing.infra import Infrastructure
-from shared.testing.processes import ServiceProcess, ServiceStack
-from shared.testing.tap import EventTap, drain_queue, eventually
 from tests.shop_day import CONSUMERS
+from tests.support.infra import Infrastructure
+from tests.support.processes import ServiceProcess, ServiceStack
+from tests.support.tap import EventTap, drain_queue, eventually
 
 SERVICES = ("orders", "followups", "loyalty", "referrals")
 EXPECTED_CONSUMERS = {  # DESIGN.md §2: who reacts to what

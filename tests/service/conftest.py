@@ -9,9 +9,9 @@ import pytest
 
 from shared.events import OrderPlacedEvent, parse_event
 from shared.settings import ServiceSettings
-from shared.testing.infra import Infrastructure
-from shared.testing.tap import EventTap
 from shared.topology import Topology
+from tests.support.infra import Infrastructure
+from tests.support.tap import EventTap
 
 _numbers = itertools.count(1)
 SAMPLES = Path(__file__).parents[1] / "fixtures" / "events"

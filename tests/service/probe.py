@@ -21,21 +21,18 @@ async def on_order_placed(event: OrderPlacedEvent, unit: Unit) -> None:
         raise RuntimeError(f"cannot handle {order.order_id}")
     unit.write("orders_seen", UpdateOne({"_id": order.order_id}, {"$inc": {"applied": 1}}, upsert=True))
     unit.publish(
-        PointsAwardedEvent.new(
-            PointsAwarded(
-                entry_id=f"le_{order.order_id}",
-                customer_id=order.customer.customer_id,
-                points=int(order.total),
-                reason="purchase",
-                order_id=order.order_id,
-                balance=int(order.total),
-                tier="bronze",
-                expires_at=order.placed_at + timedelta(days=365),
-            ),
-            source="probe",
-            subject=order.customer.customer_id,
-            cause=event,
-        )
+        PointsAwarded(
+            entry_id=f"le_{order.order_id}",
+            customer_id=order.customer.customer_id,
+            points=int(order.total),
+            reason="purchase",
+            order_id=order.order_id,
+            balance=int(order.total),
+            tier="bronze",
+            expires_at=order.placed_at + timedelta(days=365),
+        ),
+        subject=order.customer.customer_id,
+        cause=event,
     )
 
 

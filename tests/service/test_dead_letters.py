@@ -16,11 +16,11 @@ from shared.deadletters import REPLAYS_HEADER, DeadLetterError, list_dead_letter
 from shared.events import OrderPlacedEvent
 from shared.service import ServiceSpec
 from shared.settings import ServiceSettings
-from shared.testing.running import running_service
-from shared.testing.tap import EventTap, drain_queue, eventually
 from shared.topology import MAX_DELIVERIES, Topology
 from shared.unit import Unit
 from tests.service.probe import applied_count, consumed, probe_spec
+from tests.support.running import running_service
+from tests.support.tap import EventTap, drain_queue, eventually
 
 NewOrder = Callable[..., OrderPlacedEvent]
 

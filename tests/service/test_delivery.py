@@ -7,10 +7,10 @@ from shared.consumer import ERROR_FIELD_HEADER, ERROR_HEADER
 from shared.events import OrderPlacedEvent
 from shared.mongo import OUTBOX
 from shared.settings import ServiceSettings
-from shared.testing.running import running_service
-from shared.testing.tap import EventTap, drain_queue, eventually
 from shared.topology import MAX_DELIVERIES
 from tests.service.probe import applied_count, consumed, probe_spec
+from tests.support.running import running_service
+from tests.support.tap import EventTap, drain_queue, eventually
 
 NewOrder = Callable[..., OrderPlacedEvent]
 

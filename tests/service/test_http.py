@@ -4,9 +4,9 @@ from collections.abc import Callable
 
 from shared.events import OrderPlacedEvent
 from shared.settings import ServiceSettings
-from shared.testing.running import running_service
-from shared.testing.tap import EventTap, eventually
 from tests.service.probe import probe_spec
+from tests.support.running import running_service
+from tests.support.tap import EventTap, eventually
 
 
 async def test_health_and_readiness(service_name: str, settings: ServiceSettings) -> None:

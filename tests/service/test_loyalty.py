@@ -37,8 +37,8 @@ from shared.events import (
 from shared.mongo import OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
-from shared.testing.running import running_service
-from shared.testing.tap import EventTap, eventually
+from tests.support.running import running_service
+from tests.support.tap import EventTap, eventually
 
 ADMIN = {"Authorization": "Bearer test-admin-key"}
 NOW = datetime.now(UTC)

@@ -1,17 +1,18 @@
 """The outbox: an event committed while RabbitMQ is unreachable goes out once the broker is back."""
 
 from collections.abc import Callable
+from typing import Any
 
 from yarl import URL
 
-from shared.events import OrderPlacedEvent, PointsAwarded, PointsAwardedEvent
+from shared.events import Envelope, OrderPlacedEvent, PointsAwarded
 from shared.mongo import OUTBOX
 from shared.settings import ServiceSettings
-from shared.testing.proxy import CuttableProxy
-from shared.testing.running import running_service
-from shared.testing.tap import EventTap, eventually
 from shared.unit import Unit
 from tests.service.probe import probe_spec
+from tests.support.proxy import CuttableProxy
+from tests.support.running import running_service
+from tests.support.tap import EventTap, eventually
 
 
 async def test_an_event_written_while_the_broker_is_away_is_published_once_it_is_back(
@@ -32,18 +33,14 @@ async def test_an_event_written_while_the_broker_is_away_is_published_once_it_is
         await eventually(broker_unreachable)
         assert (await http.get("/readyz")).status_code == 503
 
-        award = PointsAwardedEvent.new(
-            PointsAwarded(
-                entry_id="le_outage", customer_id="cus_1", points=10, reason="adjustment", balance=10, tier="bronze"
-            ),
-            source=service_name,
-            subject="cus_1",
+        award_points = PointsAwarded(
+            entry_id="le_outage", customer_id="cus_1", points=10, reason="adjustment", balance=10, tier="bronze"
         )
 
-        async def award_points(unit: Unit) -> None:
-            unit.publish(award)
+        async def publish_award(unit: Unit) -> Envelope[Any]:
+            return unit.publish(award_points, subject="cus_1")
 
-        await rt.transaction(award_points)
+        award = await rt.transaction(publish_award)
         # The relay tries, fails, and keeps the entry pending while the broker is away.
         await eventually(lambda: rt.metrics.registry.get_sample_value("rapport_outbox_publish_failures_total"))
         assert await rt.db[OUTBOX].find_one({"_id": award.id, "status": "pending"}) is not None

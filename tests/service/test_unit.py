@@ -10,8 +10,9 @@ from pymongo import UpdateOne
 from pymongo.errors import OperationFailure
 
 from shared.mongo import database, end_orphaned_transactions, open_client
-from shared.testing.infra import Infrastructure
-from shared.unit import Unit, run_in_transaction
+from shared.settings import ServiceSettings
+from shared.unit import Transactions, Unit
+from tests.support.infra import Infrastructure
 
 
 async def test_appending_keeps_a_known_document_known_and_grown(infra: Infrastructure, prefix: str) -> None:
@@ -31,7 +32,7 @@ async def test_appending_keeps_a_known_document_known_and_grown(infra: Infrastru
         assert len(unit.pending_writes) == 3
 
     try:
-        await run_in_transaction(client, db, work)
+        await Transactions(client, db, ServiceSettings(), source="test").run(work)
         stored = {doc["_id"]: doc async for doc in db.histories.find({})}
         assert stored == {
             "h1": {"_id": "h1", "items": [1, 2, 3], "notes": ["late"]},
@@ -84,7 +85,8 @@ async def test_a_transaction_left_open_by_a_killed_process_is_ended_at_once_inst
             async with client.start_session() as session, await session.start_transaction():
                 await db.members.update_one({"_id": "m1"}, {"$inc": {"balance": 5}}, session=session)
         assert await end_orphaned_transactions(client) == 1
-        await asyncio.wait_for(run_in_transaction(client, db, update_in_transaction), timeout=10)
+        transactions = Transactions(client, db, ServiceSettings(), source="test")
+        await asyncio.wait_for(transactions.run(update_in_transaction), timeout=10)
         assert await db.members.find_one({"_id": "m1"}) == {"_id": "m1", "balance": 15}  # the orphan's write is gone
     finally:
         if killed.returncode is None:

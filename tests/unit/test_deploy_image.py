@@ -1,5 +1,6 @@
 """deploy/Dockerfile without a Docker daemon: hadolint, its stages read as data, and its install step rehearsed."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared.local_mongod import free_port
+from tests.support.local_mongod import free_port
 from tests.unit.deploy_support import DEPLOY, ROOT, SERVICES, clean_env, settings_class, tool
 
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -137,6 +138,19 @@ def test_the_installed_package_has_every_module_and_template(wheel: zipfile.ZipF
     assert "shared/healthcheck.py" in installed
     assert "shared/deadletters.py" in installed
     assert any(name.startswith("services/followups/templates/en/") for name in installed)
+
+
+def test_the_installed_package_carries_no_test_or_dev_only_code(wheel: zipfile.ZipFile) -> None:
+    modules = [name for name in wheel.namelist() if name.endswith(".py")]
+    assert not [name for name in modules if name.startswith("tests/") or "/testing/" in name]
+    dev_only = ("aiosmtpd", "testcontainers", "fiftyone", "pytest", "playwright")
+    importing = {
+        name
+        for name in modules
+        for line in wheel.read(name).decode().splitlines()
+        if re.match(rf"\s*(from|import) ({'|'.join(dev_only)})\b", line)
+    }
+    assert importing == set()
 
 
 class _Service(BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from shared.local_mongod import free_port
+from tests.support.local_mongod import free_port
 
 
 @dataclass

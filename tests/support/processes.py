@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.local_mongod import free_port
-from shared.testing.infra import Infrastructure
 from shared.topology import Topology
+from tests.support.infra import Infrastructure
+from tests.support.local_mongod import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Made once: a new client builds a TLS context by default, which cost the benchmark's poller a quarter of a core.

@@ -16,9 +16,9 @@ import aio_pika
 import structlog
 from pymongo import AsyncMongoClient
 
-from shared.local_mongod import free_port, port_open, start_mongod
 from shared.mongo import end_orphaned_transactions
 from shared.topology import Topology
+from tests.support.local_mongod import free_port, port_open, start_mongod
 
 log = structlog.get_logger("rapport.testing")
 
