@@ -65,10 +65,6 @@ class OutboxRelay:
         self._idle.clear()
         self._wake.set()
 
-    def wake(self) -> None:
-        """Something may be due in the outbox: look now rather than at the next poll."""
-        self._wake.set()
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 

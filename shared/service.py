@@ -42,8 +42,9 @@ log = structlog.get_logger("rapport.service")
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    name: str
+    name: str  # its queue, database and connection names (tests run copies under other names)
     handlers: Handlers
+    source: str = ""  # the CloudEvents `source` of what it publishes; the name when unset
     publishes: Sequence[type[Envelope[Any]]] = ()
     api: APIRouter | None = None  # behind the admin key
     public_api: APIRouter | None = None  # routes that check who calls them themselves (signed webhooks, tokens)
@@ -120,7 +121,7 @@ def build_runtime(
         on_failed=metrics.publish_failures.inc,
     )
     transactions = Transactions(
-        client, db, settings, source=spec.name, clock=clock, outbox_owner=relay.owner, hand_over=relay.send
+        client, db, settings, source=spec.source or spec.name, clock=clock, outbox_owner=relay.owner, hand_over=relay.send
     )
     group = GroupCommit(transactions, on_batch=metrics.batch_size.observe, prefetch=spec.prefetch)
     consumer = Consumer(spec.name, topology, spec.handlers, metrics, settings.retry_backoff_seconds)

@@ -10,6 +10,7 @@ from shared.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="followups",
+    source="followups",
     handlers=HANDLERS,
     publishes=(FeedbackReceivedEvent, FeedbackEscalatedEvent, FollowUpSentEvent),
     api=api,

@@ -16,6 +16,7 @@ from shared.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="loyalty",
+    source="loyalty",
     handlers=HANDLERS,
     publishes=(PointsAwardedEvent, PointsReversedEvent, PointsRedeemedEvent, PointsExpiredEvent, TierChangedEvent),
     api=api,

@@ -11,6 +11,7 @@ from shared.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="orders",
+    source="orders",
     handlers=HANDLERS,
     publishes=(OrderPlacedEvent, OrderFulfilledEvent, OrderRefundedEvent, CustomerErasedEvent),
     api=api,

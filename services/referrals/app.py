@@ -9,6 +9,7 @@ from shared.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="referrals",
+    source="referrals",
     handlers=HANDLERS,
     publishes=(ReferralInvitedEvent, ReferralConvertedEvent),
     api=api,
