@@ -77,6 +77,13 @@ bench-orders: install
 bench-op-cost: install
 	$(BIN)/python -m tests.bench.op_cost
 
+# Build every service's image from deploy/Dockerfile with buildah (no Docker daemon needed) and run each from its
+# image as user 10001 against the local RabbitMQ and a MongoDB until /readyz says ok (minutes; not in `make test`).
+.PHONY: image-check
+image-check: install
+	deploy/local/ensure-rabbitmq.sh
+	$(BIN)/python deploy/local/image_check.py $(SERVICES)
+
 # The whole stack in Docker (deploy/docker-compose.yml; needs a Docker daemon). The first `make up` writes
 # deploy/.env from deploy/.env.example with fresh random secrets; keep that file, the data volumes use them.
 .PHONY: up down dead-letters replay-dead-letters
@@ -92,14 +99,15 @@ down:
 deploy/.env:
 	python3 deploy/make-env.py deploy/.env.example deploy/.env
 
-# Dead letters of one service, e.g. `make dead-letters SERVICE=loyalty [LIMIT=20]`: ids, type, reason.
+# Dead letters of one service, e.g. `make dead-letters SERVICE=loyalty [LIMIT=20]`: ids, type, reason;
+# SERVICE=unrouted lists the events no service binds (kept in <prefix>.unrouted) with their routing keys.
 # After the fix is deployed, `make replay-dead-letters SERVICE=loyalty` moves them back to its queue.
 # Both use RABBITMQ_URL and CRM_PREFIX; in the Docker stack run them inside a container instead
 # (docs/operations.md, "Dead letters").
 dead-letters: install
-	@test -n "$(SERVICE)" || { echo "usage: make dead-letters SERVICE=<orders|followups|loyalty|referrals> [LIMIT=N]"; exit 2; }
+	@test -n "$(SERVICE)" || { echo "usage: make dead-letters SERVICE=<orders|followups|loyalty|referrals|unrouted> [LIMIT=N]"; exit 2; }
 	$(BIN)/python -m shared.deadletters list $(SERVICE) $(if $(LIMIT),--limit $(LIMIT))
 
 replay-dead-letters: install
-	@test -n "$(SERVICE)" || { echo "usage: make replay-dead-letters SERVICE=<orders|followups|loyalty|referrals> [LIMIT=N]"; exit 2; }
+	@test -n "$(SERVICE)" || { echo "usage: make replay-dead-letters SERVICE=<orders|followups|loyalty|referrals|unrouted> [LIMIT=N]"; exit 2; }
 	$(BIN)/python -m shared.deadletters replay $(SERVICE) $(if $(LIMIT),--limit $(LIMIT))

@@ -9,7 +9,13 @@ commit. The error policy (DESIGN.md §4, §5):
   `x-rapport-error-field`);
 - one whose handler fails is redelivered with back-off and dead-lettered on its
   last allowed delivery with the error;
-- the consumer goes on either way.
+- a body over `MAX_MESSAGE_BYTES` is dead-lettered unread;
+- the consumer goes on either way: no header, property or body can end it. If
+  dead-lettering itself fails, the message is rejected and the queue's own
+  dead-letter exchange keeps it; if the loop fails outside a handler (a defect of
+  ours), the batch goes back to the queue and the loop starts again, counted in
+  `rapport_consumer_restarts_total`. `/readyz` says `stopped` or `stalled` when
+  the loop is gone or messages wait with no batch finished for a while.
 
 Why not FastStream's subscriber: its per-message path (middlewares, dependency
 injection, a worker-thread hop for the message context) capped consumption near
@@ -21,19 +27,29 @@ documents the subscriber in the AsyncAPI files (`describe_subscriber`).
 import asyncio
 import contextlib
 import random
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, reduce
 from operator import or_
 from typing import Annotated, Any
 
+import aio_pika
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from faststream.rabbit import RabbitBroker
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from pydantic import Field
 
 from shared.amqp import connect
-from shared.events import Envelope, InvalidEvent, parse_event
+from shared.cloudevents import read_event
+from shared.events import Envelope, InvalidEvent
 from shared.groupcommit import EventHandler, GroupCommit
 from shared.logs import bind_message
 from shared.metrics import ServiceMetrics
@@ -69,9 +85,10 @@ class Consumer:
     def _by_type(self) -> dict[str, EventHandler]:
         return {event.model_fields["type"].default: handler for event, handler in self.handlers.items()}
 
-    def read(self, body: bytes) -> Envelope[Any]:
-        """The event in `body`; raises InvalidEvent naming the field when it is not an event this service handles."""
-        event = parse_event(body)
+    def read(self, message: AbstractIncomingMessage) -> Envelope[Any]:
+        """The message's event (structured or binary mode); raises InvalidEvent naming the field when it is not
+        an event this service handles."""
+        event = read_event(message.body, message.content_type, message.headers)
         if event.type not in self._by_type:
             raise InvalidEvent(f"type: {event.type} is not consumed by {self.service}", "type")
         return event
@@ -91,6 +108,8 @@ class QueueConsumer:
         max_wait_seconds: float,
         prefetch: int,
         grace_seconds: float,
+        max_message_bytes: int = 1_048_576,
+        stall_seconds: float = 60.0,
     ) -> None:
         self._consumer = consumer
         self._group = group
@@ -100,6 +119,11 @@ class QueueConsumer:
         self._max_wait = max_wait_seconds
         self._prefetch = prefetch
         self._grace = grace_seconds
+        self._max_bytes = max_message_bytes
+        self._stall = stall_seconds
+        self._stopping = False
+        self._in_hand: list[AbstractIncomingMessage] = []  # the batch being applied: given back if the loop fails
+        self._progress_at = time.monotonic()  # when the loop last finished a batch or had nothing to do
         self._received: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._redeliveries: set[asyncio.Task[None]] = set()
         self._connection: AbstractRobustConnection | None = None
@@ -115,11 +139,33 @@ class QueueConsumer:
         self._queue = await channel.declare_queue(
             self._consumer.topology.queue_name(self._consumer.service), passive=True
         )
-        self._task = asyncio.create_task(self._run(), name=f"consume-{self._consumer.service}")
+        self._task = asyncio.create_task(self._supervised(), name=f"consume-{self._consumer.service}")
         self._tag = await self._queue.consume(self._deliver)
+
+    async def waiting(self, queue_name: str) -> int:
+        """Messages ready in `queue_name` (say, `crm.unrouted`), asked on the consumer's connection."""
+        if self._connection is None:
+            return 0
+        channel = await self._connection.channel()
+        try:
+            declared = await channel.declare_queue(queue_name, passive=True)
+            return declared.declaration_result.message_count or 0
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    def state(self) -> str:
+        """For /readyz: "ok", "stopped" (the loop is gone) or "stalled" (messages wait, no batch finished lately)."""
+        if self._task is None or self._task.done():
+            return "stopped"
+        waiting = bool(self._in_hand) or not self._received.empty()
+        if waiting and time.monotonic() - self._progress_at > self._stall:
+            return "stalled"
+        return "ok"
 
     async def stop(self) -> None:
         """Stop deliveries, commit and ack what has arrived, and close; what is left unacked goes back to the queue."""
+        self._stopping = True
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):  # the broker may be away; closing returns the messages anyway
                 await asyncio.wait_for(self._queue.cancel(self._tag), timeout=self._grace)
@@ -138,8 +184,27 @@ class QueueConsumer:
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         self._received.put_nowait(message)
 
+    async def _supervised(self) -> None:
+        """Run the consume loop; if it fails (never by a message's doing), give its batch back and start it again."""
+        while True:
+            try:
+                await self._run()
+                return
+            except Exception as error:
+                self._consumer.metrics.consumer_restarts.inc()
+                log.error("consumer_restarted", error=repr(error), batch=len(self._in_hand), exc_info=error)
+                batch, self._in_hand = self._in_hand, []
+                for message in batch:  # redelivered, counted by the queue, dead-lettered at its delivery limit
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
+                if self._stopping:
+                    return
+                await asyncio.sleep(self._consumer.retry_backoff_seconds)
+
     async def _run(self) -> None:
         while True:
+            if self._received.empty():
+                self._progress_at = time.monotonic()  # idle: nothing waits
             first = await self._received.get()
             if first is None:
                 return
@@ -153,17 +218,28 @@ class QueueConsumer:
                     stopping = True
                     break
                 batch.append(message)
+            self._in_hand = batch
             await self._apply(batch)
+            self._in_hand = []
+            self._progress_at = time.monotonic()
             if stopping:
                 return
 
     async def _apply(self, batch: list[AbstractIncomingMessage]) -> None:
         readable: list[tuple[AbstractIncomingMessage, Envelope[Any]]] = []
         for message in batch:
+            if len(message.body) > self._max_bytes:
+                reason = f"body: {len(message.body)} bytes is over the limit of {self._max_bytes} (MAX_MESSAGE_BYTES)"
+                await self._dead_letter(message, reason=reason, field="body", kind="too_large")
+                continue
             try:
-                readable.append((message, self._consumer.read(message.body)))
+                readable.append((message, self._consumer.read(message)))
             except InvalidEvent as invalid:
                 await self._dead_letter(message, reason=invalid.reason, field=invalid.field, kind="invalid")
+            except Exception as error:  # noqa: BLE001 - e.g. JSON nested too deep to parse: unreadable all the same
+                await self._dead_letter(
+                    message, reason=f"body: cannot be read: {error!r}", field="body", kind="invalid"
+                )
         if not readable:
             return
         outcomes = await self._group.commit([(event, self._consumer.handler_for(event.type)) for _, event in readable])
@@ -207,14 +283,14 @@ class QueueConsumer:
     async def _dead_letter(
         self, message: AbstractIncomingMessage, *, reason: str, kind: str, field: str | None = None
     ) -> None:
-        bind_message(message.message_id, message.correlation_id, message.type)
-        headers = dict(message.headers or {})
-        headers[ERROR_HEADER] = reason[:1000]
-        headers[DELIVERIES_HEADER] = _deliveries(message)
-        if field:
-            headers[ERROR_FIELD_HEADER] = field
-        topology = self._consumer.topology
         try:
+            bind_message(_text(message.message_id), _text(message.correlation_id), _text(message.type))
+            headers = dict(message.headers or {})
+            headers[ERROR_HEADER] = reason[:1000]
+            headers[DELIVERIES_HEADER] = _deliveries(message)
+            if field:
+                headers[ERROR_FIELD_HEADER] = field
+            topology = self._consumer.topology
             await self._broker.publish(
                 message.body,
                 exchange=topology.dead_letters,
@@ -226,10 +302,11 @@ class QueueConsumer:
                 message_type=message.type,
                 correlation_id=message.correlation_id,
             )
-        except Exception as error:  # noqa: BLE001 - keep the message: the broker will redeliver it
-            log.error("dead_letter_failed", error=repr(error))
+        except Exception as error:  # noqa: BLE001 - keep the message: the queue's dead-letter exchange takes it
+            log.error("dead_letter_failed", reason=reason, error=repr(error))
             with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+                await message.reject(requeue=False)
+            self._consumer.metrics.dead_lettered.labels(reason=kind).inc()
             return
         await _ack(message)
         self._consumer.metrics.dead_lettered.labels(reason=kind).inc()
@@ -237,9 +314,23 @@ class QueueConsumer:
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:
-    """Which delivery of the message this is (quorum queues count earlier ones in `x-delivery-count`)."""
+    """Which delivery of the message this is (quorum queues count earlier ones in `x-delivery-count`).
+
+    The header is the broker's, but a publisher can set one too: whatever is not a count reads as none.
+    """
     earlier = (message.headers or {}).get("x-delivery-count", 0)
-    return 1 + int(earlier) if isinstance(earlier, int | str) else 1
+    if isinstance(earlier, bool) or not isinstance(earlier, int | str | bytes):
+        return 1
+    try:
+        count = int(earlier)
+    except ValueError:
+        return 1
+    return 1 + min(max(count, 0), MAX_DELIVERIES)
+
+
+def _text(value: object) -> str | None:
+    """A message property for the log: a string, or None (properties come from whoever published)."""
+    return value[:200] if isinstance(value, str) else None
 
 
 async def _ack(message: AbstractIncomingMessage, *, multiple: bool = False) -> None:
@@ -257,17 +348,45 @@ async def _redeliver_after(message: AbstractIncomingMessage, seconds: float) -> 
         log.warning("nack_failed", event_id=message.message_id, error=repr(error))
 
 
-async def declare_topology(broker: RabbitBroker, consumer: Consumer) -> None:
-    """The events exchange, the service's queue bound to its routing keys, and its dead-letter queue."""
+async def declare_topology(rabbitmq_url: str, consumer: Consumer) -> None:
+    """The events exchange with its alternate exchange and queue for unrouted events, the service's queue bound
+    to its routing keys, and its dead-letter queue (DESIGN.md §4)."""
     topology = consumer.topology
-    queue = await broker.declare_queue(topology.queue(consumer.service))
-    events = await broker.declare_exchange(topology.events)
-    for routing_key in consumer.routing_keys:
-        await queue.bind(events, routing_key=routing_key)
-    dead_letters = await broker.declare_exchange(topology.dead_letters)
-    dlq = topology.dead_letter_queue(consumer.service)
-    declared = await broker.declare_queue(dlq)
-    await declared.bind(dead_letters, routing_key=dlq.routing_key)
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        unrouted = await _declare_exchange(channel, topology.unrouted)
+        kept = await _declare_queue(channel, topology.unrouted_queue)
+        await kept.bind(unrouted)
+        try:
+            events = await _declare_exchange(channel, topology.events)
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            # Declared before it had an alternate exchange; arguments cannot change, a policy can add it.
+            log.warning(
+                "events_exchange_without_alternate_exchange",
+                exchange=topology.events.name,
+                fix=f"rabbitmqctl set_policy unrouted '^{re.escape(topology.events.name)}$' "
+                f'\'{{"alternate-exchange":"{topology.unrouted.name}"}}\' --apply-to exchanges',
+            )
+            channel = await connection.channel()
+            events = await channel.get_exchange(topology.events.name, ensure=True)
+        queue = await _declare_queue(channel, topology.queue(consumer.service))
+        for routing_key in consumer.routing_keys:
+            await queue.bind(events, routing_key=routing_key)
+        dead_letters = await _declare_exchange(channel, topology.dead_letters)
+        dlq = topology.dead_letter_queue(consumer.service)
+        declared = await _declare_queue(channel, dlq)
+        await declared.bind(dead_letters, routing_key=dlq.routing_key)
+
+
+async def _declare_exchange(channel: AbstractChannel, exchange: RabbitExchange) -> AbstractExchange:
+    return await channel.declare_exchange(
+        exchange.name, aio_pika.ExchangeType(exchange.type.value), durable=True, arguments=exchange.arguments
+    )
+
+
+async def _declare_queue(channel: AbstractChannel, queue: RabbitQueue) -> AbstractQueue:
+    return await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
 
 
 def describe_subscriber(broker: RabbitBroker, consumer: Consumer) -> None:

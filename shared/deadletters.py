@@ -3,6 +3,10 @@
     python -m shared.deadletters list <service> [--limit N] [--json]
     python -m shared.deadletters replay <service> [--limit N] [--id MESSAGE_ID ...]
 
+The service name `unrouted` means the events no service binds (`crm.unrouted`, the events exchange's
+alternate exchange): `list unrouted` shows them with their routing key, `replay unrouted` publishes them to
+the events exchange again with that key, once a service that binds it runs (what is still unrouted comes back).
+
 (`make dead-letters SERVICE=loyalty`, `make replay-dead-letters SERVICE=loyalty`; in a container
 `python -m shared.deadletters ...` with the container's own settings.) RABBITMQ_URL and CRM_PREFIX are
 read the way the services read them.
@@ -29,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, DeliveryMode
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue, DeliveryMode
 from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelInvalidStateError
 from yarl import URL
 
@@ -38,12 +42,15 @@ from shared.settings import ServiceSettings
 from shared.topology import Topology
 
 REPLAYS_HEADER = "x-rapport-replays"
+ROUTING_KEY_HEADER = "x-rapport-routing-key"  # an unrouted event's own key, kept when the listing moves it
+UNROUTED = "unrouted"
 # What the broker and the consumer wrote about the failed deliveries; a replayed message starts afresh.
 _DEATH_HEADERS = frozenset(
     {
         ERROR_HEADER,
         ERROR_FIELD_HEADER,
         DELIVERIES_HEADER,
+        ROUTING_KEY_HEADER,
         "x-delivery-count",
         "x-death",
         "x-first-death-exchange",
@@ -80,8 +87,8 @@ class Replayed:
     left: int  # dead letters still waiting in the queue
 
 
-def describe(message: AbstractIncomingMessage) -> DeadLetter:
-    headers = message.headers or {}
+def describe(message: AbstractIncomingMessage, headers: dict[str, Any] | None = None) -> DeadLetter:
+    headers = headers if headers is not None else dict(message.headers or {})
     return DeadLetter(
         message_id=message.message_id,
         event_type=message.type,
@@ -104,11 +111,14 @@ async def list_dead_letters(rabbitmq_url: str, topology: Topology, service: str,
             message = await dlq.get(no_ack=False, fail=False)
             if message is None:
                 break
-            letter = describe(message)
+            headers = dict(message.headers or {})
+            if service == UNROUTED:
+                key = _routing_key(message)
+                headers |= {ROUTING_KEY_HEADER: key, ERROR_HEADER: f"unrouted: no queue binds routing key {key!r}"}
+            letter = describe(message, headers)
             found.append(letter)
             # Keep the broker's reason (from x-death, which the broker may not keep on a copy) in our own header.
-            headers = {ERROR_HEADER: letter.reason, **(message.headers or {})}
-            await _move(channel, message, routing_key=dlq_name, headers=headers)
+            await _move(channel, message, routing_key=dlq_name, headers={ERROR_HEADER: letter.reason, **headers})
         return found
 
 
@@ -125,7 +135,9 @@ async def replay_dead_letters(
     async with await _connect(rabbitmq_url) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         dlq = await _existing_queue(channel, dlq_name)
-        await _existing_queue(channel, queue_name)
+        events = await channel.get_exchange(topology.events.name) if service == UNROUTED else None
+        if events is None:
+            await _existing_queue(channel, queue_name)
         wanted = set(ids)
         # One turn of the queue at most: what the service dead-letters again meanwhile waits for the next replay.
         turn = _budget(dlq, None if wanted else limit)
@@ -139,7 +151,12 @@ async def replay_dead_letters(
             if wanted and message.message_id not in wanted:
                 await _move(channel, message, routing_key=dlq_name, headers=dict(message.headers or {}))
                 continue
-            await _move(channel, message, routing_key=queue_name, headers=_fresh_headers(message))
+            if events is not None:  # back through the events exchange, under its own key
+                await _move(
+                    channel, message, routing_key=_routing_key(message), headers=_fresh_headers(message), to=events
+                )
+            else:
+                await _move(channel, message, routing_key=queue_name, headers=_fresh_headers(message))
             replayed.append(message.message_id or "-")
         left = await channel.declare_queue(dlq_name, passive=True)
         return Replayed(replayed, left.declaration_result.message_count or 0)
@@ -151,10 +168,21 @@ def _fresh_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
     return headers
 
 
+def _routing_key(message: AbstractIncomingMessage) -> str:
+    """The key an unrouted event was published with (kept in a header once a listing has moved it)."""
+    return _text((message.headers or {}).get(ROUTING_KEY_HEADER)) or message.routing_key or ""
+
+
 async def _move(
-    channel: AbstractChannel, message: AbstractIncomingMessage, *, routing_key: str, headers: dict[str, Any]
+    channel: AbstractChannel,
+    message: AbstractIncomingMessage,
+    *,
+    routing_key: str,
+    headers: dict[str, Any],
+    to: AbstractExchange | None = None,
 ) -> None:
-    """Publish a copy to `routing_key`'s queue, wait for the broker's confirm, then let go of the original."""
+    """Publish a copy to `routing_key`'s queue (or through exchange `to`), wait for the broker's confirm, then let
+    go of the original."""
     copy = aio_pika.Message(
         message.body,
         headers=headers,
@@ -168,7 +196,8 @@ async def _move(
         app_id=message.app_id,
     )
     try:
-        await channel.default_exchange.publish(copy, routing_key=routing_key, mandatory=True, timeout=30)
+        exchange = to or channel.default_exchange
+        await exchange.publish(copy, routing_key=routing_key, mandatory=True, timeout=30)
     except (AMQPError, ChannelInvalidStateError, TimeoutError, ConnectionError) as error:
         # The original is not acked: it stays in (or returns to) the dead-letter queue.
         raise DeadLetterError(
@@ -194,6 +223,8 @@ def _budget(queue: AbstractQueue, limit: int | None) -> int:
 
 
 def _dlq_name(topology: Topology, service: str) -> str:
+    if service == UNROUTED:
+        return topology.unrouted_queue.name
     if not _SERVICE_NAME.match(service):
         raise DeadLetterError(f"{service!r} is not a service name")
     return topology.dead_letter_queue(service).name
@@ -242,11 +273,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("list", help="show dead letters: ids, type and reason (never the body)")
-    show.add_argument("service", help="orders, followups, loyalty or referrals")
+    show.add_argument("service", help="orders, followups, loyalty, referrals, or unrouted")
     show.add_argument("--limit", type=int, default=None, help="show at most N (the next N on each call)")
     show.add_argument("--json", action="store_true", help="one JSON object per line")
     replay = commands.add_parser("replay", help="move dead letters back to the service's queue")
-    replay.add_argument("service", help="orders, followups, loyalty or referrals")
+    replay.add_argument("service", help="orders, followups, loyalty, referrals, or unrouted")
     replay.add_argument("--limit", type=int, default=None, help="replay at most N")
     replay.add_argument("--id", dest="ids", action="append", default=[], help="replay only this message id (repeat)")
     return parser
@@ -257,14 +288,15 @@ async def _run(args: argparse.Namespace) -> int:
     topology = settings.topology
     if args.command == "list":
         letters = await list_dead_letters(settings.rabbitmq_url, topology, args.service, args.limit)
-        _print_letters(topology.dead_letter_queue(args.service).name, letters, args.json)
+        _print_letters(_dlq_name(topology, args.service), letters, args.json)
         return 0
     result = await replay_dead_letters(settings.rabbitmq_url, topology, args.service, limit=args.limit, ids=args.ids)
     for message_id in result.replayed:
         print(f"replayed {message_id}")
     print(
-        f"{len(result.replayed)} dead letter(s) moved back to {topology.queue_name(args.service)}; "
-        f"{result.left} left in {topology.dead_letter_queue(args.service).name}"
+        f"{len(result.replayed)} dead letter(s) moved back to "
+        f"{topology.events.name if args.service == UNROUTED else topology.queue_name(args.service)}; "
+        f"{result.left} left in {_dlq_name(topology, args.service)}"
     )
     return 0
 

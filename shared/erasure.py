@@ -10,36 +10,42 @@ a customer whose document is there was not erased: the mark is only looked for
 when the document is missing (`customer_erased`).
 """
 
-import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pymongo import DeleteMany
+from pymongo import DeleteMany, UpdateMany
 
+from shared.aliases import ALIAS_PREFIX, ERASED, erased_alias, erased_id, is_alias
+from shared.audit import AUDIT
 from shared.mongo import OUTBOX
 from shared.unit import Unit
 
-ERASED = "erased"
-ALIAS_PREFIX = "erased-"
-
-
-def erased_id(customer_id: str) -> str:
-    """The key of the customer's erasure mark."""
-    return hashlib.sha256(customer_id.encode()).hexdigest()
-
-
-def erased_alias(customer_id: str) -> str:
-    """The anonymous name an erased customer's kept records live under."""
-    return f"{ALIAS_PREFIX}{erased_id(customer_id)[:24]}"
-
-
-def is_alias(customer_id: str) -> bool:
-    return customer_id.startswith(ALIAS_PREFIX)
+__all__ = [
+    "ALIAS_PREFIX",
+    "ERASED",
+    "customer_erased",
+    "erased_alias",
+    "erased_id",
+    "forget_sent_events",
+    "is_alias",
+    "mark_erased",
+    "preload_customers",
+]
 
 
 def mark_erased(unit: Unit[Any], customer_id: str, at: datetime) -> None:
-    unit.replace(ERASED, {"_id": erased_id(customer_id), "alias": erased_alias(customer_id), "erased_at": at})
+    """Remember the erasure, and let the audit trail name the customer by their alias from now on."""
+    alias = erased_alias(customer_id)
+    unit.replace(ERASED, {"_id": erased_id(customer_id), "alias": alias, "erased_at": at})
+    unit.write(
+        AUDIT,
+        UpdateMany(
+            {"target.id": customer_id},
+            {"$set": {"target.$[named].id": alias}},
+            array_filters=[{"named.id": customer_id}],
+        ),
+    )
 
 
 def forget_sent_events(unit: Unit[Any], customer_id: str, *also_naming: str) -> None:
@@ -52,13 +58,13 @@ def forget_sent_events(unit: Unit[Any], customer_id: str, *also_naming: str) -> 
     unit.write(OUTBOX, *(DeleteMany({field: customer_id, "status": "sent"}) for field in fields))
 
 
-async def is_erased(unit: Unit[Any], customer_id: str) -> bool:
+async def _marked_erased(unit: Unit[Any], customer_id: str) -> bool:
     return await unit.find_one(ERASED, {"_id": erased_id(customer_id)}) is not None
 
 
 async def customer_erased(unit: Unit[Any], collection: str, customer_id: str) -> bool:
     """Whether the customer was erased, given the collection holding one document per customer."""
-    return await unit.find_one(collection, {"_id": customer_id}) is None and await is_erased(unit, customer_id)
+    return await unit.find_one(collection, {"_id": customer_id}) is None and await _marked_erased(unit, customer_id)
 
 
 async def preload_customers(unit: Unit[Any], collection: str, customer_ids: Iterable[str]) -> None:

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.types import Country, Currency, Email, Id, Locale, Money, Nps, Rating, ShortText, Timestamp
 
@@ -39,6 +39,12 @@ class Customer(Payload):
     country: Country | None = _field("ISO 3166-1 alpha-2 country.", "SK", default=None)
     phone: Annotated[str, Field(max_length=40)] | None = _field(
         "Phone number for a personal call.", "+421900123456", default=None
+    )
+    accepts_marketing: bool | None = _field(
+        "Whether the customer agreed to marketing mail (additive); absent: the shop did not say.",
+        True,
+        default=None,
+        strict=True,
     )
 
 
@@ -78,6 +84,9 @@ class OrderPlaced(Payload):
     discount_codes: list[ShortText] = _field("Discount codes used.", ["WELCOME10"], default_factory=list, max_length=50)
     referral_code: ShortText | None = _field("A refer-a-friend or affiliate code used.", "K7QX-M2PA", default=None)
     shipping_address: ShippingAddress | None = _field("Where the order goes.", default=None)
+    order_number: ShortText | None = _field(
+        "The number the customer knows the order by (additive), e.g. #1001.", "#1001", default=None
+    )
 
 
 class OrderFulfilled(Payload):
@@ -185,6 +194,26 @@ class ReferralConverted(Payload):
     commission: Money | None = _field("Affiliate commission, affiliates only.", "8.00", default=None)
 
 
+class OrderCancelled(Payload):
+    order_id: Id = _field("The shop's order id.", "ord_5001")
+    customer_id: Id = _field("Whose order it was.", "cus_1001")
+    cancelled_at: Timestamp = _field("When the order was cancelled.", "2026-11-03T08:30:00+01:00")
+    reason: Annotated[str, Field(max_length=500)] | None = _field(
+        "Why, as the shop recorded it.", "customer changed their mind", default=None
+    )
+
+
+class CustomerSegmentChanged(Payload):
+    customer_id: Id = _field("Whose segment changed.", "cus_1001")
+    from_segment: Annotated[str, Field(min_length=1, max_length=40)] | None = _field(
+        "The segment before; absent the first time the customer is scored.", "champions", default=None
+    )
+    to_segment: Annotated[str, Field(min_length=1, max_length=40)] = _field(
+        "The RFM segment now (champions, loyal, at_risk, hibernating, …).", "at_risk"
+    )
+    scored_at: Timestamp = _field("When the scoring ran.", "2026-11-30T03:00:00+01:00")
+
+
 class CustomerErased(Payload):
     customer_id: Id = _field("Whose personal data must go.", "cus_1001")
     requested_at: Timestamp = _field("When erasure was requested.", "2026-11-21T09:00:00+01:00")
@@ -193,6 +222,11 @@ class CustomerErased(Payload):
 # --- the envelope ------------------------------------------------------------------
 
 DataT = TypeVar("DataT", bound=Payload)
+
+
+def _json_media_type(value: Any) -> Any:
+    """`application/json; charset=utf-8` is JSON too: parameters are dropped, the type compared as written."""
+    return value.split(";", 1)[0].strip().lower() if isinstance(value, str) else value
 
 
 class Envelope(BaseModel, Generic[DataT]):
@@ -211,8 +245,14 @@ class Envelope(BaseModel, Generic[DataT]):
     causationid: Id | None = _field(
         "The id of the event that caused this one.", "9b2d4c1e-2a1f-4c3b-8e7d-5f6a7b8c9d0e", default=None
     )
-    datacontenttype: Literal["application/json"] = _field(
+    datacontenttype: Annotated[Literal["application/json"], BeforeValidator(_json_media_type)] = _field(
         "Always JSON.", "application/json", default="application/json"
+    )
+    imported: bool | None = _field(
+        "Extension attribute: replayed from the shop's history; builds state, plans no message to the customer.",
+        True,
+        default=None,
+        strict=True,
     )
     data: DataT
 
@@ -266,6 +306,13 @@ class OrderRefundedEvent(Envelope[OrderRefunded]):
 
     routing_key: ClassVar[str] = "order.refunded"
     type: Literal["OrderRefunded"] = "OrderRefunded"
+
+
+class OrderCancelledEvent(Envelope[OrderCancelled]):
+    """An order was cancelled: what it counted for is taken back, as for a full refund."""
+
+    routing_key: ClassVar[str] = "order.cancelled"
+    type: Literal["OrderCancelled"] = "OrderCancelled"
 
 
 class FeedbackReceivedEvent(Envelope[FeedbackReceived]):
@@ -338,6 +385,13 @@ class ReferralConvertedEvent(Envelope[ReferralConverted]):
     type: Literal["ReferralConverted"] = "ReferralConverted"
 
 
+class CustomerSegmentChangedEvent(Envelope[CustomerSegmentChanged]):
+    """The RFM scoring moved a customer to another segment."""
+
+    routing_key: ClassVar[str] = "customer.segment_changed"
+    type: Literal["CustomerSegmentChanged"] = "CustomerSegmentChanged"
+
+
 class CustomerErasedEvent(Envelope[CustomerErased]):
     """Every service must erase this customer's personal data."""
 
@@ -362,6 +416,8 @@ CATALOGUE: dict[str, type[Envelope[Any]]] = {
         ReferralInvitedEvent,
         ReferralConvertedEvent,
         CustomerErasedEvent,
+        OrderCancelledEvent,
+        CustomerSegmentChangedEvent,
     )
 }
 
@@ -403,7 +459,9 @@ AnyEvent = Annotated[
     | TierChangedEvent
     | ReferralInvitedEvent
     | ReferralConvertedEvent
-    | CustomerErasedEvent,
+    | CustomerErasedEvent
+    | OrderCancelledEvent
+    | CustomerSegmentChangedEvent,
     Field(discriminator="type"),
 ]
 _ANY_EVENT: TypeAdapter[Any] = TypeAdapter(AnyEvent)
@@ -428,4 +486,10 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
     parts = [str(p) for p in first["loc"] if p not in CATALOGUE]
     field = ".".join(parts) or ("type" if first["type"].startswith("union_tag") else None)
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "union_tag_not_found":
+        message = "missing: every event names its type (a CloudEvents attribute), e.g. OrderPlaced"
+    elif first["type"] == "union_tag_invalid":
+        message = f"{first['input'].get('type')!r} is not an event of the catalogue (DESIGN.md §3)"
+    elif first["type"] == "model_attributes_type" and not parts:
+        message = "the body is not a JSON object (a structured CloudEvent)"
     return (f"{field}: {message}" if field else message), field

@@ -25,12 +25,22 @@ class ServiceMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.consumer_restarts = Counter(
+            "rapport_consumer_restarts",
+            "Times the consume loop failed outside a handler and was restarted (its messages go back to the queue).",
+            registry=self.registry,
+        )
         self.published = Counter(
             "rapport_outbox_published", "Events relayed from the outbox to the broker.", registry=self.registry
         )
         self.publish_failures = Counter(
             "rapport_outbox_publish_failures",
             "Outbox publishes that failed and will be retried.",
+            registry=self.registry,
+        )
+        self.unrouted = Gauge(
+            "rapport_unrouted_events",
+            "Events waiting in <prefix>.unrouted: published with a routing key no service binds.",
             registry=self.registry,
         )
         self.outbox_backlog = Gauge(

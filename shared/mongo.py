@@ -39,7 +39,8 @@ def database(client: AsyncMongoClient[dict[str, Any]], name: str) -> Database:
 
 
 async def ensure_plumbing_indexes(db: Database) -> None:
-    """Indexes of the inbox and outbox every service has."""
+    """Indexes of the inbox, the outbox and the audit trail every service has."""
+    await db["audit"].create_indexes([IndexModel([("target.id", ASCENDING)]), IndexModel([("at", ASCENDING)])])
     await db[INBOX].create_indexes(
         [IndexModel([("applied_at", ASCENDING)], expireAfterSeconds=INBOX_RETENTION_SECONDS)]
     )

@@ -15,20 +15,30 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, Field
 from pymongo import AsyncMongoClient
 from yarl import URL
 
+from shared.audit import AUDIT
 from shared.consumer import Consumer, Handlers, QueueConsumer, declare_topology, describe_subscriber
 from shared.events import Envelope
 from shared.groupcommit import GroupCommit, Prefetch
-from shared.http import admin_guard, health_routes
+from shared.http import (
+    ADMIN_ONLY,
+    GUARDED_ANSWERS,
+    PUBLIC_ANSWERS,
+    ApiGuard,
+    BodyLimit,
+    answer_405_with_every_method,
+    health_routes,
+)
 from shared.logs import configure_logging
 from shared.metrics import ServiceMetrics
 from shared.mongo import Database, database, end_orphaned_transactions, ensure_plumbing_indexes, open_client, ping
@@ -79,15 +89,23 @@ class Runtime:
         """The service's clock, the one its units read."""
         return self.transactions.clock()
 
-    async def readiness(self) -> dict[str, bool]:
+    async def readiness(self) -> dict[str, str]:
         broker_up, database_up = await asyncio.gather(self.broker.ping(timeout=2.0), ping(self.client))
-        return {"broker": bool(broker_up), "database": database_up}
+        return {
+            "broker": "ok" if broker_up else "unreachable",
+            "database": "ok" if database_up else "unreachable",
+            "consumer": self.queue_consumer.state(),
+        }
 
     async def render_metrics(self) -> bytes:
         try:
             self.metrics.outbox_backlog.set(await self.relay.backlog())
         except Exception as error:  # noqa: BLE001 - metrics must render while MongoDB is away
             log.warning("outbox_backlog_unavailable", error=repr(error))
+        try:
+            self.metrics.unrouted.set(await self.queue_consumer.waiting(self.settings.topology.unrouted_queue.name))
+        except Exception as error:  # noqa: BLE001 - metrics must render while the broker is away
+            log.warning("unrouted_count_unavailable", error=repr(error))
         return self.metrics.render()
 
 
@@ -121,7 +139,13 @@ def build_runtime(
         on_failed=metrics.publish_failures.inc,
     )
     transactions = Transactions(
-        client, db, settings, source=spec.source or spec.name, clock=clock, outbox_owner=relay.owner, hand_over=relay.send
+        client,
+        db,
+        settings,
+        source=spec.source or spec.name,
+        clock=clock,
+        outbox_owner=relay.owner,
+        hand_over=relay.send,
     )
     group = GroupCommit(transactions, on_batch=metrics.batch_size.observe, prefetch=spec.prefetch)
     consumer = Consumer(spec.name, topology, spec.handlers, metrics, settings.retry_backoff_seconds)
@@ -134,6 +158,8 @@ def build_runtime(
         max_wait_seconds=settings.batch_wait_ms / 1000,
         prefetch=2 * settings.batch_size,  # the next batch arrives while one commits
         grace_seconds=settings.shutdown_grace_seconds,
+        max_message_bytes=settings.max_message_bytes,
+        stall_seconds=settings.consumer_stall_seconds,
     )
     if documenting:
         describe_subscriber(broker, consumer)
@@ -162,7 +188,7 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings, *, clock: Clock = sy
         if spec.ensure_indexes is not None:
             await spec.ensure_indexes(rt.db, settings)
         await rt.broker.start()
-        await declare_topology(rt.broker, rt.consumer)
+        await declare_topology(settings.rabbitmq_url, rt.consumer)
         await rt.publisher.start()
         rt.relay.start()
         await rt.queue_consumer.start()
@@ -188,12 +214,63 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings, *, clock: Clock = sy
 
     app = FastAPI(title=f"Rapport {spec.name}", lifespan=lifespan)
     app.state.runtime = rt
-    app.include_router(health_routes(rt.readiness, rt.render_metrics))
-    if spec.api is not None:
-        app.include_router(spec.api, dependencies=[Depends(admin_guard(settings.admin_api_key))])
+    for router in (spec.api, spec.public_api):
+        if router is not None:
+            answer_405_with_every_method(router)
+    public = list(app.router.routes)  # the OpenAPI document and its pages
+    protected = [audit_routes(), *([spec.api] if spec.api is not None else [])]
+    app.include_router(health := health_routes(rt.readiness, rt.render_metrics))
+    public += health.routes
     if spec.public_api is not None:
-        app.include_router(spec.public_api)
+        app.include_router(spec.public_api, responses=PUBLIC_ANSWERS)
+        public += spec.public_api.routes
+    for router in protected:
+        app.include_router(router, responses=GUARDED_ANSWERS)
+    # The guard is outermost: a request is authenticated before its body is counted, read or validated.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        ApiGuard, keys=settings.key_ring, protected=[r for p in protected for r in p.routes], public=public
+    )
     return app
+
+
+class AuditRecord(BaseModel):
+    record_id: str
+    actor: str = Field(description="The key's name, and the person the console acted for: console/eva@shop.example")
+    action: str = Field(description="Method and route, e.g. POST /customers/{customer_id}/erase")
+    target: dict[str, str] = Field(description="The route's path parameters (an erased customer's by alias)")
+    at: datetime
+
+
+def audit_routes() -> APIRouter:
+    """`GET /audit`: who changed what, newest first (admin keys only)."""
+    router = APIRouter(tags=["audit"])
+
+    @router.get("/audit", openapi_extra=ADMIN_ONLY)
+    async def audit(
+        rt: Annotated[Runtime, Depends(runtime)],
+        target: str | None = None,
+        actor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AuditRecord]:
+        query: dict[str, Any] = {}
+        if target is not None:
+            query["target.id"] = target
+        if actor is not None:
+            query["actor"] = actor
+        found = rt.db[AUDIT].find(query).sort("at", -1).limit(limit)
+        return [
+            AuditRecord(
+                record_id=doc["_id"],
+                actor=doc["actor"],
+                action=doc["action"],
+                target={named["name"]: named["id"] for named in doc["target"]},
+                at=doc["at"],
+            )
+            async for doc in found
+        ]
+
+    return router
 
 
 def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:

@@ -3,9 +3,10 @@
 import sys
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.keys import ApiKey, KeyRing, digest, parse_api_keys
 from shared.topology import Topology
 
 
@@ -36,7 +37,11 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP API port.")
     http_host: str = Field("0.0.0.0", description="Address the HTTP API listens on.")
     admin_api_key: OptionalSecret = Field(
-        None, description="Bearer key for the HTTP API; unset refuses every non-health request."
+        None, description="Bearer key for the HTTP API (an `admin` key named admin); see also API_KEYS."
+    )
+    api_keys: str = Field(
+        "",
+        description="Named, scoped keys, comma-separated `name:read|write|admin:sha256:<hex>` (python -m shared.keys).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Log format.")
@@ -52,10 +57,33 @@ class ServiceSettings(BaseSettings):
         0.2, ge=0, le=60, description="First back-off before a failed message is redelivered; doubles each time."
     )
     shutdown_grace_seconds: float = Field(15.0, ge=0, description="How long SIGTERM waits for in-flight messages.")
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest HTTP request body; a larger one is refused with 413 unread."
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest message body a consumer reads; a larger one is dead-lettered."
+    )
+    consumer_stall_seconds: float = Field(
+        60.0, gt=0, description="/readyz says `stalled` when messages have waited this long with no batch finished."
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_are_well_formed(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
 
     @property
     def topology(self) -> Topology:
         return Topology(self.crm_prefix)
+
+    @property
+    def key_ring(self) -> KeyRing:
+        """Every key the API takes: API_KEYS, and ADMIN_API_KEY as one admin key named admin."""
+        keys = parse_api_keys(self.api_keys)
+        if self.admin_api_key is not None:
+            keys = (ApiKey("admin", "admin", digest(self.admin_api_key.get_secret_value())), *keys)
+        return KeyRing(keys)
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -16,7 +16,23 @@ class Topology:
 
     @property
     def events(self) -> RabbitExchange:
-        return RabbitExchange(f"{self.prefix}.events", type=ExchangeType.TOPIC, durable=True)
+        return RabbitExchange(
+            f"{self.prefix}.events", type=ExchangeType.TOPIC, durable=True, arguments=self.events_arguments
+        )
+
+    @property
+    def events_arguments(self) -> dict[str, str]:
+        """What every declaration of the events exchange must say (the broker refuses one that differs)."""
+        return {"alternate-exchange": self.unrouted.name}
+
+    @property
+    def unrouted(self) -> RabbitExchange:
+        """Where the events exchange sends an event whose routing key no queue binds: kept, not dropped."""
+        return RabbitExchange(f"{self.prefix}.unrouted", type=ExchangeType.FANOUT, durable=True)
+
+    @property
+    def unrouted_queue(self) -> RabbitQueue:
+        return RabbitQueue(f"{self.prefix}.unrouted", durable=True, queue_type=QueueType.QUORUM)
 
     @property
     def dead_letters(self) -> RabbitExchange:

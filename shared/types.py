@@ -1,4 +1,4 @@
-"""Value types of the event contract: money, currency, locale, country, ratings.
+"""Value types of the event contract: money, currency, locale, country, ratings, timestamps.
 
 Each type validates on the way in, serialises back to the contract's JSON form
 and carries a JSON-schema description and example for the AsyncAPI document.
@@ -6,6 +6,7 @@ and carries a JSON-schema description and example for the AsyncAPI document.
 
 import functools
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -30,6 +31,20 @@ _BCP47 = re.compile(
     r"(-(?:[A-Za-z]{2}|\d{3}))?"
     r"(-(?:[A-Za-z\d]{5,8}|\d[A-Za-z\d]{3}))*$"
 )
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    # A number would be read as seconds since 1970 and an order dated wrongly without a word: strings only.
+    if isinstance(value, datetime):
+        return value  # built in Python, not read from a message: AwareDatetime still wants its offset
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp must be an RFC 3339 string with an offset, not {type(value).__name__}")
+    if not _RFC3339.match(value):
+        raise ValueError(f"timestamp must be RFC 3339 with an offset such as 2026-11-02T10:15:00+01:00, got {value!r}")
+    return value
 
 
 def _money_from_string(value: Any) -> Decimal:
@@ -105,9 +120,19 @@ Locale = Annotated[
     WithJsonSchema({"type": "string", "description": "BCP 47 language tag.", "examples": ["hu-HU"]}),
 ]
 
+
+def _whole(value: Any) -> Any:
+    # JSON Schema's integer admits 4.0; a fraction, a string or a bool stays refused by the strict int.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# For a strict int in an HTTP body: take what JSON Schema calls an integer (4 and 4.0), nothing else ("4", true,
+# 4.5). Put it last: `Annotated[int, Field(ge=1, strict=True), WholeFloats]` keeps the bounds in the schema.
+WholeFloats = BeforeValidator(_whole)
+
 Rating = Annotated[int, Field(ge=1, le=5, strict=True)]
 Nps = Annotated[int, Field(ge=0, le=10, strict=True)]
-Timestamp = AwareDatetime
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 Email = Annotated[str, AfterValidator(_email), WithJsonSchema({"type": "string", "format": "email"})]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]

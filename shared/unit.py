@@ -6,8 +6,9 @@ is the one way a unit is run: the group commit runs a batch of handlers
 through it, an HTTP route or a scheduled job one piece of work.
 """
 
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -15,6 +16,8 @@ from pydantic import BaseModel
 from pymongo import AsyncMongoClient, DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from shared.aliases import ERASED, erased_alias, erased_id
+from shared.audit import AUDIT, Call, audit_record, current_call
 from shared.events import Envelope, envelope_for
 from shared.mongo import OUTBOX, Database
 from shared.settings import ServiceSettings
@@ -191,6 +194,16 @@ def outbox_entry(event: Envelope[Any], now: datetime, owner: str | None = None) 
     return entry
 
 
+async def _record(unit: Unit[Any], call: Call) -> None:
+    """The call's audit record; a target that is an erased customer (now or before) is named by their alias."""
+    marks = {erased_id(value): value for value in call.target.values()}
+    erased = {
+        marks[doc["_id"]] for doc in await unit.find(ERASED, {"_id": {"$in": list(marks)}}, projection={"_id": 1})
+    }
+    target = {name: erased_alias(value) if value in erased else value for name, value in call.target.items()}
+    unit.write(AUDIT, InsertOne(audit_record(replace(call, target=target), str(uuid.uuid4()), unit.now())))
+
+
 @dataclass(frozen=True)
 class Transactions(Generic[S]):
     """The one transaction runner of a service: what its units share, and how one is run and handed over.
@@ -214,14 +227,20 @@ class Transactions(Generic[S]):
         have side effects outside MongoDB (put those in `unit.on_commit`).
         """
 
+        call = current_call.get()  # an API call that may change state: its audit record joins the transaction
+
         async def attempt(session: AsyncClientSession) -> tuple[T, Unit[S]]:
             unit = Unit(self.db, session, self.settings, self.source, self.clock, self.outbox_owner)
             result = await work(unit)
+            if call is not None and not call.recorded:
+                await _record(unit, call)
             await unit.commit_writes()
             return result, unit
 
         async with self.client.start_session() as session:
             result, unit = await session.with_transaction(attempt)
+        if call is not None:
+            call.recorded = True  # once per call, however many transactions it runs
         unit.committed()
         if unit.outbox_entries:
             self.hand_over(unit.outbox_entries)

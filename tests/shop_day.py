@@ -101,6 +101,14 @@ class ShopDay:
         return {refund.order_id for refund in self.data(OrderRefundedEvent)}
 
     @property
+    def fully_refunded_orders(self) -> set[str]:
+        """Orders whose refunds add up to their total: only those cancel what is pending (DESIGN.md §7)."""
+        refunded: defaultdict[str, Decimal] = defaultdict(Decimal)
+        for refund in self.data(OrderRefundedEvent):
+            refunded[refund.order_id] += refund.amount
+        return {order.order_id for order in self.orders if refunded[order.order_id] >= order.total}
+
+    @property
     def fulfilled_orders(self) -> set[str]:
         return {done.order_id for done in self.data(OrderFulfilledEvent)}
 

@@ -1,21 +1,28 @@
 """HTTP API of followups: the owner's list, escalations, the NPS report, and feedback from customers."""
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, Field, ValidationError
-from pymongo.errors import DuplicateKeyError
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.followups import domain, service
+from services.followups import domain, service, store
+from services.followups.domain import Contact, FeedbackLinkUsed, Kind, Status
 from services.followups.jobs import BREACHED
-from services.followups.settings import FollowupsUnit, followups_settings
-from services.followups.store import CUSTOMERS, DONE, ESCALATIONS, FEEDBACK, FOLLOWUPS, PENDING, SENT
-from services.followups.tokens import InvalidToken, read_token
-from shared.events import describe
-from shared.http import Credentials, is_admin
+from services.followups.settings import FollowupsSettings, FollowupsUnit, settings_of
+from services.followups.store import FollowUp
+from services.followups.tokens import InvalidToken, TokenClaims, read_token
+from shared.events import FeedbackReceived, describe
+from shared.http import calling_key, error, field_error
 from shared.service import Runtime, runtime
+from shared.types import Id, WholeFloats
 
+BAD_BODY = error("The body is not UTF-8 text.")
+
+
+Rating = Annotated[int, Field(ge=1, le=5, strict=True), WholeFloats]
 api = APIRouter(tags=["followups"])
 public = APIRouter(tags=["feedback"])
 Rt = Annotated[Runtime, Depends(runtime)]
@@ -23,167 +30,299 @@ Rt = Annotated[Runtime, Depends(runtime)]
 # --- the owner's list --------------------------------------------------------------------------
 
 
-@api.get("/followups")
+class Person(BaseModel):
+    """Who to call or write to, from their latest order."""
+
+    first_name: str | None
+    last_name: str | None
+    phone: str | None
+    email: str | None
+    city: str | None
+    region: str | None
+
+
+class FollowupOut(BaseModel):
+    """A follow-up; what happened to it since it was planned comes only as far as anything did."""
+
+    followup_id: str
+    kind: Kind
+    channel: Literal["email", "person"]
+    customer_id: str
+    order_id: str | None
+    due_at: datetime
+    status: Status
+    created_at: datetime
+    attempts: int
+    code: str | None = None
+    cancelled_because: str | None = None
+    sent_at: datetime | None = None
+    locale: str | None = None
+    done_at: datetime | None = None
+    note: str | None = None
+    last_error: str | None = None
+    customer: Person | None = Field(description="For a person's task: who to call or write to.")
+
+
+class Followups(BaseModel):
+    followups: list[FollowupOut]
+
+
+@api.get("/followups", response_model_exclude_unset=True)
 async def list_followups(
     rt: Rt,
     status_: Annotated[
-        Literal["due", "pending", "sent", "failed", "cancelled", "done"] | None,
+        Literal["due"] | Status | None,
         Query(alias="status", description="`due`: pending and due now; or a stored status."),
     ] = None,
-    kind: Annotated[Literal["thank_you", "call", "feedback_request", "referral_invite"] | None, Query()] = None,
+    kind: Annotated[Kind | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
+) -> Followups:
     """Follow-ups soonest first; calls and notes come with the customer's name, phone and town."""
-    query: dict[str, Any] = {}
-    if status_ == "due":
-        query |= {"status": PENDING, "due_at": {"$lte": service.now()}}
-    elif status_ is not None:
-        query["status"] = status_
-    if kind is not None:
-        query["kind"] = kind
-    found = await rt.db[FOLLOWUPS].find(query, sort=[("due_at", 1)], limit=limit).to_list()
-    contacts = {
-        c["_id"]: c.get("contact")
-        async for c in rt.db[CUSTOMERS].find({"_id": {"$in": list({f["customer_id"] for f in found})}})
-    }
-    return {"followups": [_followup(f, contacts.get(f["customer_id"])) for f in found]}
+    due = status_ == "due"
+    found = await store.followups(
+        rt,
+        status=None if status_ == "due" else status_,
+        kind=kind,
+        due_by=rt.now() if due else None,
+        limit=limit,
+    )
+    contacts = await store.contacts(rt, (f.customer_id for f in found))
+    return Followups(followups=[_followup(f, contacts.get(f.customer_id)) for f in found])
 
 
 class Done(BaseModel):
     note: str = Field("", max_length=5000, description="What the customer said, for the record.")
 
 
-@api.post("/followups/{followup_id}/done")
-async def mark_done(followup_id: str, done: Done, rt: Rt) -> dict[str, Any]:
+class Marked(BaseModel):
+    followup_id: str
+    status: Literal["done"]
+
+
+@api.post(
+    "/followups/{followup_id}/done", responses={400: BAD_BODY, 404: error("No pending task for a person with this id.")}
+)
+async def mark_done(followup_id: str, done: Done, rt: Rt) -> Marked:
     """A person did it (a call, a handwritten note)."""
-    found = await rt.db[FOLLOWUPS].find_one_and_update(
-        {"_id": followup_id, "channel": "person", "status": PENDING},
-        {"$set": {"status": DONE, "done_at": service.now(), "note": done.note}},
-    )
-    if found is None:
+    if not await store.mark_done(rt, followup_id, rt.now(), done.note):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"followup_id: no pending task {followup_id!r} for a person")
-    return {"followup_id": followup_id, "status": DONE}
+    return Marked(followup_id=followup_id, status="done")
 
 
 # --- escalations -----------------------------------------------------------------------------------
 
 
+class EscalationOut(BaseModel):
+    escalation_id: str
+    feedback_id: str
+    customer_id: str
+    order_id: str | None
+    due_by: datetime
+    seconds_left: int = Field(description="Negative once the SLA is breached.")
+    breached: bool
+    resolved_at: datetime | None
+    note: str | None
+
+
+class Escalations(BaseModel):
+    escalations: list[EscalationOut]
+
+
 @api.get("/escalations")
-async def list_escalations(rt: Rt, open_: Annotated[bool, Query(alias="open")] = True) -> dict[str, Any]:
+async def list_escalations(rt: Rt, open_: Annotated[bool, Query(alias="open")] = True) -> Escalations:
     """Escalations soonest-due first, with the time left (negative once the SLA is breached)."""
-    query = {"resolved_at": None} if open_ else {"resolved_at": {"$ne": None}}
-    moment = service.now()
-    found = await rt.db[ESCALATIONS].find(query, sort=[("due_by", 1)], limit=500).to_list()
-    return {
-        "escalations": [
-            {
-                "escalation_id": e["_id"],
-                "feedback_id": e["feedback_id"],
-                "customer_id": e["customer_id"],
-                "order_id": e["order_id"],
-                "due_by": e["due_by"],
-                "seconds_left": round(domain.sla_time_left(e["due_by"], moment).total_seconds()),
-                "breached": e["breached_at"] is not None or e["due_by"] < (e["resolved_at"] or moment),
-                "resolved_at": e["resolved_at"],
-                "note": e.get("note"),
-            }
+    moment = rt.now()
+    found = await store.escalations(rt, resolved=not open_)
+    return Escalations(
+        escalations=[
+            EscalationOut(
+                escalation_id=e.escalation_id,
+                feedback_id=e.feedback_id,
+                customer_id=e.customer_id,
+                order_id=e.order_id,
+                due_by=e.due_by,
+                seconds_left=round(domain.sla_time_left(e.due_by, moment).total_seconds()),
+                breached=domain.is_breached(
+                    e.due_by, resolved_at=e.resolved_at, flagged=e.breached_at is not None, now=moment
+                ),
+                resolved_at=e.resolved_at,
+                note=e.note,
+            )
             for e in found
         ]
-    }
+    )
 
 
 class Resolution(BaseModel):
     note: str = Field(min_length=1, max_length=5000, description="What was done for the customer.")
 
 
-@api.post("/escalations/{escalation_id}/resolve")
-async def resolve_escalation(escalation_id: str, resolution: Resolution, rt: Rt) -> dict[str, Any]:
-    moment = service.now()
-    found = await rt.db[ESCALATIONS].find_one_and_update(
-        {"_id": escalation_id, "resolved_at": None}, {"$set": {"resolved_at": moment, "note": resolution.note}}
-    )
+class Resolved(BaseModel):
+    escalation_id: str
+    resolved_at: datetime
+    breached: bool
+
+
+@api.post(
+    "/escalations/{escalation_id}/resolve", responses={400: BAD_BODY, 404: error("No open escalation with this id.")}
+)
+async def resolve_escalation(escalation_id: str, resolution: Resolution, rt: Rt) -> Resolved:
+    moment = rt.now()
+    found = await store.resolve_escalation(rt, escalation_id, moment, resolution.note)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"escalation_id: no open escalation {escalation_id!r}")
-    breached = found["due_by"] < moment
-    if breached and found["breached_at"] is None:
-        flagged = await rt.db[ESCALATIONS].update_one(
-            {"_id": escalation_id, "breached_at": None}, {"$set": {"breached_at": moment}}
-        )
-        if flagged.modified_count:
-            BREACHED.inc()
-    return {"escalation_id": escalation_id, "resolved_at": moment, "breached": breached}
+    flagged = found.breached_at is not None
+    breached = domain.is_breached(found.due_by, resolved_at=moment, flagged=flagged, now=moment)
+    if breached and not flagged and await store.flag_breached(rt, escalation_id, moment):
+        BREACHED.inc()
+    return Resolved(escalation_id=escalation_id, resolved_at=moment, breached=breached)
 
 
 # --- reports ----------------------------------------------------------------------------------------
 
 
+class NpsFigures(BaseModel):
+    responses: int
+    nps_answers: int
+    promoters: int
+    passives: int
+    detractors: int
+    nps: float | None = Field(description="−100…100; null without NPS answers.")
+    csat: float | None = Field(description="Percent of responses rated 4 or 5 overall; null without responses.")
+
+
+class MonthlyNps(NpsFigures):
+    month: str = Field(examples=["2026-11"])
+
+
+class NpsReport(NpsFigures):
+    response_rate: float | None = Field(description="Answered requests ÷ requests sent; null when none were sent.")
+    months: list[MonthlyNps]
+
+
 @api.get("/reports/nps")
-async def nps_report(rt: Rt) -> dict[str, Any]:
+async def nps_report(rt: Rt) -> NpsReport:
     """NPS and CSAT overall and by month, promoters/passives/detractors, response rate of feedback requests."""
-    points = [
-        domain.FeedbackPoint(
-            received_at=f["received_at"],
-            overall=f["ratings"]["overall"],
-            nps=f.get("nps"),
-            answered_request=f.get("followup_id") is not None,
-        )
-        async for f in rt.db[FEEDBACK].find({}, {"received_at": 1, "ratings": 1, "nps": 1, "followup_id": 1})
-    ]
-    requests_sent = await rt.db[FOLLOWUPS].count_documents({"kind": "feedback_request", "status": SENT})
-    return asdict(domain.nps_report(points, requests_sent))
+    report = domain.nps_report(await store.feedback_points(rt), await store.feedback_requests_sent(rt))
+    return NpsReport.model_validate(asdict(report))
 
 
 # --- feedback -------------------------------------------------------------------------------------
 
 
-class FeedbackIn(BaseModel):
-    """FeedbackReceived's fields but the id and time; `token` from the request e-mail, or the admin key."""
+class RatingsIn(BaseModel):
+    product: Rating | None = Field(None, description="How the customer rates the product, 1–5.")
+    service: Rating | None = Field(None, description="How the customer rates the service, 1–5.")
+    overall: Rating = Field(description="Overall rating, 1–5.")
 
-    token: str | None = Field(None, max_length=2000)
-    customer_id: str | None = Field(None, min_length=1, max_length=128)
-    order_id: str | None = Field(None, min_length=1, max_length=128)
-    ratings: dict[str, Any]
-    nps: int | None = None
-    comment: str | None = None
+
+def _given(field: str) -> dict[str, Any]:
+    return {"required": [field], "properties": {field: {"type": "string"}}}
+
+
+class FeedbackIn(BaseModel):
+    """FeedbackReceived's fields but the id and time; `token` from the request e-mail, or `customer_id` with a key.
+
+    With an API key, the shop logs it for `customer_id`; otherwise (or when it names no customer) the token says
+    whose feedback it is.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_given("token"), _given("customer_id")]})
+    token: str | None = Field(None, max_length=2000, description="From the feedback request e-mail.")
+    customer_id: Id | None = Field(None, description="Whose feedback the shop logs; with a token, the token's.")
+    order_id: Id | None = None
+    ratings: RatingsIn
+    nps: Annotated[int, Field(ge=0, le=10, strict=True), WholeFloats] | None = None
+    comment: str | None = Field(None, max_length=5000)
     channel: Literal["email", "web", "phone", "survey"] = "web"
 
 
-@public.post("/feedback", status_code=status.HTTP_201_CREATED)
-async def post_feedback(body: FeedbackIn, rt: Rt, credentials: Credentials) -> dict[str, Any]:
-    """Feedback from a customer's link (signed token, once) or logged by the owner (admin key)."""
-    settings = followups_settings(rt.settings)
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` put in place: in the OpenAPI document `#/$defs/...` resolves nowhere."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+class FeedbackOut(FeedbackReceived):
+    """The stored feedback, the feedback request it answered and the escalation it opened."""
+
+    followup_id: str | None
+    escalation_id: str | None
+
+
+@public.post(
+    "/feedback",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inlined(FeedbackIn.model_json_schema())}},
+        }
+    },
+    responses={
+        409: error("This feedback link was already used."),
+        410: error("The feedback link has expired."),
+        422: {
+            "description": "A field of the body is wrong: `loc` names it.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        },
+    },
+)
+async def post_feedback(request: Request, rt: Rt) -> FeedbackOut:
+    """Feedback from a customer's link (signed token, once) or logged by the shop (an API key with write scope)."""
+    settings = settings_of(rt)
+    key = calling_key(request)  # checked by the guard already when the request carried one
+    try:
+        raw = await request.json()
+    except ValueError:
+        raw = None
+    # Who is asking comes first: without a key or a token, the body's shape is none of the caller's business.
+    if key is None and not (isinstance(raw, dict) and isinstance(raw.get("token"), str)):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token: a feedback token or an API key is required")
+    try:
+        body = FeedbackIn.model_validate(raw)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from error
     fields = body.model_dump(exclude={"token"})
     followup_id = None
-    if is_admin(credentials, settings.admin_api_key):
-        if body.customer_id is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "customer_id: required with the admin key")
-    elif body.token is not None:
+    if key is None or body.customer_id is None:  # not the shop logging it for a customer: the token says whose
+        if body.token is None:  # (without a key, the check above asked for one)
+            raise field_error("customer_id", "required with an API key, unless a token says whose feedback it is")
         claims = _claims(body.token, settings)
         if body.customer_id not in (None, claims.customer_id):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "customer_id: does not match the token")
+            raise field_error("customer_id", "does not match the token", body.customer_id)
         fields |= {"customer_id": claims.customer_id, "order_id": claims.order_id}
         followup_id = claims.followup_id
-    else:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token: a feedback token or the admin key is required")
     try:
-        feedback = service.new_feedback(fields, received_at=service.now())
-    except ValidationError as error:
-        reason, field = describe(error)
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"field": field, "message": reason}) from error
+        feedback = service.new_feedback(fields, received_at=rt.now())
+    except ValidationError as invalid:
+        reason, field = describe(invalid)
+        raise field_error(field or "", reason) from invalid
 
-    async def take(unit: FollowupsUnit) -> dict[str, Any]:
-        if followup_id is not None and await unit.find_one(FEEDBACK, {"followup_id": followup_id}) is not None:
-            raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used")
+    async def take(unit: FollowupsUnit) -> service.FeedbackTaken:
         return await service.take_feedback(unit, feedback, followup_id=followup_id)
 
     try:
-        stored = await rt.transaction(take)
-    except DuplicateKeyError as error:  # the same link submitted twice at once
-        raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used") from error
-    return {key: value for key, value in stored.items() if key != "_id"}
+        taken = await store.once_per_link(rt, take)
+    except FeedbackLinkUsed as used:
+        raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used") from used
+    return FeedbackOut(**taken.feedback.model_dump(), followup_id=taken.followup_id, escalation_id=taken.escalation_id)
 
 
-def _claims(token: str, settings: Any) -> Any:
+def _claims(token: str, settings: FollowupsSettings) -> TokenClaims:
     if settings.feedback_token_secret is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token: feedback links are off (no secret configured)")
     try:
@@ -197,9 +336,30 @@ def _claims(token: str, settings: Any) -> Any:
         raise HTTPException(code, f"token: {invalid.reason}") from invalid
 
 
-def _followup(followup: dict[str, Any], contact: dict[str, Any] | None) -> dict[str, Any]:
-    shown = {k: v for k, v in followup.items() if k not in ("_id", "lease_until", "lease_owner")}
+def _followup(followup: FollowUp, contact: Contact | None) -> FollowupOut:
     person = None
-    if followup["channel"] == "person" and contact:
-        person = {k: contact.get(k) for k in ("first_name", "last_name", "phone", "email", "city", "region")}
-    return {"followup_id": followup["_id"], **shown, "customer": person}
+    if followup.channel == "person" and contact:
+        person = Person(**{k: contact.get(k) for k in ("first_name", "last_name", "phone", "email", "city", "region")})
+    # What happened to it since it was planned, as far as anything did.
+    happened = {
+        "code": followup.code,
+        "cancelled_because": followup.cancelled_because,
+        "sent_at": followup.sent_at,
+        "locale": followup.locale,
+        "done_at": followup.done_at,
+        "note": followup.note,
+        "last_error": followup.last_error,
+    }
+    return FollowupOut(
+        followup_id=followup.followup_id,
+        kind=followup.kind,
+        channel=followup.channel,
+        customer_id=followup.customer_id,
+        order_id=followup.order_id,
+        due_at=followup.due_at,
+        status=followup.status,
+        created_at=followup.created_at,
+        attempts=followup.attempts,
+        customer=person,
+        **{k: v for k, v in happened.items() if v is not None},
+    )

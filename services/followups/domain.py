@@ -1,15 +1,26 @@
 """Follow-up rules as plain values and functions, no I/O (DESIGN.md §7 "Follow-ups").
 
-Who is unhappy enough to need a person, who is happy enough to be asked for a
-referral, when each follow-up falls due, and how loyal customers say they are
-(NPS and CSAT).
+What an order's milestones call for (and under which id, so planning twice
+plans once), who is unhappy enough to need a person, who is happy enough to be
+asked for a referral, when each follow-up falls due, what a failed send does
+next, and how loyal customers say they are (NPS and CSAT).
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+from shared.events import FeedbackReceived
+
+Kind = Literal["thank_you", "call", "feedback_request", "referral_invite"]
+Channel = Literal["email", "person"]  # an e-mail the scheduler sends, or a task for a person
+Status = Literal["pending", "sent", "failed", "cancelled", "done"]
+
+# The customer's contact details from their latest order (e-mail, name, locale, town, region, phone).
+Contact = Mapping[str, Any]
 
 # --- who needs what --------------------------------------------------------------
 
@@ -25,7 +36,7 @@ def is_detractor_feedback(overall: int, nps: int | None) -> bool:
 
 
 def is_promoter(nps: int | None) -> bool:
-    """A customer happy enough to be invited to refer friends."""
+    """A customer who would recommend the shop (NPS 9–10): happy enough to be invited to refer friends."""
     return nps is not None and nps >= PROMOTER_MIN_NPS
 
 
@@ -56,6 +67,229 @@ def escalation_due(received_at: datetime, sla: timedelta = ESCALATION_SLA) -> da
 def sla_time_left(due_by: datetime, now: datetime) -> timedelta:
     """Time left to answer an escalation; negative once the SLA is breached."""
     return due_by - now
+
+
+def is_breached(due_by: datetime, *, resolved_at: datetime | None, flagged: bool, now: datetime) -> bool:
+    """Whether an escalation missed its deadline: flagged so, still open past it, or resolved after it."""
+    return flagged or due_by < (resolved_at or now)
+
+
+# --- what the shop knows of customers and orders ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str  # or the anonymous alias of an erased customer
+    contact: Contact | None = None
+    contact_at: datetime | None = None  # when the order the contact came from was placed
+    first_order_at: datetime | None = None  # who counts as one of the shop's first customers
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order's milestones, as far as heard: what the follow-ups hang on."""
+
+    order_id: str
+    customer_id: str
+    placed_at: datetime | None = None
+    fulfilled_at: datetime | None = None
+    total: Decimal | None = None  # what the customer paid, once the order is heard of
+    currency: str | None = None
+    refunds: tuple[tuple[str, Decimal, str], ...] = ()  # (refund id, amount, currency), each refund once
+    # Recorded before partial refunds were told apart: that version kept only "refunded" (it cancelled on any).
+    refunded_in_full: bool = False
+
+
+def with_refund(order: Order, refund_id: str, amount: Decimal, currency: str) -> Order:
+    """The order once this refund is known (a refund told twice counts once)."""
+    if any(known == refund_id for known, _, _ in order.refunds):
+        return order
+    return replace(order, refunds=(*order.refunds, (refund_id, amount, currency)))
+
+
+def is_fully_refunded(order: Order) -> bool:
+    """Whether the refunds give back all the order took: only then is what is pending for it cancelled.
+
+    A partial refund cancels nothing (DESIGN.md §7); neither does a refund before its order is known,
+    until the order says how much it was. Refunds in another currency than the order's are not comparable.
+    """
+    if order.refunded_in_full:
+        return True
+    if order.total is None:
+        return False
+    refunded = sum((amount for _, amount, currency in order.refunds if currency == order.currency), Decimal(0))
+    return refunded >= order.total
+
+
+def with_order_placed(customer: Customer, contact: Contact, placed_at: datetime) -> Customer:
+    """The customer once an order placed at `placed_at` is known: the latest order gives the contact."""
+    if customer.contact_at is None or placed_at >= customer.contact_at:
+        customer = replace(customer, contact=contact, contact_at=placed_at)
+    if customer.first_order_at is None or placed_at < customer.first_order_at:
+        customer = replace(customer, first_order_at=placed_at)
+    return customer
+
+
+def with_fulfilment(order: Order, fulfilled_at: datetime) -> Order:
+    """The order once fulfilled at `fulfilled_at`: the earliest fulfilment counts."""
+    if order.fulfilled_at is None or fulfilled_at < order.fulfilled_at:
+        return replace(order, fulfilled_at=fulfilled_at)
+    return order
+
+
+def erased(customer: Customer, alias: str) -> Customer:
+    """What is kept of an erased customer: when they first ordered (who counts as early), not who they are."""
+    return Customer(alias, first_order_at=customer.first_order_at)
+
+
+def is_early_customer(customers_before: int, first: int) -> bool:
+    """One of the shop's first `first` customers: fewer than that ordered for the first time before them."""
+    return customers_before < first
+
+
+# --- what gets planned --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long after each milestone a follow-up falls due (the shop's settings)."""
+
+    thank_you_delay: timedelta = THANK_YOU_DELAY
+    feedback_request_delay: timedelta = FEEDBACK_REQUEST_DELAY
+    call_delay: timedelta = CALL_DELAY
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A follow-up to plan, unless one under its id was planned before."""
+
+    followup_id: str
+    kind: Kind
+    channel: Channel
+    customer_id: str
+    order_id: str | None
+    due_at: datetime
+    status: Literal["pending", "cancelled"]
+    code: str | None = None  # the referral code an invitation carries
+
+
+def thank_you_id(order_id: str) -> str:
+    return f"thank_you:{order_id}"
+
+
+def feedback_request_id(order_id: str) -> str:
+    return f"feedback_request:{order_id}"
+
+
+def call_id(customer_id: str) -> str:
+    return f"call:{customer_id}"  # one call per customer, whichever order brought it
+
+
+def referral_invite_id(event_id: str) -> str:
+    return f"referral_invite:{event_id}"
+
+
+def planned_for(order_id: str, customer_id: str) -> tuple[str, ...]:
+    """The ids of every follow-up that can be planned for an order (the call is the customer's, tied to an order)."""
+    return (thank_you_id(order_id), feedback_request_id(order_id), call_id(customer_id))
+
+
+def may_call_for(order: Order) -> bool:
+    """Whether the order can bring a call: once fulfilled (then only for one of the shop's first customers)."""
+    return order.fulfilled_at is not None
+
+
+def plans_for_order(order: Order, schedule: Schedule, *, early_customer: bool) -> list[Plan]:
+    """What the order's known milestones call for; what is planned for a fully refunded order starts cancelled."""
+    status: Literal["pending", "cancelled"] = "cancelled" if is_fully_refunded(order) else "pending"
+    plans = []
+    if order.placed_at is not None:
+        due = thank_you_due(order.placed_at, schedule.thank_you_delay)
+        plans.append(
+            Plan(thank_you_id(order.order_id), "thank_you", "email", order.customer_id, order.order_id, due, status)
+        )
+    if order.fulfilled_at is not None:
+        due = feedback_request_due(order.fulfilled_at, schedule.feedback_request_delay)
+        plans.append(
+            Plan(
+                feedback_request_id(order.order_id),
+                "feedback_request",
+                "email",
+                order.customer_id,
+                order.order_id,
+                due,
+                status,
+            )
+        )
+        if early_customer:
+            due = call_due(order.fulfilled_at, schedule.call_delay)
+            plans.append(
+                Plan(call_id(order.customer_id), "call", "person", order.customer_id, order.order_id, due, status)
+            )
+    return plans
+
+
+def referral_invitation(event_id: str, customer_id: str, code: str, now: datetime) -> Plan:
+    """An invitation to refer friends, sent at once."""
+    return Plan(referral_invite_id(event_id), "referral_invite", "email", customer_id, None, now, "pending", code=code)
+
+
+def refund_cancels(order_id: str, planned_order_id: str | None, status: Status) -> bool:
+    """Whether a refund of the order cancels this follow-up: one still pending for that order."""
+    return planned_order_id == order_id and status == "pending"
+
+
+# --- feedback and escalations ---------------------------------------------------------------
+
+
+class FeedbackLinkUsed(Exception):
+    """The feedback link was used before: each link takes one answer."""
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Unhappy feedback a person must answer by `due_by`."""
+
+    escalation_id: str
+    feedback_id: str
+    customer_id: str
+    order_id: str | None
+    due_by: datetime
+    opened_at: datetime
+
+
+def escalation_for(feedback: FeedbackReceived, escalation_id: str, sla: timedelta) -> Escalation | None:
+    """The escalation unhappy feedback opens as it arrives, due within the SLA; None for feedback that is not."""
+    if not is_detractor_feedback(feedback.ratings.overall, feedback.nps):
+        return None
+    return Escalation(
+        escalation_id=escalation_id,
+        feedback_id=feedback.feedback_id,
+        customer_id=feedback.customer_id,
+        order_id=feedback.order_id,
+        due_by=escalation_due(feedback.received_at, sla),
+        opened_at=feedback.received_at,
+    )
+
+
+# --- sending ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedSend:
+    """What a failed send leads to: another attempt after a back-off, or giving up (marked failed)."""
+
+    attempts: int
+    gave_up: bool
+    retry_at: datetime | None  # None once given up
+
+
+def after_failed_send(attempts_before: int, max_attempts: int, first_backoff: timedelta, now: datetime) -> FailedSend:
+    """Retry with a back-off that doubles each time; after the last attempt, give up."""
+    attempts = attempts_before + 1
+    if attempts >= max_attempts:
+        return FailedSend(attempts, gave_up=True, retry_at=None)
+    return FailedSend(attempts, gave_up=False, retry_at=now + first_backoff * 2 ** (attempts - 1))
 
 
 # --- NPS and CSAT ------------------------------------------------------------------
@@ -112,7 +346,7 @@ def nps_report(feedback: Sequence[FeedbackPoint], requests_sent: int, *, by_mont
 
 def _figures(feedback: Sequence[FeedbackPoint]) -> NpsFigures:
     answers = [point.nps for point in feedback if point.nps is not None]
-    promoters = sum(1 for nps in answers if nps >= PROMOTER_MIN_NPS)
+    promoters = sum(1 for nps in answers if is_promoter(nps))
     detractors = sum(1 for nps in answers if nps <= DETRACTOR_MAX_NPS)
     satisfied = sum(1 for point in feedback if point.overall >= SATISFIED_MIN_OVERALL)
     return NpsFigures(

@@ -16,16 +16,14 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from pymongo import UpdateOne
 
-from services.followups import messages
+from services.followups import domain, messages, store
+from services.followups.domain import Contact
 from services.followups.mail import SmtpServer, email_of
-from services.followups.service import now
-from services.followups.settings import FollowupsSettings, FollowupsUnit, followups_settings
-from services.followups.store import CUSTOMERS, ESCALATIONS, FAILED, FOLLOWUPS, PENDING, SENT
+from services.followups.settings import FollowupsSettings, FollowupsUnit, settings_of
+from services.followups.store import FollowUp
 from services.followups.tokens import issue_token
 from shared.events import FollowUpSent
-from shared.leases import claim
 from shared.service import Runtime
 
 log = structlog.get_logger("rapport.followups.scheduler")
@@ -43,59 +41,49 @@ class NotSendable(Exception):
 
 async def send_due(rt: Runtime, *, at: datetime | None = None, limit: int = 500) -> int:
     """Send e-mails due by `at`; return how many were handled (sent, retried or failed)."""
-    settings = followups_settings(rt.settings)
-    moment = at or now()
+    settings = settings_of(rt)
+    moment = at or rt.now()
     smtp = SmtpServer.from_url(settings.smtp_url)
     owner = str(uuid.uuid4())
+    lease = timedelta(seconds=settings.scheduler_lease_seconds)
     handled = 0
     while handled < limit:
-        task = await claim(
-            rt.db[FOLLOWUPS],
-            {"status": PENDING, "channel": "email", "due_at": {"$lte": moment}},
-            lease=timedelta(seconds=settings.scheduler_lease_seconds),
-            owner=owner,
-            sort=[("due_at", 1)],
-        )
-        if task is None:
+        followup = await store.claim_due_email(rt, moment, owner, lease)
+        if followup is None:
             break
-        await _send(rt, settings, smtp, task)
+        await _send(rt, settings, smtp, followup)
         handled += 1
     return handled
 
 
-async def _send(rt: Runtime, settings: FollowupsSettings, smtp: SmtpServer, task: dict[str, Any]) -> None:
+async def _send(rt: Runtime, settings: FollowupsSettings, smtp: SmtpServer, followup: FollowUp) -> None:
     try:
-        customer = await rt.db[CUSTOMERS].find_one({"_id": task["customer_id"]})
-        message, to = _message(settings, task, customer)
-        await smtp.send(email_of(message, sender=settings.mail_from, to=to, followup_id=task["_id"]))
+        message, to = _message(settings, followup, await store.contact_of(rt, followup.customer_id))
+        email = email_of(message, sender=settings.mail_from, to=to, followup_id=followup.followup_id, sent_at=rt.now())
+        await smtp.send(email)
     except Exception as error:  # noqa: BLE001 - every failure is retried, then recorded
-        await _failed(rt, settings, task, error)
+        await _failed(rt, settings, followup, error)
         return
-    sent_at = now()
+    sent_at = rt.now()
 
     async def record(unit: FollowupsUnit) -> None:
-        # Applied only while this claim still holds the task.
-        held = {"_id": task["_id"], "lease_owner": task["lease_owner"]}
-        unit.write(FOLLOWUPS, UpdateOne(held, {"$set": {"status": SENT, "sent_at": sent_at, "locale": message.locale}}))
+        store.mark_sent(unit, followup, sent_at, message.locale)
         data = FollowUpSent(
-            followup_id=task["_id"],
-            kind=task["kind"],
-            customer_id=task["customer_id"],
-            order_id=task.get("order_id"),
+            followup_id=followup.followup_id,
+            kind=followup.kind,
+            customer_id=followup.customer_id,
+            order_id=followup.order_id,
             channel="email",
             sent_at=sent_at,
         )
-        unit.publish(data, subject=task["customer_id"])
+        unit.publish(data, subject=followup.customer_id)
 
     await rt.transaction(record)
-    SENT_TOTAL.labels(kind=task["kind"]).inc()
-    log.info("followup_sent", followup_id=task["_id"], kind=task["kind"], locale=message.locale)
+    SENT_TOTAL.labels(kind=followup.kind).inc()
+    log.info("followup_sent", followup_id=followup.followup_id, kind=followup.kind, locale=message.locale)
 
 
-def _message(
-    settings: FollowupsSettings, task: dict[str, Any], customer: dict[str, Any] | None
-) -> tuple[messages.Message, str]:
-    contact = (customer or {}).get("contact")
+def _message(settings: FollowupsSettings, followup: FollowUp, contact: Contact | None) -> tuple[messages.Message, str]:
     if not contact:
         raise NotSendable("the customer's contact details are not known (yet)")
     values: dict[str, Any] = {
@@ -104,60 +92,54 @@ def _message(
         "region": contact.get("region"),
         "shop_name": settings.shop_name,
     }
-    kind = task["kind"]
+    kind = followup.kind
     if kind in ("thank_you", "feedback_request"):
-        values["order_id"] = task["order_id"]
+        values["order_id"] = followup.order_id
     if kind == "feedback_request":
         if settings.feedback_token_secret is None:
             raise NotSendable("FEEDBACK_TOKEN_SECRET is not set, so no feedback link can be signed")
         token = issue_token(
             settings.feedback_token_secret.get_secret_value(),
-            followup_id=task["_id"],
-            customer_id=task["customer_id"],
-            order_id=task["order_id"],
+            followup_id=followup.followup_id,
+            customer_id=followup.customer_id,
+            order_id=followup.order_id,
         )
         values["feedback_url"] = f"{settings.feedback_url}?token={token}"
     if kind == "referral_invite":
-        values["code"] = task["code"]
-        values["referral_url"] = f"{settings.referral_url}{task['code']}"
+        values["code"] = followup.code
+        values["referral_url"] = f"{settings.referral_url}{followup.code}"
     return messages.render(kind, contact.get("locale"), **values), contact["email"]
 
 
-async def _failed(rt: Runtime, settings: FollowupsSettings, task: dict[str, Any], error: Exception) -> None:
-    attempts = task.get("attempts", 0) + 1
-    kind = task["kind"]
-    change: dict[str, Any] = {"attempts": attempts, "last_error": repr(error)[:500]}
-    if attempts >= settings.send_attempts:
-        change["status"] = FAILED
+async def _failed(rt: Runtime, settings: FollowupsSettings, followup: FollowUp, error: Exception) -> None:
+    backoff = timedelta(seconds=settings.send_backoff_seconds)
+    failure = domain.after_failed_send(followup.attempts, settings.send_attempts, backoff, rt.now())
+    kind = followup.kind
+    if failure.gave_up:
         GAVE_UP.labels(kind=kind).inc()
-        log.error("followup_failed", followup_id=task["_id"], attempts=attempts, error=repr(error))
+        log.error("followup_failed", followup_id=followup.followup_id, attempts=failure.attempts, error=repr(error))
     else:
-        backoff = settings.send_backoff_seconds * 2 ** (attempts - 1)
-        change["lease_until"] = now() + timedelta(seconds=backoff)
         SEND_FAILURES.labels(kind=kind).inc()
-        log.warning("followup_send_failed", followup_id=task["_id"], attempts=attempts, error=repr(error))
-    await rt.db[FOLLOWUPS].update_one({"_id": task["_id"], "lease_owner": task["lease_owner"]}, {"$set": change})
+        log.warning(
+            "followup_send_failed", followup_id=followup.followup_id, attempts=failure.attempts, error=repr(error)
+        )
+    await store.record_failed_send(rt, followup, failure, repr(error)[:500])
 
 
 async def flag_breached_escalations(rt: Runtime, *, at: datetime | None = None) -> int:
     """Mark open escalations past their deadline (once each) and count them in /metrics."""
-    moment = at or now()
+    moment = at or rt.now()
     flagged = 0
-    async for escalation in rt.db[ESCALATIONS].find(
-        {"resolved_at": None, "breached_at": None, "due_by": {"$lt": moment}}, {"_id": 1}
-    ):
-        result = await rt.db[ESCALATIONS].update_one(
-            {"_id": escalation["_id"], "breached_at": None}, {"$set": {"breached_at": moment}}
-        )
-        if result.modified_count:
+    for escalation_id in await store.overdue_escalations(rt, moment):
+        if await store.flag_breached(rt, escalation_id, moment):
             BREACHED.inc()
             flagged += 1
-            log.warning("escalation_breached", escalation_id=escalation["_id"])
+            log.warning("escalation_breached", escalation_id=escalation_id)
     return flagged
 
 
 async def run_scheduler(rt: Runtime) -> None:
-    interval = followups_settings(rt.settings).scheduler_interval_seconds
+    interval = settings_of(rt).scheduler_interval_seconds
     while True:
         try:
             await send_due(rt)

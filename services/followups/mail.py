@@ -1,9 +1,11 @@
 """Sending e-mail over SMTP (aiosmtplib), configured by one URL."""
 
 import html
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -50,17 +52,48 @@ class SmtpServer:
         )
 
 
-def email_of(message: Message, *, sender: str, to: str, followup_id: str) -> EmailMessage:
-    """Plain text with an HTML twin that carries the writing direction (Persian reads right to left)."""
+_LINK = re.compile(r"https?://[^\s<>\"]+")
+
+
+def email_of(
+    message: Message,
+    *,
+    sender: str,
+    to: str,
+    followup_id: str,
+    sent_at: datetime,
+    unsubscribe_url: str | None = None,
+) -> EmailMessage:
+    """Plain text with an HTML twin that carries the writing direction (Persian reads right to left).
+
+    The headers mail servers expect (RFC 5322 `Date`, a `Message-ID` in the sender's own domain) and, for
+    relationship mail, a one-click unsubscribe (RFC 8058: `List-Unsubscribe` with `List-Unsubscribe-Post`).
+    """
     email = EmailMessage()
     email["Subject"] = message.subject
     email["From"] = sender
     email["To"] = to
-    email["Message-ID"] = make_msgid(idstring=followup_id.replace(":", "."), domain="rapport.local")
+    email["Date"] = format_datetime(sent_at)
+    email["Message-ID"] = make_msgid(idstring=followup_id.replace(":", "."), domain=_domain_of(sender))
     email["X-Rapport-Followup"] = followup_id
+    if unsubscribe_url is not None:
+        email["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     email.set_content(message.body)
-    paragraphs = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in message.body.split("\n\n"))
+    paragraphs = "".join(f"<p>{_linked(p).replace(chr(10), '<br>')}</p>" for p in message.body.split("\n\n"))
     page = f'<html lang="{message.locale}" dir="{message.direction}"><body dir="{message.direction}">{paragraphs}'
     email.add_alternative(f"{page}</body></html>", subtype="html")
     email["Content-Language"] = message.locale  # after the parts: making them moves Content-* headers into them
     return email
+
+
+def _domain_of(sender: str) -> str:
+    """The domain of the sender's address: a Message-ID in it is what receiving servers expect."""
+    address = parseaddr(sender)[1]
+    return address.rpartition("@")[2] or "localhost"
+
+
+def _linked(paragraph: str) -> str:
+    """The paragraph as HTML, each web address a link."""
+    escaped = html.escape(paragraph)
+    return _LINK.sub(lambda found: f'<a href="{found[0]}">{found[0]}</a>', escaped)

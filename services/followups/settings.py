@@ -2,6 +2,7 @@
 
 from pydantic import Field
 
+from shared.service import Runtime
 from shared.settings import OptionalSecret, ServiceSettings
 from shared.unit import Unit
 
@@ -35,10 +36,9 @@ class FollowupsSettings(ServiceSettings):
     )
 
 
-def followups_settings(settings: ServiceSettings | None) -> FollowupsSettings:
-    """The followups settings a runtime or unit was built with."""
-    if not isinstance(settings, FollowupsSettings):
-        raise TypeError(f"the followups service needs FollowupsSettings, got {type(settings).__name__}")
+def settings_of(rt: Runtime) -> FollowupsSettings:
+    """The settings a running followups service was built with, typed: how routes and jobs read them."""
+    settings: FollowupsSettings = rt.transactions.settings  # the same object its units carry as `unit.settings`
     return settings
 
 

@@ -1,8 +1,12 @@
 """MongoDB for followups: customers' contact, orders' milestones, follow-ups, feedback, escalations.
 
+The only code that knows the collections and the shape of their documents;
+use cases, routes and the scheduler get and give the values of domain.py (and
+the `FollowUp` and `EscalationRecord` below).
+
 Collections:
 - customers: contact details from the customer's latest order, and their first order.
-- orders: when each order was placed, fulfilled, refunded (what the schedule hangs on).
+- orders: when each order was placed and fulfilled, its total and its refunds (what the schedule hangs on).
 - followups: every planned follow-up, one document each, with a deterministic id
   (`thank_you:<order>`, `feedback_request:<order>`, `call:<customer>`,
   `referral_invite:<event>`) so planning twice plans once. `status` is pending,
@@ -13,20 +17,43 @@ Collections:
 - erased: sha256 of erased customer ids, so late events do not bring them back.
 """
 
-from pymongo import ASCENDING, IndexModel
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
 
-from shared.mongo import Database
+from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateMany, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from services.followups.domain import (
+    Channel,
+    Contact,
+    Customer,
+    Escalation,
+    FailedSend,
+    FeedbackLinkUsed,
+    FeedbackPoint,
+    Kind,
+    Order,
+    Plan,
+    Status,
+)
+from services.followups.settings import FollowupsUnit
+from shared.erasure import customer_erased, forget_sent_events, mark_erased, preload_customers
+from shared.events import FeedbackReceived
+from shared.leases import claim
+from shared.mongo import Database, as_stored
+from shared.service import Runtime
 from shared.settings import ServiceSettings
+
+T = TypeVar("T")
 
 CUSTOMERS = "customers"
 ORDERS = "orders"
 FOLLOWUPS = "followups"
 FEEDBACK = "feedback"
 ESCALATIONS = "escalations"
-ERASED = "erased"
-
-PENDING, SENT, FAILED, CANCELLED, DONE = "pending", "sent", "failed", "cancelled", "done"
-STATUSES = (PENDING, SENT, FAILED, CANCELLED, DONE)
 
 
 async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # the settings shape no index here
@@ -48,3 +75,392 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # th
         ]
     )
     await db[ESCALATIONS].create_indexes([IndexModel([("resolved_at", ASCENDING), ("due_by", ASCENDING)])])
+
+
+async def preload(
+    unit: FollowupsUnit, customer_ids: Iterable[str], order_ids: Iterable[str], followup_ids: Iterable[str]
+) -> None:
+    """Read these customers (and erasure marks), orders and follow-ups in a few queries (a batch's, say)."""
+    await preload_customers(unit, CUSTOMERS, customer_ids)
+    await unit.preload(ORDERS, order_ids)
+    await unit.preload(FOLLOWUPS, followup_ids)
+
+
+# --- customers and orders -------------------------------------------------------------------
+
+
+async def customer_is_erased(unit: FollowupsUnit, customer_id: str) -> bool:
+    return await customer_erased(unit, CUSTOMERS, customer_id)
+
+
+async def get_customer(unit: FollowupsUnit, customer_id: str) -> Customer:
+    """The customer as far as known; a new one before their first order is heard of."""
+    found = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    return Customer(customer_id) if found is None else _customer_of(found)
+
+
+async def find_customer(unit: FollowupsUnit, customer_id: str) -> Customer | None:
+    found = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    return None if found is None else _customer_of(found)
+
+
+def save_customer(unit: FollowupsUnit, customer: Customer) -> None:
+    unit.replace(
+        CUSTOMERS,
+        {
+            "_id": customer.customer_id,
+            "contact": None if customer.contact is None else dict(customer.contact),
+            "contact_at": customer.contact_at,
+            "first_order_at": customer.first_order_at,
+        },
+    )
+
+
+def _customer_of(doc: Mapping[str, Any]) -> Customer:
+    return Customer(doc["_id"], doc.get("contact"), doc.get("contact_at"), doc.get("first_order_at"))
+
+
+# Per database and number of early customers: a first-order time from which on no customer can be one of
+# the shop's first N, because N customers are known to have ordered before it. It never has to move later:
+# customers are only added (erasure keeps when they first ordered), and first orders only move earlier.
+_NOT_EARLY_FROM: dict[tuple[str, int], datetime] = {}
+
+
+async def customers_before(unit: FollowupsUnit, first_order_at: datetime, first: int) -> int:
+    """How many customers first ordered before `first_order_at`; `first` or more may be answered as `first`."""
+    known = (unit.db.name, first)
+    if known in _NOT_EARLY_FROM and first_order_at >= _NOT_EARLY_FROM[known]:
+        return first  # the count would say as many; an established shop skips it for nearly every customer
+    await unit.flush()
+    earlier = await unit.db[CUSTOMERS].count_documents(
+        {"first_order_at": {"$lt": first_order_at}}, session=unit.session
+    )
+    if earlier >= first:
+
+        def remember() -> None:  # once the customers the count saw (this batch's too) are committed
+            _NOT_EARLY_FROM[known] = min(first_order_at, _NOT_EARLY_FROM.get(known, first_order_at))
+
+        unit.on_commit(remember)
+    return earlier
+
+
+async def get_order(unit: FollowupsUnit, order_id: str, customer_id: str) -> Order:
+    """The order's milestones as far as heard; a new order of this customer before any."""
+    found = await unit.find_one(ORDERS, {"_id": order_id})
+    if found is None:
+        return Order(order_id, customer_id)
+    return Order(
+        order_id=found["_id"],
+        customer_id=found["customer_id"],
+        placed_at=found.get("placed_at"),
+        fulfilled_at=found.get("fulfilled_at"),
+        total=Decimal(found["total"]) if found.get("total") is not None else None,
+        currency=found.get("currency"),
+        refunds=tuple(
+            (refund["id"], Decimal(refund["amount"]), refund["currency"]) for refund in found.get("refunds", [])
+        ),
+        refunded_in_full=found.get("refunded", False) and "refunds" not in found,  # written before partial refunds
+    )
+
+
+def save_order(unit: FollowupsUnit, order: Order) -> None:
+    unit.replace(
+        ORDERS,
+        {
+            "_id": order.order_id,
+            "customer_id": order.customer_id,
+            "placed_at": order.placed_at,
+            "fulfilled_at": order.fulfilled_at,
+            "total": str(order.total) if order.total is not None else None,
+            "currency": order.currency,
+            "refunds": [
+                {"id": id_, "amount": str(amount), "currency": currency} for id_, amount, currency in order.refunds
+            ],
+            "refunded": order.refunded_in_full,
+        },
+    )
+
+
+# --- follow-ups ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A planned follow-up and what became of it."""
+
+    followup_id: str
+    kind: Kind
+    channel: Channel
+    customer_id: str
+    order_id: str | None
+    due_at: datetime
+    status: Status
+    created_at: datetime
+    attempts: int = 0
+    code: str | None = None  # a referral invitation's code
+    lease_owner: str | None = None  # the scheduler holding it while it sends
+    cancelled_because: str | None = None
+    sent_at: datetime | None = None
+    locale: str | None = None  # the language it was sent in
+    done_at: datetime | None = None
+    note: str | None = None  # what the customer said, for a person's task
+    last_error: str | None = None
+
+
+async def find_followup(unit: FollowupsUnit, followup_id: str) -> FollowUp | None:
+    found = await unit.find_one(FOLLOWUPS, {"_id": followup_id})
+    return None if found is None else _followup_of(found)
+
+
+async def plan(unit: FollowupsUnit, planned: Plan) -> bool:
+    """Plan the follow-up unless one under its id was planned before; whether it was planned now."""
+    if await unit.find_one(FOLLOWUPS, {"_id": planned.followup_id}) is not None:
+        return False
+    document: dict[str, Any] = {
+        "_id": planned.followup_id,
+        "kind": planned.kind,
+        "channel": planned.channel,
+        "customer_id": planned.customer_id,
+        "order_id": planned.order_id,
+        "due_at": planned.due_at,
+        "status": planned.status,
+        "created_at": unit.now(),
+        "attempts": 0,
+        "lease_until": None,
+    }
+    if planned.code is not None:
+        document["code"] = planned.code
+    unit.replace(FOLLOWUPS, document)
+    return True
+
+
+async def cancel_pending(unit: FollowupsUnit, followup_id: str, because: str) -> None:
+    """Cancel the follow-up if it is still pending when the unit commits."""
+    found = await unit.find_one(FOLLOWUPS, {"_id": followup_id})
+    if found is None:
+        return
+    change = {"status": "cancelled", "cancelled_because": because}
+    unit.update(FOLLOWUPS, found | change, UpdateOne({"_id": followup_id, "status": "pending"}, {"$set": change}))
+
+
+async def claim_due_email(rt: Runtime, due_by: datetime, owner: str, lease: timedelta) -> FollowUp | None:
+    """Hold the e-mail follow-up due soonest (by `due_by`) for `lease`; None when none is due and free."""
+    found = await claim(
+        rt.db[FOLLOWUPS],
+        {"status": "pending", "channel": "email", "due_at": {"$lte": due_by}},
+        lease=lease,
+        owner=owner,
+        sort=[("due_at", 1)],
+    )
+    return None if found is None else _followup_of(found)
+
+
+def mark_sent(unit: FollowupsUnit, followup: FollowUp, sent_at: datetime, locale: str) -> None:
+    """The follow-up went out; applied only while this scheduler's claim still holds it."""
+    held = {"_id": followup.followup_id, "lease_owner": followup.lease_owner}
+    unit.write(FOLLOWUPS, UpdateOne(held, {"$set": {"status": "sent", "sent_at": sent_at, "locale": locale}}))
+
+
+async def record_failed_send(rt: Runtime, followup: FollowUp, failure: FailedSend, error: str) -> None:
+    """Note the failed attempt: held back till its retry (the lease doubles as the back-off), or marked failed."""
+    change: dict[str, Any] = {"attempts": failure.attempts, "last_error": error}
+    if failure.gave_up:
+        change["status"] = "failed"
+    else:
+        change["lease_until"] = failure.retry_at
+    held = {"_id": followup.followup_id, "lease_owner": followup.lease_owner}
+    await rt.db[FOLLOWUPS].update_one(held, {"$set": change})
+
+
+async def mark_done(rt: Runtime, followup_id: str, at: datetime, note: str) -> bool:
+    """A person did the task; False when there is no pending task for a person under this id."""
+    found = await rt.db[FOLLOWUPS].find_one_and_update(
+        {"_id": followup_id, "channel": "person", "status": "pending"},
+        {"$set": {"status": "done", "done_at": at, "note": note}},
+    )
+    return found is not None
+
+
+async def followups(
+    rt: Runtime, *, status: Status | None, kind: Kind | None, due_by: datetime | None, limit: int
+) -> list[FollowUp]:
+    """Follow-ups soonest first: of a status, of a kind, pending and due by `due_by`."""
+    query: dict[str, Any] = {}
+    if due_by is not None:
+        query |= {"status": "pending", "due_at": {"$lte": due_by}}
+    elif status is not None:
+        query["status"] = status
+    if kind is not None:
+        query["kind"] = kind
+    found = await rt.db[FOLLOWUPS].find(query, sort=[("due_at", 1)], limit=limit).to_list()
+    return [_followup_of(doc) for doc in found]
+
+
+async def contacts(rt: Runtime, customer_ids: Iterable[str]) -> dict[str, Contact | None]:
+    """The contact details of these customers, by customer id (those known)."""
+    found = rt.db[CUSTOMERS].find({"_id": {"$in": list(set(customer_ids))}}, {"contact": 1})
+    return {doc["_id"]: doc.get("contact") async for doc in found}
+
+
+async def contact_of(rt: Runtime, customer_id: str) -> Contact | None:
+    found = await rt.db[CUSTOMERS].find_one({"_id": customer_id}, {"contact": 1})
+    return None if found is None else found.get("contact")
+
+
+async def feedback_requests_sent(rt: Runtime) -> int:
+    return await rt.db[FOLLOWUPS].count_documents({"kind": "feedback_request", "status": "sent"})
+
+
+def _followup_of(doc: Mapping[str, Any]) -> FollowUp:
+    return FollowUp(
+        followup_id=doc["_id"],
+        kind=doc["kind"],
+        channel=doc["channel"],
+        customer_id=doc["customer_id"],
+        order_id=doc.get("order_id"),
+        due_at=doc["due_at"],
+        status=doc["status"],
+        created_at=doc["created_at"],
+        attempts=doc.get("attempts", 0),
+        code=doc.get("code"),
+        lease_owner=doc.get("lease_owner"),
+        cancelled_because=doc.get("cancelled_because"),
+        sent_at=doc.get("sent_at"),
+        locale=doc.get("locale"),
+        done_at=doc.get("done_at"),
+        note=doc.get("note"),
+        last_error=doc.get("last_error"),
+    )
+
+
+# --- feedback and escalations -----------------------------------------------------------------
+
+
+async def link_used(unit: FollowupsUnit, followup_id: str) -> bool:
+    """Whether feedback was given through this follow-up's link already."""
+    return await unit.find_one(FEEDBACK, {"followup_id": followup_id}) is not None
+
+
+def save_feedback(unit: FollowupsUnit, feedback: FeedbackReceived, followup_id: str | None) -> None:
+    unit.replace(
+        FEEDBACK,
+        feedback.model_dump(mode="python")
+        | {"_id": feedback.feedback_id, "followup_id": followup_id, "received_at": as_stored(feedback.received_at)},
+    )
+
+
+async def once_per_link(rt: Runtime, work: Callable[[FollowupsUnit], Awaitable[T]]) -> T:
+    """Run `work` in one transaction; feedback through a link that another request used meanwhile is refused."""
+    try:
+        return await rt.transaction(work)
+    except DuplicateKeyError as error:  # the same link submitted twice at once: the unique index took one
+        raise FeedbackLinkUsed from error
+
+
+def open_escalation(unit: FollowupsUnit, escalation: Escalation) -> None:
+    unit.replace(
+        ESCALATIONS,
+        {
+            "_id": escalation.escalation_id,
+            "feedback_id": escalation.feedback_id,
+            "customer_id": escalation.customer_id,
+            "order_id": escalation.order_id,
+            "due_by": escalation.due_by,
+            "opened_at": escalation.opened_at,
+            "resolved_at": None,
+            "breached_at": None,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class EscalationRecord:
+    """An escalation and what became of it."""
+
+    escalation_id: str
+    feedback_id: str
+    customer_id: str
+    order_id: str | None
+    due_by: datetime
+    resolved_at: datetime | None
+    breached_at: datetime | None  # when it was flagged as past its deadline
+    note: str | None  # what was done for the customer
+
+
+async def escalations(rt: Runtime, *, resolved: bool, limit: int = 500) -> list[EscalationRecord]:
+    """Open (or resolved) escalations, soonest due first."""
+    query = {"resolved_at": {"$ne": None}} if resolved else {"resolved_at": None}
+    found = await rt.db[ESCALATIONS].find(query, sort=[("due_by", 1)], limit=limit).to_list()
+    return [_escalation_of(doc) for doc in found]
+
+
+async def resolve_escalation(rt: Runtime, escalation_id: str, at: datetime, note: str) -> EscalationRecord | None:
+    """Resolve the open escalation; returns it as it was, or None when there is no open one under this id."""
+    found = await rt.db[ESCALATIONS].find_one_and_update(
+        {"_id": escalation_id, "resolved_at": None}, {"$set": {"resolved_at": at, "note": note}}
+    )
+    return None if found is None else _escalation_of(found)
+
+
+async def overdue_escalations(rt: Runtime, now: datetime) -> list[str]:
+    """Ids of open escalations past their deadline and not flagged yet."""
+    found = rt.db[ESCALATIONS].find({"resolved_at": None, "breached_at": None, "due_by": {"$lt": now}}, {"_id": 1})
+    return [doc["_id"] async for doc in found]
+
+
+async def flag_breached(rt: Runtime, escalation_id: str, at: datetime) -> bool:
+    """Flag the escalation as breached at `at`; False when it was flagged before (by another replica, say)."""
+    result = await rt.db[ESCALATIONS].update_one(
+        {"_id": escalation_id, "breached_at": None}, {"$set": {"breached_at": at}}
+    )
+    return result.modified_count > 0
+
+
+async def feedback_points(rt: Runtime) -> list[FeedbackPoint]:
+    """Every piece of feedback, as much of it as the NPS report needs."""
+    found = rt.db[FEEDBACK].find({}, {"received_at": 1, "ratings": 1, "nps": 1, "followup_id": 1})
+    return [
+        FeedbackPoint(
+            received_at=doc["received_at"],
+            overall=doc["ratings"]["overall"],
+            nps=doc.get("nps"),
+            answered_request=doc.get("followup_id") is not None,
+        )
+        async for doc in found
+    ]
+
+
+def _escalation_of(doc: Mapping[str, Any]) -> EscalationRecord:
+    return EscalationRecord(
+        escalation_id=doc["_id"],
+        feedback_id=doc["feedback_id"],
+        customer_id=doc["customer_id"],
+        order_id=doc["order_id"],
+        due_by=doc["due_by"],
+        resolved_at=doc["resolved_at"],
+        breached_at=doc["breached_at"],
+        note=doc.get("note"),
+    )
+
+
+# --- erasure ------------------------------------------------------------------------------------
+
+
+def forget_customer(unit: FollowupsUnit, customer_id: str, alias: str, kept: Customer | None, at: datetime) -> None:
+    """Erase the customer: cancel what is pending, re-key everything to the alias, blank their words, a mark."""
+    mark_erased(unit, customer_id, at)
+    if kept is not None:
+        unit.write(CUSTOMERS, DeleteOne({"_id": customer_id}))
+        save_customer(unit, kept)
+    unit.write(ORDERS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
+    unit.write(
+        FOLLOWUPS,
+        UpdateMany(
+            {"customer_id": customer_id, "status": "pending"},
+            {"$set": {"status": "cancelled", "cancelled_because": "customer erased"}},
+        ),
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+    )
+    unit.write(FEEDBACK, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "comment": None}}))
+    unit.write(ESCALATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None}}))
+    forget_sent_events(unit, customer_id)  # FeedbackReceived carries the customer's own words

@@ -1,88 +1,218 @@
-"""HTTP API of loyalty: members, redemptions, rules, campaigns, rewards."""
+"""HTTP API of loyalty: members, redemptions, rules, campaigns, rewards.
 
-import uuid
-from datetime import datetime, timedelta
+Routes turn a request into a use case call and its answer or refusal into HTTP; the status codes live here.
+"""
+
+import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
+import pycountry
 from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
-from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from services.loyalty import service
-from services.loyalty.domain import Rules, Tier, next_tier
+from services.loyalty.domain import (
+    Campaign,
+    EmptyCampaignWindow,
+    EntryKind,
+    IdempotencyKeyReused,
+    NotEnoughPoints,
+    Reason,
+    RedemptionOutcome,
+    Reward,
+    Rules,
+    Tier,
+    TiersOutOfOrder,
+    UnknownCampaign,
+    UnknownMember,
+    UnknownReward,
+)
 from services.loyalty.settings import LoyaltyUnit
-from services.loyalty.store import CAMPAIGNS, CONFIG, LEDGER, REWARDS, load_member, rules_from_doc, rules_to_doc
+from shared.http import error
 from shared.service import Runtime, runtime
-from shared.types import Currency
+from shared.types import Currency, Timestamp, WholeFloats
 
 api = APIRouter(tags=["loyalty"])
 Rt = Annotated[Runtime, Depends(runtime)]
+NO_MEMBER = error("No member with this customer id.")
+NO_REWARD = error("No active reward with this id.")
+NO_CAMPAIGN = error("No campaign with this id.")
+BAD_BODY = error("The body is not JSON.")
+
+
+def _written_as(pattern: str, minimum: float, maximum: float, *, above: bool) -> Any:
+    """A decimal within bounds, sent as a number or as a plain decimal string the pattern spells out."""
+    written = re.compile(pattern)
+
+    def plain(value: Any) -> Any:
+        # Decimal() would also read "", " 2", "1e1" or "NaN": a string comes written like 1.5.
+        if isinstance(value, str) and not written.fullmatch(value):
+            raise ValueError(f"a decimal written like 1.5, from {minimum} to {maximum}, not {value!r}")
+        return value
+
+    low = {"exclusiveMinimum": minimum} if above else {"minimum": minimum}
+    return (
+        BeforeValidator(plain),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", **low, "maximum": maximum},
+                    {"type": "string", "pattern": f"^({pattern})$"},
+                ]
+            }
+        ),
+    )
+
+
+# The string patterns admit exactly the bounds of the number: (0, 10], (1, 10] and [0, 1000].
+_TIER_MULTIPLIER = _written_as(r"10(\.0+)?|[1-9](\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*", 0, 10, above=True)
+_CAMPAIGN_MULTIPLIER = _written_as(r"10(\.0+)?|[2-9](\.[0-9]+)?|1\.[0-9]*[1-9][0-9]*", 1, 10, above=True)
+_RATE = _written_as(r"1000(\.0+)?|(0|[1-9][0-9]{0,2})(\.[0-9]+)?", 0, 1000, above=False)
+TierMultiplier = Annotated[Decimal, Field(gt=0, le=10), *_TIER_MULTIPLIER]
+CampaignMultiplier = Annotated[Decimal, Field(gt=1, le=10), *_CAMPAIGN_MULTIPLIER]
+Rate = Annotated[Decimal, Field(ge=0, le=1000), *_RATE]
+# The schema names every currency the Currency type knows, so a code it refuses is schema-invalid too.
+_CURRENCIES = sorted(currency.alpha_3 for currency in pycountry.currencies)
+PointsPrice = Annotated[int, Field(gt=0, le=10_000_000, strict=True), WholeFloats]
+Points = Annotated[int, Field(ge=0, le=100_000, strict=True), WholeFloats]
+Days = Annotated[int, Field(ge=1, le=3650, strict=True), WholeFloats]
+Threshold = Annotated[int, Field(ge=0, le=1_000_000_000_000, strict=True), WholeFloats]
 
 
 # --- members -------------------------------------------------------------------------------
 
 
-@api.get("/members/{customer_id}")
-async def get_member(customer_id: str, rt: Rt) -> dict[str, Any]:
+class NextTier(BaseModel):
+    name: str
+    points_needed: int
+
+
+class ExpiringPoints(BaseModel):
+    points: int
+    expires_at: datetime
+    key: str
+
+
+class EntryOut(BaseModel):
+    """A ledger entry with its reason and the event type that caused it."""
+
+    kind: EntryKind
+    reason: Reason
+    points: int
+    balance_after: int
+    order_id: str | None
+    expires_at: datetime | None
+    at: datetime
+    entry_id: str
+    cause: str | None
+
+
+class MemberOut(BaseModel):
+    customer_id: str
+    balance: int
+    tier: str
+    tier_points: int
+    next_tier: NextTier | None
+    expiring_in_30_days: int
+    expiring: list[ExpiringPoints]
+    recent_entries: list[EntryOut]
+
+
+@api.get("/members/{customer_id}", responses={404: NO_MEMBER})
+async def get_member(customer_id: str, rt: Rt) -> MemberOut:
     """Balance, tier and progress, points expiring in the next 30 days, and the recent entries with reasons."""
 
-    async def read(unit: LoyaltyUnit) -> dict[str, Any]:
-        member = await load_member(unit, customer_id)
-        if not member.exists:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: no member {customer_id!r}")
-        program = await service.PROGRAM.get(rt.db)
-        rules = program.rules
-        at = service.now()
-        ledger = await service.ledger_with(unit, member, [], at, program)
-        upcoming = next_tier(ledger.qualifying_points, rules.tiers)
-        entries = await unit.find(LEDGER, {"customer_id": customer_id}, sort=[("at", -1)], limit=20)
-        soon = [
-            {"points": lot.remaining, "expires_at": lot.expires_at, "key": lot.key}
-            for lot in ledger.expiring_between(at, at + timedelta(days=30))
-        ]
-        return {
-            "customer_id": customer_id,
-            "balance": ledger.balance,
-            "tier": ledger.tier.name,
-            "tier_points": ledger.qualifying_points,
-            "next_tier": {"name": upcoming[0].name, "points_needed": upcoming[1]} if upcoming else None,
-            "expiring_in_30_days": sum(lot["points"] for lot in soon),
-            "expiring": soon,
-            "recent_entries": [
-                {k: e[k] for k in ("kind", "reason", "points", "balance_after", "order_id", "expires_at", "at")}
-                | {"entry_id": e["_id"], "cause": e.get("cause_type")}
-                for e in entries
-            ],
-        }
+    async def read(unit: LoyaltyUnit) -> service.MemberPage:
+        return await service.member_page(unit, customer_id)
 
-    return await rt.transaction(read)
+    try:
+        page = await rt.transaction(read)
+    except UnknownMember as unknown:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: {unknown}") from unknown
+    standing = page.standing
+    upcoming = standing.next_tier
+    return MemberOut(
+        customer_id=customer_id,
+        balance=standing.balance,
+        tier=standing.tier.name,
+        tier_points=standing.tier_points,
+        next_tier=NextTier(name=upcoming[0].name, points_needed=upcoming[1]) if upcoming else None,
+        expiring_in_30_days=standing.points_expiring_soon,
+        expiring=[
+            ExpiringPoints(points=lot.remaining, expires_at=lot.expires_at, key=lot.key)
+            for lot in standing.expiring_soon
+        ],
+        recent_entries=[
+            EntryOut(
+                kind=e.kind,
+                reason=e.reason,
+                points=e.points,
+                balance_after=e.balance_after,
+                order_id=e.order_id,
+                expires_at=e.expires_at,
+                at=e.at,
+                entry_id=e.entry_id,
+                cause=e.cause_type,
+            )
+            for e in page.recent_entries
+        ],
+    )
 
 
 class RedemptionIn(BaseModel):
     reward_id: str = Field(min_length=1, max_length=128, description="The reward to take.")
 
 
-@api.post("/members/{customer_id}/redemptions", status_code=status.HTTP_201_CREATED)
+class RedemptionOut(BaseModel):
+    """A redemption made: the points spent and the balance after."""
+
+    redemption_id: str
+    customer_id: str
+    reward_id: str
+    points: int
+    balance: int
+
+
+@api.post(
+    "/members/{customer_id}/redemptions",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        400: BAD_BODY,
+        404: NO_REWARD,
+        409: error("The balance does not cover the price, or the Idempotency-Key was used for another reward."),
+    },
+)
 async def redeem(
     customer_id: str,
     body: RedemptionIn,
     rt: Rt,
     response: Response,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
-) -> dict[str, Any]:
+) -> RedemptionOut:
     """Redeem one reward. Retrying with the same Idempotency-Key returns the first result."""
 
-    async def work(unit: LoyaltyUnit) -> service.RedemptionResult:
+    async def work(unit: LoyaltyUnit) -> RedemptionOutcome:
         return await service.redeem_reward(unit, customer_id, body.reward_id, idempotency_key)
 
     try:
-        result = await rt.transaction(work)
-    except service.RedemptionRefused as refused:
-        raise HTTPException(refused.status, refused.detail) from refused
-    if result.status != status.HTTP_201_CREATED:
-        raise HTTPException(result.status, result.body["detail"])
-    response.status_code = result.status
-    return result.body
+        outcome = await rt.transaction(work)
+    except UnknownReward as unknown:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"reward_id: {unknown}") from unknown
+    except IdempotencyKeyReused as reused:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"Idempotency-Key: {reused}") from reused
+    if isinstance(outcome, NotEnoughPoints):
+        detail = f"balance {outcome.balance} does not cover {outcome.points_price} points for {outcome.reward_name!r}"
+        raise HTTPException(status.HTTP_409_CONFLICT, detail)
+    response.status_code = status.HTTP_201_CREATED
+    return RedemptionOut(
+        redemption_id=outcome.redemption_id,
+        customer_id=outcome.customer_id,
+        reward_id=outcome.reward_id,
+        points=outcome.points,
+        balance=outcome.balance,
+    )
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -90,33 +220,24 @@ async def redeem(
 
 class TierIn(BaseModel):
     name: str = Field(min_length=1, max_length=40)
-    threshold: int = Field(ge=0, description="Purchase points in the last 365 days to hold this tier.")
-    multiplier: Decimal = Field(gt=0, le=10, description="Purchase points multiplier while held.")
+    threshold: Threshold = Field(description="Purchase points in the last 365 days to hold this tier.")
+    multiplier: TierMultiplier = Field(description="Purchase points multiplier while held.")
 
 
 class RulesIn(BaseModel):
-    rates: dict[Currency, Annotated[Decimal, Field(ge=0, le=1000)]] = Field(
-        description="Points per unit of each currency; a currency not listed earns nothing."
+    rates: dict[Currency, Rate] = Field(
+        description="Points per unit of each currency; a currency not listed earns nothing.",
+        json_schema_extra={"propertyNames": {"enum": _CURRENCIES, "description": "ISO 4217 code."}},
     )
     tiers: list[TierIn] = Field(min_length=1, max_length=20)
-    review_points: int = Field(50, ge=0, le=100_000)
-    review_min_chars: int = Field(20, ge=0, le=5000)
-    survey_points: int = Field(20, ge=0, le=100_000)
-    referrer_points: int = Field(500, ge=0, le=100_000)
-    referee_points: int = Field(250, ge=0, le=100_000)
-    two_sided_referrals: bool = True
-    points_lifetime_days: int = Field(365, ge=1, le=3650)
-    tier_window_days: int = Field(365, ge=1, le=3650)
-
-    @field_validator("tiers")
-    @classmethod
-    def tiers_climb_from_zero(cls, tiers: list[TierIn]) -> list[TierIn]:
-        thresholds = [t.threshold for t in tiers]
-        if thresholds[0] != 0 or thresholds != sorted(set(thresholds)):
-            raise ValueError("tiers must start at threshold 0 and climb strictly")
-        if len({t.name for t in tiers}) != len(tiers):
-            raise ValueError("tier names must be unique")
-        return tiers
+    review_points: Points = 50
+    review_min_chars: Annotated[int, Field(ge=0, le=5000, strict=True), WholeFloats] = 20
+    survey_points: Points = 20
+    referrer_points: Points = 500
+    referee_points: Points = 250
+    two_sided_referrals: bool = Field(True, strict=True)
+    points_lifetime_days: Days = 365
+    tier_window_days: Days = 365
 
     def to_rules(self) -> Rules:
         return Rules(
@@ -126,17 +247,42 @@ class RulesIn(BaseModel):
         )
 
 
+def _rules_body(rules: Rules) -> dict[str, Any]:
+    """The rules as GET and PUT /rules answer them: money and multipliers as decimal strings."""
+    return RulesIn(
+        rates=rules.rates,
+        tiers=[TierIn(name=t.name, threshold=t.threshold, multiplier=t.multiplier) for t in rules.tiers],
+        review_points=rules.review_points,
+        review_min_chars=rules.review_min_chars,
+        survey_points=rules.survey_points,
+        referrer_points=rules.referrer_points,
+        referee_points=rules.referee_points,
+        two_sided_referrals=rules.two_sided_referrals,
+        points_lifetime_days=rules.points_lifetime_days,
+        tier_window_days=rules.tier_window_days,
+    ).model_dump(mode="json")
+
+
 @api.get("/rules")
 async def get_rules(rt: Rt) -> dict[str, Any]:
-    return rules_to_doc((await service.PROGRAM.get(rt.db)).rules)
+    return _rules_body(await rt.transaction(service.current_rules))
 
 
-@api.put("/rules")
+@api.put(
+    "/rules",
+    responses={400: BAD_BODY, 409: error("The tiers do not climb from threshold 0, or two share a name.")},
+)
 async def put_rules(body: RulesIn, rt: Rt) -> dict[str, Any]:
-    doc = rules_to_doc(body.to_rules())
-    await rt.db[CONFIG].replace_one({"_id": "rules"}, {"_id": "rules", **doc}, upsert=True)
-    service.PROGRAM.clear()
-    return rules_to_doc(rules_from_doc(doc))
+    rules = body.to_rules()
+
+    async def work(unit: LoyaltyUnit) -> Rules:
+        return await service.set_rules(unit, rules)
+
+    try:
+        return _rules_body(await rt.transaction(work))
+    except TiersOutOfOrder as disorder:
+        # One tier against another is beyond what the schema can say, so it is no 422.
+        raise HTTPException(status.HTTP_409_CONFLICT, f"tiers: {disorder}") from disorder
 
 
 # --- campaigns -----------------------------------------------------------------------------------
@@ -144,48 +290,86 @@ async def put_rules(body: RulesIn, rt: Rt) -> dict[str, Any]:
 
 class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-    multiplier: Decimal = Field(gt=1, le=10, description="×2 doubles the points of what it covers.")
+    starts_at: Timestamp
+    ends_at: Timestamp
+    multiplier: CampaignMultiplier = Field(description="×2 doubles the points of what it covers.")
     categories: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=200)
     skus: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=1000)
-    bonus_lifetime_days: int = Field(30, ge=1, le=3650, description="Days the bonus part lives.")
+    bonus_lifetime_days: Days = Field(30, description="Days the bonus part lives.")
 
-    @field_validator("ends_at")
-    @classmethod
-    def ends_after_it_starts(cls, ends_at: datetime, info: ValidationInfo) -> datetime:
-        starts_at = info.data.get("starts_at")
-        if starts_at is not None and ends_at <= starts_at:
-            raise ValueError("ends_at must be after starts_at")
-        return ends_at
+    def to_campaign(self) -> Campaign:
+        return Campaign(
+            campaign_id="",  # the use case names it
+            name=self.name,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            multiplier=self.multiplier,
+            categories=frozenset(self.categories),
+            skus=frozenset(self.skus),
+            bonus_lifetime_days=self.bonus_lifetime_days,
+        )
+
+
+class CampaignOut(BaseModel):
+    """A campaign; the multiplier is a decimal string."""
+
+    campaign_id: str
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    categories: list[str]
+    skus: list[str]
+    bonus_lifetime_days: int
+    multiplier: str
+    active: bool
+
+
+def _campaign_body(campaign: Campaign) -> CampaignOut:
+    return CampaignOut(
+        campaign_id=campaign.campaign_id,
+        name=campaign.name,
+        starts_at=campaign.starts_at,
+        ends_at=campaign.ends_at,
+        categories=sorted(campaign.categories),
+        skus=sorted(campaign.skus),
+        bonus_lifetime_days=campaign.bonus_lifetime_days,
+        multiplier=str(campaign.multiplier),
+        active=campaign.active,
+    )
 
 
 @api.get("/campaigns")
-async def list_campaigns(rt: Rt) -> list[dict[str, Any]]:
-    return [_public(doc) async for doc in rt.db[CAMPAIGNS].find({}).sort("starts_at", 1)]
+async def list_campaigns(rt: Rt) -> list[CampaignOut]:
+    return [_campaign_body(campaign) for campaign in await rt.transaction(service.campaigns)]
 
 
-@api.post("/campaigns", status_code=status.HTTP_201_CREATED)
-async def create_campaign(body: CampaignIn, rt: Rt) -> dict[str, Any]:
-    campaign_id = f"cmp_{uuid.uuid4().hex[:12]}"
-    doc = {
-        "_id": campaign_id,
-        "campaign_id": campaign_id,
-        **body.model_dump(mode="python", exclude={"multiplier"}),
-        "multiplier": str(body.multiplier),
-        "active": True,
-    }
-    await rt.db[CAMPAIGNS].insert_one(doc)
-    service.PROGRAM.clear()
-    return _public(doc)
+@api.post(
+    "/campaigns",
+    status_code=status.HTTP_201_CREATED,
+    responses={400: BAD_BODY, 409: error("The campaign's window is empty: ends_at is not after starts_at.")},
+)
+async def create_campaign(body: CampaignIn, rt: Rt) -> CampaignOut:
+    async def work(unit: LoyaltyUnit) -> Campaign:
+        return await service.start_campaign(unit, body.to_campaign())
+
+    try:
+        return _campaign_body(await rt.transaction(work))
+    except EmptyCampaignWindow as empty:
+        # One field against another is beyond what the schema can say, so it is no 422.
+        raise HTTPException(status.HTTP_409_CONFLICT, f"ends_at: {empty}") from empty
 
 
-@api.delete("/campaigns/{campaign_id}")
-async def end_campaign(campaign_id: str, rt: Rt) -> dict[str, Any]:
+@api.delete("/campaigns/{campaign_id}", responses={404: NO_CAMPAIGN})
+async def end_campaign(campaign_id: str, rt: Rt) -> CampaignOut:
     """Stop a campaign for orders from now on; points already earned stay."""
-    ended = await _deactivate(rt, CAMPAIGNS, "campaign_id", campaign_id)
-    service.PROGRAM.clear()
-    return ended
+
+    async def work(unit: LoyaltyUnit) -> Campaign:
+        return await service.end_campaign(unit, campaign_id)
+
+    try:
+        return _campaign_body(await rt.transaction(work))
+    except UnknownCampaign as unknown:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"campaign_id: {unknown}") from unknown
 
 
 # --- rewards ----------------------------------------------------------------------------------------
@@ -193,35 +377,49 @@ async def end_campaign(campaign_id: str, rt: Rt) -> dict[str, Any]:
 
 class RewardIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    points_price: int = Field(gt=0, le=10_000_000, strict=True, description="Points a member spends on it.")
+    points_price: PointsPrice = Field(description="Points a member spends on it.")
     description: str | None = Field(None, max_length=2000)
 
 
+class RewardOut(BaseModel):
+    reward_id: str
+    name: str
+    points_price: int
+    description: str | None
+    active: bool
+
+
+def _reward_body(reward: Reward) -> RewardOut:
+    return RewardOut(
+        reward_id=reward.reward_id,
+        name=reward.name,
+        points_price=reward.points_price,
+        description=reward.description,
+        active=reward.active,
+    )
+
+
 @api.get("/rewards")
-async def list_rewards(rt: Rt) -> list[dict[str, Any]]:
-    return [_public(doc) async for doc in rt.db[REWARDS].find({"active": True}).sort("points_price", 1)]
+async def list_rewards(rt: Rt) -> list[RewardOut]:
+    return [_reward_body(reward) for reward in await rt.transaction(service.rewards)]
 
 
-@api.post("/rewards", status_code=status.HTTP_201_CREATED)
-async def create_reward(body: RewardIn, rt: Rt) -> dict[str, Any]:
-    reward_id = f"rw_{uuid.uuid4().hex[:12]}"
-    doc = {"_id": reward_id, "reward_id": reward_id, **body.model_dump(), "active": True}
-    await rt.db[REWARDS].insert_one(doc)
-    return _public(doc)
+@api.post("/rewards", status_code=status.HTTP_201_CREATED, responses={400: BAD_BODY})
+async def create_reward(body: RewardIn, rt: Rt) -> RewardOut:
+    async def work(unit: LoyaltyUnit) -> Reward:
+        return await service.add_reward(unit, body.name, body.points_price, body.description)
+
+    return _reward_body(await rt.transaction(work))
 
 
-@api.delete("/rewards/{reward_id}")
-async def retire_reward(reward_id: str, rt: Rt) -> dict[str, Any]:
+@api.delete("/rewards/{reward_id}", responses={404: NO_REWARD})
+async def retire_reward(reward_id: str, rt: Rt) -> RewardOut:
     """Take a reward out of the catalogue; redemptions already made stay."""
-    return await _deactivate(rt, REWARDS, "reward_id", reward_id)
 
+    async def work(unit: LoyaltyUnit) -> Reward:
+        return await service.retire_reward(unit, reward_id)
 
-async def _deactivate(rt: Runtime, collection: str, field: str, key: str) -> dict[str, Any]:
-    done = await rt.db[collection].find_one_and_update({"_id": key}, {"$set": {"active": False}}, return_document=True)
-    if done is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{field}: no such {collection[:-1]} {key!r}")
-    return _public(done)
-
-
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k != "_id"}
+    try:
+        return _reward_body(await rt.transaction(work))
+    except UnknownReward as unknown:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"reward_id: no such reward {unknown.reward_id!r}") from unknown

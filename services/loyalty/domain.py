@@ -1,28 +1,40 @@
-"""Loyalty rules as plain values and functions, no I/O.
+"""Loyalty rules as plain values and functions, no I/O: the part of the service to read first.
 
-A member's ledger is derived from the facts the service has heard of (purchases,
-refunds, activities, redemptions), replayed in the order they happened. Every
-logical award has a key (``purchase:<order>``, ``refund:<order>``, ``review:<order>``…)
-and the replay says how many points each key should amount to; the service
-appends ledger entries for the difference from what the ledger already says.
+A member's ledger is derived from the facts loyalty knows of (purchases, refunds,
+activities, redemptions), replayed in the order they happened. Every logical
+award has a key (``purchase:<order>``, ``refund:<order>``, ``review:<order>``…) and
+the replay says how many points each key should amount to. `decide` turns the
+difference from what the ledger already records into the whole decision: the
+ledger entries to append, the events they publish and the member's new state.
 So a refund before its order, a late first order or a duplicate all end in the
 same balance as the in-order stream (DESIGN.md §5).
 
-Rules that a fact was earned under (rate, tiers, campaigns, point values) are
-captured on the fact when it is first heard of, so changing the rules later
-never rewrites history.
+The rules a fact was earned under (rate, tiers, campaigns, point values) are
+captured on the fact when loyalty first learns of it, so changing the rules
+later never rewrites history.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
-from shared.events import FeedbackReceived, OrderPlaced, OrderRefunded, ReferralConverted
+from shared.events import (
+    FeedbackReceived,
+    OrderPlaced,
+    OrderRefunded,
+    PointsAwarded,
+    PointsExpired,
+    PointsRedeemed,
+    PointsReversed,
+    ReferralConverted,
+    TierChanged,
+)
 from shared.mongo import as_stored  # facts keep their moments as stored, so they sort the same once saved
 
-# --- configuration -------------------------------------------------------------
+# --- the scheme: what the shop configured ---------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class Campaign:
     categories: frozenset[str] = frozenset()
     skus: frozenset[str] = frozenset()
     bonus_lifetime_days: int = 30
+    active: bool = True  # False once the owner ended it: orders from then on earn no bonus from it
 
     def running_at(self, moment: datetime) -> bool:
         return self.starts_at <= moment < self.ends_at
@@ -78,7 +91,50 @@ class Campaign:
         return line.sku in self.skus or (line.category is not None and line.category in self.categories)
 
 
-# --- facts ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scheme:
+    """The loyalty scheme in force: the shop's earning rules and the campaigns it runs."""
+
+    rules: Rules = field(default_factory=Rules)
+    campaigns: tuple[Campaign, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reward:
+    """Something in the catalogue a member can spend points on."""
+
+    reward_id: str
+    name: str
+    points_price: int
+    description: str | None = None
+    active: bool = True
+
+
+# --- facts: what loyalty knows of a member --------------------------------------------------
+
+
+class Reason(StrEnum):
+    """Why points moved, as the ledger and the events say."""
+
+    PURCHASE = "purchase"
+    BONUS = "bonus"
+    REVIEW = "review"
+    SURVEY = "survey"
+    REFERRAL = "referral"
+    REFUND = "refund"
+    REDEMPTION = "redemption"
+    EXPIRY = "expiry"
+    ADJUSTMENT = "adjustment"
+
+
+class EntryKind(StrEnum):
+    """What a ledger entry does: earn, take back for a refund, spend, expire, or correct an earlier entry."""
+
+    EARN = "earn"
+    REVERSE = "reverse"
+    REDEEM = "redeem"
+    EXPIRE = "expire"
+    ADJUST = "adjust"
 
 
 @dataclass(frozen=True)
@@ -90,6 +146,8 @@ class Line:
 
 @dataclass(frozen=True)
 class Purchase:
+    """An order the customer placed (an OrderPlaced), with the rules in force when it was placed."""
+
     order_id: str
     placed_at: datetime
     currency: str
@@ -115,7 +173,7 @@ class Activity:
     """Points earned at one moment: for a review, a survey answer or a referral (or, in the replay, a purchase)."""
 
     key: str
-    reason: str  # review | survey | referral
+    reason: Reason
     points: int
     at: datetime
     lifetime_days: int
@@ -131,6 +189,7 @@ class Redemption:
 
 
 Fact = Purchase | Refund | Activity | Redemption
+FactKind = Literal["purchases", "refunds", "activities", "redemptions"]
 
 
 def fact_moment(fact: Fact) -> datetime:
@@ -151,17 +210,20 @@ def fact_id(fact: Fact) -> str:
     return fact.redemption_id
 
 
-_KIND_OF_FACT = {Purchase: "purchases", Refund: "refunds", Activity: "activities", Redemption: "redemptions"}
-
-
-def fact_kind(fact: Fact) -> str:
-    """The kind of a fact, as Facts names its fields: purchases, refunds, activities or redemptions."""
-    return _KIND_OF_FACT[type(fact)]
+def fact_kind(fact: Fact) -> FactKind:
+    """The kind of a fact, as Facts names its fields."""
+    if isinstance(fact, Purchase):
+        return "purchases"
+    if isinstance(fact, Refund):
+        return "refunds"
+    if isinstance(fact, Activity):
+        return "activities"
+    return "redemptions"
 
 
 @dataclass(frozen=True)
 class Facts:
-    """Everything heard of about one member; each fact is known once, by its id."""
+    """Everything known of one member (their history); each fact is known once, by its id."""
 
     purchases: tuple[Purchase, ...] = ()
     refunds: tuple[Refund, ...] = ()
@@ -178,8 +240,11 @@ class Facts:
                 grown[kind] = (*known, fact)
         return replace(self, **grown) if grown else None
 
+    def knows(self, fact: Fact) -> bool:
+        return any(fact_id(known) == fact_id(fact) for known in getattr(self, fact_kind(fact)))
 
-# --- rules ------------------------------------------------------------------------
+
+# --- earning rules ----------------------------------------------------------------------------
 
 
 def floor_points(amount: Decimal) -> int:
@@ -259,9 +324,9 @@ def feedback_activities(feedback: FeedbackReceived, rules: Rules) -> list[Activi
     earned = []
     comment = (feedback.comment or "").strip()
     if feedback.comment is not None and len(comment) >= rules.review_min_chars and rules.review_points > 0:
-        earned.append(Activity(f"review:{about}", "review", rules.review_points, at, lifetime, order_id))
+        earned.append(Activity(f"review:{about}", Reason.REVIEW, rules.review_points, at, lifetime, order_id))
     if feedback.nps is not None and rules.survey_points > 0:
-        earned.append(Activity(f"survey:{about}", "survey", rules.survey_points, at, lifetime, order_id))
+        earned.append(Activity(f"survey:{about}", Reason.SURVEY, rules.survey_points, at, lifetime, order_id))
     return earned
 
 
@@ -276,7 +341,7 @@ def referral_activities(referral: ReferralConverted, rules: Rules) -> list[tuple
             customer_id,
             Activity(
                 f"referral:{referral.referral_id}:{side}",
-                "referral",
+                Reason.REFERRAL,
                 points,
                 as_stored(referral.converted_at),
                 rules.points_lifetime_days,
@@ -289,7 +354,7 @@ def referral_activities(referral: ReferralConverted, rules: Rules) -> list[tuple
 
 
 def purchase_of(order: OrderPlaced, rules: Rules, campaigns: Sequence[Campaign]) -> Purchase:
-    """The purchase fact, with the rules in force for it: its currency's rate and the campaigns running then."""
+    """The purchase, with the rules in force for it: its currency's rate and the campaigns running then."""
     return Purchase(
         order_id=order.order_id,
         placed_at=as_stored(order.placed_at),
@@ -305,13 +370,12 @@ def purchase_of(order: OrderPlaced, rules: Rules, campaigns: Sequence[Campaign])
 
 
 def facts_of(
-    data: OrderPlaced | OrderRefunded | FeedbackReceived | ReferralConverted,
-    rules: Rules,
-    campaigns: Sequence[Campaign],
+    data: OrderPlaced | OrderRefunded | FeedbackReceived | ReferralConverted, scheme: Scheme
 ) -> list[tuple[str, Fact]]:
     """What an event tells loyalty, as (customer id, fact) pairs."""
+    rules = scheme.rules
     if isinstance(data, OrderPlaced):
-        return [(data.customer.customer_id, purchase_of(data, rules, campaigns))]
+        return [(data.customer.customer_id, purchase_of(data, rules, scheme.campaigns))]
     if isinstance(data, OrderRefunded):
         return [(data.customer_id, Refund(data.refund_id, data.order_id, data.amount, as_stored(data.refunded_at)))]
     if isinstance(data, FeedbackReceived):
@@ -319,7 +383,17 @@ def facts_of(
     return [*referral_activities(data, rules)]
 
 
-# --- the replay ---------------------------------------------------------------------
+def facts_by_member(
+    data: OrderPlaced | OrderRefunded | FeedbackReceived | ReferralConverted, scheme: Scheme
+) -> dict[str, list[Fact]]:
+    """What an event tells loyalty about each member it concerns."""
+    by_member: dict[str, list[Fact]] = {}
+    for customer_id, fact in facts_of(data, scheme):
+        by_member.setdefault(customer_id, []).append(fact)
+    return by_member
+
+
+# --- the member: where their replay stands ------------------------------------------------
 
 
 @dataclass
@@ -334,7 +408,7 @@ class Lot:
 
 
 @dataclass
-class Order:
+class PurchaseAward:
     """What the replay keeps of a purchase: its award, and how much of it refunds took back."""
 
     placed_at: datetime
@@ -343,9 +417,11 @@ class Order:
     window_days: int  # the tier window it was placed under
     refunded: Decimal = Decimal(0)
     reversed: int = 0
+    refund_ids: list[str] = field(default_factory=list)  # the refunds taken into account
 
 
-Place = tuple[datetime, int, str]  # where a fact stands in the member's timeline: (moment, kind, id)
+# Where a fact stands in the member's timeline: (moment, rank of its kind, id); facts are replayed in this order.
+TimelinePosition = tuple[datetime, int, str]
 
 
 @dataclass
@@ -354,18 +430,60 @@ class Checkpoint:
 
     A new fact that comes later in the timeline (as almost every live event does)
     continues from here, so handling it costs the same however long the member's
-    history; an earlier one makes the service replay the member's facts in full.
+    history; an earlier one needs the member's history replayed in full.
+
+    Bounded: a purchase placed a whole tier window before the latest fact (and
+    before now) can no longer change the tier of any later order, so it is folded
+    out (`fold_purchases`); a later fact that could still concern it (a refund or
+    feedback for it, an order under a longer tier window) needs the full history.
     """
 
-    last: Place | None = None  # None before any fact
-    seen: set[str] = field(default_factory=set)  # every fact heard of, as "<kind>:<id>"
+    last: TimelinePosition | None = None  # None before any fact
+    seen: set[str] = field(default_factory=set)  # every fact known, as "<kind>:<id>"
     lots: list[Lot] = field(default_factory=list)  # earned points not yet spent, taken back or expired
-    orders: dict[str, Order] = field(default_factory=dict)
+    purchases: dict[str, PurchaseAward] = field(default_factory=dict)  # by order id
     pending_refunds: dict[str, list[Refund]] = field(default_factory=dict)  # of orders not known yet, or placed later
+    folded_window_days: int | None = None  # the tier window purchases were folded out under; None: none was
 
-    def unheard(self, facts: Sequence["Fact"]) -> list["Fact"]:
-        """The facts not heard of before (a repeat changes nothing)."""
-        return [fact for fact in facts if seen_id(fact) not in self.seen]
+
+@dataclass(frozen=True)
+class Member:
+    """A member as loyalty keeps them: what their ledger records, their tier and where their replay stands."""
+
+    customer_id: str
+    recorded: Mapping[str, int] = field(default_factory=dict)  # what the ledger says per key
+    tier: str = "bronze"
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    qualifying_points: int = 0  # purchase points in the tier window, as of the last change
+    next_review_at: datetime | None = None  # when points expire or the tier window slides next
+    closed_points: int = 0  # the points of ledger keys no longer kept in `recorded`: no in-order fact can change them
+
+    @property
+    def balance(self) -> int:
+        return self.closed_points + sum(self.recorded.values())
+
+
+@dataclass(frozen=True)
+class History:
+    """Everything known of a member, for a full replay: their facts, and what the ledger records per key
+    when the member keeps only the keys an in-order fact can still change (None: the member keeps all)."""
+
+    facts: Facts
+    recorded: Mapping[str, int] | None = None
+
+
+# --- the replay --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What one ledger key is for, as the replay that went through it knows."""
+
+    kind: EntryKind  # its own kind: earn, reverse, redeem or expire
+    reason: Reason
+    order_id: str | None = None
+    expires_at: datetime | None = None  # of earned points
+    redemption: Redemption | None = None
 
 
 @dataclass
@@ -373,9 +491,7 @@ class Ledger:
     """What the member's ledger should say, as of `now`."""
 
     amounts: dict[str, int]  # key → signed points (earns positive, reversals/redemptions/expiries negative)
-    reasons: dict[str, str]  # key → reason of its entries, for the keys this replay went through
-    order_of_key: dict[str, str | None]
-    expiry_of_key: dict[str, datetime]
+    keys: dict[str, KeyInfo]  # what each key this replay went through is for
     lots: list[Lot]
     tier: Tier
     qualifying_points: int
@@ -393,15 +509,35 @@ class Ledger:
         )
 
 
-_ORDER_OF_KINDS = {Purchase: 0, Activity: 1, Refund: 2, Redemption: 3}
+_RANK_OF_KIND: dict[FactKind, int] = {"purchases": 0, "activities": 1, "refunds": 2, "redemptions": 3}
 
 
-def place(fact: Fact) -> Place:
-    return fact_moment(fact), _ORDER_OF_KINDS[type(fact)], fact_id(fact)
+def timeline_position(fact: Fact) -> TimelinePosition:
+    return fact_moment(fact), _RANK_OF_KIND[fact_kind(fact)], fact_id(fact)
 
 
 def seen_id(fact: Fact) -> str:
     return f"{fact_kind(fact)}:{fact_id(fact)}"
+
+
+def comes_before(fact: Fact, latest: TimelinePosition | None) -> bool:
+    """Whether `fact` stands before (or at) the latest known position: the one test of a late fact."""
+    return latest is not None and timeline_position(fact) <= latest
+
+
+def needs_full_replay(checkpoint: Checkpoint, fact: Fact) -> bool:
+    """Whether continuing from the checkpoint cannot tell what `fact` changes: it comes before the latest
+    known fact, or it may concern a purchase folded out of the checkpoint."""
+    if comes_before(fact, checkpoint.last):
+        return True
+    folded = checkpoint.folded_window_days
+    if folded is None:
+        return False
+    if isinstance(fact, Refund):
+        return fact.order_id not in checkpoint.purchases
+    if isinstance(fact, Activity) and fact.reason in (Reason.REVIEW, Reason.SURVEY) and fact.order_id is not None:
+        return fact.order_id not in checkpoint.purchases  # once per order: the first may be in the history
+    return isinstance(fact, Purchase) and fact.tier_window_days > folded
 
 
 def replay(facts: Facts, now: datetime, current_tiers: Sequence[Tier] = DEFAULT_TIERS) -> Ledger:
@@ -412,18 +548,18 @@ def replay(facts: Facts, now: datetime, current_tiers: Sequence[Tier] = DEFAULT_
 
 def continue_replay(
     checkpoint: Checkpoint,
-    recorded: dict[str, int],
+    recorded: Mapping[str, int],
     new: Sequence[Fact],
     now: datetime,
     current_tiers: Sequence[Tier] = DEFAULT_TIERS,
 ) -> Ledger | None:
     """The replay of a member's known facts and `new` ones, from the known ones' checkpoint.
 
-    `new`: facts not heard of before (`Checkpoint.unheard`). `recorded` is what
-    the ledger says per key. None when a new fact comes before the latest known
-    one: then only the full replay can tell.
+    `new`: facts not known before (`new_facts`). `recorded` is what the ledger
+    says per key. None when a new fact comes before the latest known one (or may
+    concern a purchase folded out of the checkpoint): then only the full replay can tell.
     """
-    if checkpoint.last is not None and any(place(fact) <= checkpoint.last for fact in new):
+    if any(needs_full_replay(checkpoint, fact) for fact in new):
         return None
     return _Replay(checkpoint).run(new, now, current_tiers, recorded)
 
@@ -432,41 +568,42 @@ class _Replay:
     """Goes through facts in timeline order, keeping what later facts and expiry need (a Checkpoint's parts)."""
 
     def __init__(self, start: Checkpoint | None) -> None:
-        self.last: Place | None = start.last if start else None
+        self.last: TimelinePosition | None = start.last if start else None
         self.seen = set(start.seen) if start else set()
         self.lots = [replace(lot) for lot in start.lots] if start else []
-        self.orders = {order_id: replace(order) for order_id, order in start.orders.items()} if start else {}
+        self.purchases = (
+            {order_id: replace(p, refund_ids=list(p.refund_ids)) for order_id, p in start.purchases.items()}
+            if start
+            else {}
+        )
         self.pending_refunds = {o: list(r) for o, r in start.pending_refunds.items()} if start else {}
+        self.folded_window_days = start.folded_window_days if start else None
         # What this replay says about the keys it goes through; keys it does not touch keep what is recorded.
         self.amounts: dict[str, int] = {}
-        self.reasons: dict[str, str] = {}
-        self.order_of_key: dict[str, str | None] = {}
-        self.expiry_of_key: dict[str, datetime] = {}
+        self.keys: dict[str, KeyInfo] = {}
 
     def run(
-        self, facts: Sequence[Fact], now: datetime, current_tiers: Sequence[Tier], recorded: dict[str, int]
+        self, facts: Sequence[Fact], now: datetime, current_tiers: Sequence[Tier], recorded: Mapping[str, int]
     ) -> Ledger:
-        for fact in sorted(facts, key=place):
+        for fact in sorted(facts, key=timeline_position):
             self.expire_until(fact_moment(fact))
             self.apply(fact)
             self.seen.add(seen_id(fact))
-            self.last = place(fact)
-        checkpoint = self.checkpoint()
+            self.last = timeline_position(fact)
+        checkpoint = self.checkpoint(now)
         self.expire_until(now)
         for lot in self.lots:  # a lot that has not expired (any more: a late fact spent it) owes no expiry
-            self.amounts.setdefault(f"expire:{lot.key}", 0)
-            self.reasons.setdefault(f"expire:{lot.key}", "expiry")
-            self.order_of_key.setdefault(f"expire:{lot.key}", lot.order_id)
-        window = max((order.window_days for order in self.orders.values()), default=365)
+            key = f"expire:{lot.key}"
+            self.amounts.setdefault(key, 0)
+            self.keys.setdefault(key, KeyInfo(EntryKind.EXPIRE, Reason.EXPIRY, lot.order_id))
+        window = self.longest_window()
         points_now = self.qualifying(now, window, strictly_before=False)
         upcoming = [lot.expires_at for lot in self.lots if lot.remaining > 0 and lot.expires_at > now]
-        upcoming += [o.placed_at + timedelta(days=window) for o in self.orders.values()]
+        upcoming += [p.placed_at + timedelta(days=window) for p in self.purchases.values()]
         amounts = {key: points for key, points in {**recorded, **self.amounts}.items() if points != 0}
         return Ledger(
             amounts=amounts,
-            reasons=self.reasons,
-            order_of_key=self.order_of_key,
-            expiry_of_key=self.expiry_of_key,
+            keys=self.keys,
             lots=self.lots,
             tier=tier_for(points_now, current_tiers),
             qualifying_points=points_now,
@@ -474,10 +611,15 @@ class _Replay:
             checkpoint=checkpoint,
         )
 
-    def checkpoint(self) -> Checkpoint:
+    def longest_window(self) -> int:
+        windows = [p.window_days for p in self.purchases.values()]
+        return max([*windows, self.folded_window_days] if self.folded_window_days else windows, default=365)
+
+    def checkpoint(self, now: datetime) -> Checkpoint:
         """The state now; only the lots change after this (expiry up to `now`), so only they are copied."""
         lots = [replace(lot) for lot in self.lots if lot.remaining > 0]
-        return Checkpoint(self.last, self.seen, lots, self.orders, self.pending_refunds)
+        kept = Checkpoint(self.last, self.seen, lots, self.purchases, self.pending_refunds, self.folded_window_days)
+        return fold_purchases(kept, now, self.longest_window())
 
     def apply(self, fact: Fact) -> None:
         if isinstance(fact, Purchase):
@@ -485,63 +627,65 @@ class _Replay:
         elif isinstance(fact, Activity):
             self.earn(fact)
         elif isinstance(fact, Refund):
-            if fact.order_id in self.orders:
+            if fact.order_id in self.purchases:
                 self.take_back(fact)
-            else:  # the order is not heard of yet, or came later by the shop's clock
+            else:  # the order is not known yet, or came later by the shop's clock
                 self.pending_refunds.setdefault(fact.order_id, []).append(fact)
         else:
-            self.set(f"redeem:{fact.redemption_id}", -fact.points, "redemption", None)
+            key = f"redeem:{fact.redemption_id}"
+            self.set(key, -fact.points, KeyInfo(EntryKind.REDEEM, Reason.REDEMPTION, redemption=fact))
             self.spend(fact.points)
 
-    def set(self, key: str, points: int, reason: str, order_id: str | None) -> None:
+    def set(self, key: str, points: int, info: KeyInfo) -> None:
         self.amounts[key] = points
-        self.reasons[key] = reason
-        self.order_of_key[key] = order_id
+        self.keys[key] = info
 
     def earn(self, earned: Activity) -> None:
-        self.set(earned.key, earned.points, earned.reason, earned.order_id)
-        self.expiry_of_key[earned.key] = earned.at + timedelta(days=earned.lifetime_days)
-        self.lots.append(Lot(earned.key, earned.at, self.expiry_of_key[earned.key], earned.points, earned.order_id))
+        expires_at = earned.at + timedelta(days=earned.lifetime_days)
+        self.set(earned.key, earned.points, KeyInfo(EntryKind.EARN, earned.reason, earned.order_id, expires_at))
+        self.lots.append(Lot(earned.key, earned.at, expires_at, earned.points, earned.order_id))
 
     def purchase(self, fact: Purchase) -> None:
         moment = fact.placed_at
         held = tier_for(self.qualifying(moment, fact.tier_window_days, strictly_before=True), fact.tiers)
         running = [c for c in fact.campaigns if c.running_at(moment)]
         base, bonuses = purchase_points(fact.total, fact.rate, held.multiplier, running, fact.lines)
-        self.orders[fact.order_id] = Order(moment, fact.total, base + sum(bonuses.values()), fact.tier_window_days)
+        award = PurchaseAward(moment, fact.total, base + sum(bonuses.values()), fact.tier_window_days)
+        self.purchases[fact.order_id] = award
         if base > 0:
             key = f"purchase:{fact.order_id}"
-            self.earn(Activity(key, "purchase", base, moment, fact.lifetime_days, fact.order_id))
+            self.earn(Activity(key, Reason.PURCHASE, base, moment, fact.lifetime_days, fact.order_id))
         lifetimes = {c.campaign_id: c.bonus_lifetime_days for c in running}
         for campaign_id, bonus in bonuses.items():
             key = f"bonus:{fact.order_id}:{campaign_id}"
-            self.earn(Activity(key, "bonus", bonus, moment, lifetimes[campaign_id], fact.order_id))
+            self.earn(Activity(key, Reason.BONUS, bonus, moment, lifetimes[campaign_id], fact.order_id))
         for refund in self.pending_refunds.pop(fact.order_id, []):
             self.take_back(refund)
 
     def expire_until(self, moment: datetime) -> None:
         for lot in self.lots:
             if lot.remaining > 0 and lot.expires_at <= moment:
-                self.set(f"expire:{lot.key}", -lot.remaining, "expiry", lot.order_id)
+                self.set(f"expire:{lot.key}", -lot.remaining, KeyInfo(EntryKind.EXPIRE, Reason.EXPIRY, lot.order_id))
                 lot.remaining = 0
 
     def qualifying(self, moment: datetime, window_days: int, *, strictly_before: bool) -> int:
         start = moment - timedelta(days=window_days)
         return sum(
-            order.points - order.reversed
-            for order in self.orders.values()
-            if start < order.placed_at and (order.placed_at < moment if strictly_before else order.placed_at <= moment)
+            p.points - p.reversed
+            for p in self.purchases.values()
+            if start < p.placed_at and (p.placed_at < moment if strictly_before else p.placed_at <= moment)
         )
 
     def take_back(self, refund: Refund) -> None:
-        order_id, order = refund.order_id, self.orders[refund.order_id]
-        order.refunded += refund.amount
-        target = refund_reversal(order.points, order.total, order.refunded)
-        delta = target - order.reversed
+        order_id, award = refund.order_id, self.purchases[refund.order_id]
+        award.refunded += refund.amount
+        award.refund_ids.append(refund.refund_id)
+        target = refund_reversal(award.points, award.total, award.refunded)
+        delta = target - award.reversed
         if delta <= 0:
             return
-        order.reversed = target
-        self.set(f"refund:{order_id}", -target, "refund", order_id)
+        award.reversed = target
+        self.set(f"refund:{order_id}", -target, KeyInfo(EntryKind.REVERSE, Reason.REFUND, order_id))
         owed = delta
         for lot in sorted((lot for lot in self.lots if lot.order_id == order_id), key=lambda lot: lot.expires_at):
             taken = min(owed, lot.remaining)
@@ -558,38 +702,388 @@ class _Replay:
                 return
 
 
-# --- from replay to entries -------------------------------------------------------------
+def fold_purchases(checkpoint: Checkpoint, now: datetime, window_days: int) -> Checkpoint:
+    """The checkpoint without the purchases placed `window_days` (the longest tier window) before both its
+    latest fact and `now`: no later order's tier and no tier from now on counts them, and their points
+    live on in the lots. Their facts leave `seen` too: a repeat of one comes before the latest fact, or
+    concerns a folded purchase, so it goes to the full replay, which knows it."""
+    if checkpoint.last is None:
+        return checkpoint
+    horizon = min(checkpoint.last[0], now) - timedelta(days=window_days)
+    old = {order_id: p for order_id, p in checkpoint.purchases.items() if p.placed_at <= horizon}
+    if not old:
+        return checkpoint
+    forgotten = {
+        seen
+        for order_id, p in old.items()
+        for seen in (
+            f"purchases:{order_id}",
+            f"activities:review:{order_id}",
+            f"activities:survey:{order_id}",
+            *(f"refunds:{refund_id}" for refund_id in p.refund_ids),
+        )
+    }
+    return replace(
+        checkpoint,
+        seen=checkpoint.seen - forgotten,
+        purchases={order_id: p for order_id, p in checkpoint.purchases.items() if order_id not in old},
+        folded_window_days=window_days,
+    )
+
+
+def live_keys(checkpoint: Checkpoint) -> set[str]:
+    """The ledger keys an in-order fact can still change: the expiry of unspent points, the refund of a
+    purchase still in the checkpoint. The others are closed: their points stay in `Member.closed_points`."""
+    return {f"expire:{lot.key}" for lot in checkpoint.lots} | {
+        f"refund:{order_id}" for order_id in checkpoint.purchases
+    }
+
+
+# --- from the replay to entries -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One ledger entry to append: the difference between what a key should be and what it is."""
+    """One ledger change to append: the difference between what a key should be and what it is."""
 
     key: str
-    kind: str  # earn | reverse | redeem | expire | adjust
-    reason: str
+    kind: EntryKind
+    reason: Reason
     points: int  # signed
     order_id: str | None
-    expires_at: datetime | None
+    expires_at: datetime | None  # of the key's earned points
 
 
-def entries_to_append(desired: Ledger, recorded: dict[str, int]) -> list[Entry]:
+def entries_to_append(desired: Ledger, recorded: Mapping[str, int]) -> list[Entry]:
     """An entry for every key whose points differ from what the ledger records (a key the replay dropped is 0)."""
     entries = []
     for key in [*desired.amounts, *(key for key in recorded if key not in desired.amounts)]:
         delta = desired.amounts.get(key, 0) - recorded.get(key, 0)
         if delta == 0:
             continue
-        entries.append(_entry(key, delta, desired, first=key not in recorded))
+        entries.append(_entry(key, delta, desired.keys.get(key) or _untouched(key), first=key not in recorded))
     return entries
 
 
-def _entry(key: str, delta: int, desired: Ledger, *, first: bool) -> Entry:
-    kind_of_prefix = {"refund": "reverse", "redeem": "redeem", "expire": "expire"}
-    kind = kind_of_prefix.get(key.split(":", 1)[0], "earn")
-    reason = desired.reasons.get(key, "adjustment")
-    natural_sign = 1 if kind == "earn" else -1
+_KIND_OF_PREFIX = {"refund": EntryKind.REVERSE, "redeem": EntryKind.REDEEM, "expire": EntryKind.EXPIRE}
+
+
+def _untouched(key: str) -> KeyInfo:
+    """A recorded key the replay did not go through: its kind from the key's prefix, any change an adjustment."""
+    return KeyInfo(_KIND_OF_PREFIX.get(key.split(":", 1)[0], EntryKind.EARN), Reason.ADJUSTMENT)
+
+
+def _entry(key: str, delta: int, info: KeyInfo, *, first: bool) -> Entry:
+    kind, reason = info.kind, info.reason
+    natural_sign = 1 if kind is EntryKind.EARN else -1
     # A correction (a late fact changed an earlier award, or undid part of an expiry) is an adjustment.
-    if delta * natural_sign < 0 or (kind == "earn" and not first):
-        kind, reason = "adjust", "adjustment"
-    return Entry(key, kind, reason, delta, desired.order_of_key.get(key), desired.expiry_of_key.get(key))
+    if delta * natural_sign < 0 or (kind is EntryKind.EARN and not first):
+        kind, reason = EntryKind.ADJUST, Reason.ADJUSTMENT
+    return Entry(key, kind, reason, delta, info.order_id, info.expires_at)
+
+
+# --- the decision: entries, events and the member's new state ---------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One entry appended to the member's ledger."""
+
+    entry_id: str
+    key: str
+    kind: EntryKind
+    reason: Reason
+    points: int  # signed
+    balance_after: int
+    order_id: str | None
+    expires_at: datetime | None  # earned points only
+
+
+PointsEvent = PointsAwarded | PointsReversed | PointsRedeemed | PointsExpired | TierChanged
+NewId = Callable[[], str]  # gives each ledger entry its id
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything one change to a member amounts to: store the member, the facts and the entries; publish the events."""
+
+    member: Member
+    facts: tuple[Fact, ...]  # the facts newly known, to add to the member's history
+    entries: tuple[LedgerEntry, ...]
+    events: tuple[PointsEvent, ...]
+
+
+_AWARDED_FOR: dict[Reason, Literal["purchase", "review", "survey", "referral", "bonus"]] = {
+    Reason.PURCHASE: "purchase",
+    Reason.REVIEW: "review",
+    Reason.SURVEY: "survey",
+    Reason.REFERRAL: "referral",
+    Reason.BONUS: "bonus",
+}
+
+
+def new_facts(member: Member, facts: Sequence[Fact]) -> list[Fact]:
+    """The facts not known of the member before (a repeat changes nothing)."""
+    return [fact for fact in facts if seen_id(fact) not in member.checkpoint.seen]
+
+
+def needs_history(member: Member, facts: Sequence[Fact]) -> bool:
+    """Whether a new fact comes before the member's latest one (or may concern a folded purchase),
+    so only their whole history can tell."""
+    return any(needs_full_replay(member.checkpoint, fact) for fact in new_facts(member, facts))
+
+
+def decide(
+    member: Member, facts: Sequence[Fact], history: History | None, tiers: Sequence[Tier], at: datetime, new_id: NewId
+) -> Decision | None:
+    """What learning of `facts` changes for the member at `at`; None when every fact was known already.
+
+    `history` (the member's known facts) is needed when `needs_history` says so, and not read otherwise.
+    `tiers` are the tiers in force now, for the tier the member holds.
+    """
+    fresh = new_facts(member, facts)
+    if history is not None:  # a fact folded out of the checkpoint is known to the history
+        fresh = [fact for fact in fresh if not history.facts.knows(fact)]
+    if not fresh:
+        return None
+    return _decision(member, fresh, history, tiers, at, new_id)
+
+
+def review(member: Member, tiers: Sequence[Tier], at: datetime, new_id: NewId) -> Decision:
+    """Expire what is due by `at` and slide the tier window: nothing new is known, time has passed."""
+    return _decision(member, [], None, tiers, at, new_id)
+
+
+def redemption_of(reward: Reward, redemption_id: str, at: datetime) -> Redemption:
+    return Redemption(redemption_id, reward.reward_id, reward.points_price, as_stored(at))
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    """A redemption made: the points spent and the balance after."""
+
+    redemption_id: str
+    customer_id: str
+    reward_id: str
+    points: int
+    balance: int
+
+
+@dataclass(frozen=True)
+class NotEnoughPoints:
+    """A redemption refused: the balance does not cover the price (DESIGN.md §7: never below zero)."""
+
+    balance: int
+    points_price: int
+    reward_name: str
+
+
+RedemptionOutcome = Redeemed | NotEnoughPoints
+
+
+@dataclass(frozen=True)
+class RedemptionRequest:
+    """The first answer to one Idempotency-Key: the same key again gets the same answer."""
+
+    reward_id: str
+    outcome: RedemptionOutcome
+
+
+class LoyaltyRefusal(Exception):
+    """A request the rules refuse; the route says why."""
+
+
+class UnknownReward(LoyaltyRefusal):
+    def __init__(self, reward_id: str) -> None:
+        super().__init__(f"no active reward {reward_id!r}")
+        self.reward_id = reward_id
+
+
+class UnknownCampaign(LoyaltyRefusal):
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"no such campaign {campaign_id!r}")
+        self.campaign_id = campaign_id
+
+
+class EmptyCampaignWindow(LoyaltyRefusal):
+    def __init__(self) -> None:
+        super().__init__("the campaign's window is empty: ends_at must be after starts_at")
+
+
+def check_window(campaign: Campaign) -> None:
+    """A campaign runs from starts_at up to ends_at; a window with no moment in it is refused."""
+    if campaign.ends_at <= campaign.starts_at:
+        raise EmptyCampaignWindow
+
+
+class TiersOutOfOrder(LoyaltyRefusal):
+    pass
+
+
+def check_tiers(tiers: Sequence[Tier]) -> None:
+    """Tiers climb from threshold 0, each above the last, each under its own name."""
+    thresholds = [tier.threshold for tier in tiers]
+    if not thresholds or thresholds[0] != 0 or thresholds != sorted(set(thresholds)):
+        raise TiersOutOfOrder("tiers must start at threshold 0 and climb strictly")
+    if len({tier.name for tier in tiers}) != len(tiers):
+        raise TiersOutOfOrder("tier names must be unique")
+
+
+class UnknownMember(LoyaltyRefusal):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"no member {customer_id!r}")
+        self.customer_id = customer_id
+
+
+class IdempotencyKeyReused(LoyaltyRefusal):
+    def __init__(self) -> None:
+        super().__init__("already used for another reward")
+
+
+def answer_again(first: RedemptionRequest, reward_id: str) -> RedemptionOutcome:
+    """A retried request gets its first answer; the same key for another reward is refused."""
+    if first.reward_id != reward_id:
+        raise IdempotencyKeyReused
+    return first.outcome
+
+
+def redeem(
+    member: Member,
+    redemption: Redemption,
+    reward: Reward,
+    history: History | None,
+    tiers: Sequence[Tier],
+    new_id: NewId,
+) -> tuple[Decision, Redeemed] | NotEnoughPoints:
+    """Spend the reward's price now, unless that would take the balance below zero."""
+    decision = _decision(member, [redemption], history, tiers, redemption.at, new_id)
+    balance = decision.member.balance
+    if balance < 0:  # spending changes nothing else at the same moment
+        return NotEnoughPoints(balance + redemption.points, redemption.points, reward.name)
+    redeemed = Redeemed(redemption.redemption_id, member.customer_id, reward.reward_id, redemption.points, balance)
+    return decision, redeemed
+
+
+EXPIRING_SOON = timedelta(days=30)  # the member page's "expiring soon"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a member stands now: what the member page shows."""
+
+    balance: int
+    tier: Tier
+    tier_points: int
+    next_tier: tuple[Tier, int] | None  # and the points still missing
+    expiring_soon: tuple[Lot, ...]  # points expiring within EXPIRING_SOON, soonest first
+
+    @property
+    def points_expiring_soon(self) -> int:
+        return sum(lot.remaining for lot in self.expiring_soon)
+
+
+def standing(member: Member, tiers: Sequence[Tier], at: datetime) -> Standing:
+    """The member's balance, tier and progress, and the points expiring soon, as of `at`."""
+    ledger = _ledger(member, [], None, tiers, at)
+    return Standing(
+        balance=member.closed_points + ledger.balance,
+        tier=ledger.tier,
+        tier_points=ledger.qualifying_points,
+        next_tier=next_tier(ledger.qualifying_points, tiers),
+        expiring_soon=tuple(ledger.expiring_between(at, at + EXPIRING_SOON)),
+    )
+
+
+def _ledger(
+    member: Member, fresh: Sequence[Fact], history: History | None, tiers: Sequence[Tier], at: datetime
+) -> Ledger:
+    if history is not None:
+        return replay(history.facts.adding(*fresh) or history.facts, at, tiers)
+    continued = continue_replay(member.checkpoint, member.recorded, fresh, at, tiers)
+    if continued is None:
+        raise ValueError("a fact before the member's latest one needs their history (see needs_history)")
+    return continued
+
+
+def _decision(
+    member: Member, fresh: Sequence[Fact], history: History | None, tiers: Sequence[Tier], at: datetime, new_id: NewId
+) -> Decision:
+    ledger = _ledger(member, fresh, history, tiers, at)
+    customer_id, tier = member.customer_id, ledger.tier.name
+    in_full = history.recorded if history is not None and history.recorded is not None else None
+    before = in_full if in_full is not None else member.recorded  # what the replay is compared with
+    recorded = dict(before)
+    balance = member.balance
+    entries: list[LedgerEntry] = []
+    events: list[PointsEvent] = []
+    expired = 0
+    for change in entries_to_append(ledger, before):
+        balance += change.points
+        recorded[change.key] = recorded.get(change.key, 0) + change.points
+        expires_at = change.expires_at if change.kind is EntryKind.EARN else None
+        entry = LedgerEntry(
+            new_id(), change.key, change.kind, change.reason, change.points, balance, change.order_id, expires_at
+        )
+        entries.append(entry)
+        if change.kind is EntryKind.EXPIRE:
+            expired -= change.points  # one PointsExpired for all that expired together
+        else:
+            events.append(_event_for(change, entry, ledger.keys.get(change.key), customer_id, tier))
+    if expired > 0:
+        events.append(PointsExpired(customer_id=customer_id, points=expired, balance=balance))
+    if tier != member.tier:
+        events.append(TierChanged(customer_id=customer_id, from_tier=member.tier, to_tier=tier))
+    closed = 0 if in_full is not None else member.closed_points
+    if ledger.checkpoint.folded_window_days is not None:  # keep only what an in-order fact can still change
+        live = live_keys(ledger.checkpoint)
+        recorded = {key: points for key, points in recorded.items() if key in live}
+        closed = balance - sum(recorded.values())
+    changed = replace(
+        member,
+        recorded=recorded,
+        closed_points=closed,
+        tier=tier,
+        checkpoint=ledger.checkpoint,
+        qualifying_points=ledger.qualifying_points,
+        next_review_at=ledger.next_review_at,
+    )
+    return Decision(changed, tuple(fresh), tuple(entries), tuple(events))
+
+
+def _event_for(
+    change: Entry, entry: LedgerEntry, info: KeyInfo | None, customer_id: str, tier: str
+) -> PointsAwarded | PointsReversed | PointsRedeemed:
+    if change.kind is EntryKind.REDEEM and info is not None and info.redemption is not None:
+        return PointsRedeemed(
+            redemption_id=info.redemption.redemption_id,
+            customer_id=customer_id,
+            reward_id=info.redemption.reward_id,
+            points=-change.points,
+            balance=entry.balance_after,
+        )
+    if change.points > 0:
+        return PointsAwarded(
+            entry_id=entry.entry_id,
+            customer_id=customer_id,
+            points=change.points,
+            reason=_AWARDED_FOR.get(change.reason, "adjustment"),
+            order_id=change.order_id,
+            balance=entry.balance_after,
+            tier=tier,
+            expires_at=change.expires_at,
+        )
+    return PointsReversed(
+        entry_id=entry.entry_id,
+        customer_id=customer_id,
+        points=-change.points,
+        reason="refund" if change.kind is EntryKind.REVERSE else "adjustment",
+        order_id=change.order_id,
+        balance=entry.balance_after,
+    )
+
+
+def checkpoint_after(facts: Facts) -> Checkpoint:
+    """Where the replay of `facts` stands after the latest of them (for a member stored before the checkpoint)."""
+    every: list[Fact] = [*facts.purchases, *facts.refunds, *facts.activities, *facts.redemptions]
+    moments = [fact_moment(fact) for fact in every]
+    return replay(facts, max(moments, default=datetime(1970, 1, 1, tzinfo=UTC))).checkpoint

@@ -7,9 +7,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from services.loyalty import service
-from services.loyalty.settings import LoyaltyUnit
-from services.loyalty.store import MEMBERS
-from shared.leases import claim
+from services.loyalty.settings import LoyaltyUnit, settings_of
+from services.loyalty.store import claim_member_due
 from shared.service import Runtime
 
 LEASE = timedelta(seconds=60)
@@ -23,17 +22,15 @@ async def review_due_members(rt: Runtime, *, at: datetime | None = None, limit: 
     running this together never review the same member at once; a member whose
     replica died is picked up again when the lease runs out.
     """
-    moment = at or service.now()
+    moment = at or rt.now()
     owner = str(uuid.uuid4())
     reviewed = 0
     while reviewed < limit:
-        claimed = await claim(
-            rt.db[MEMBERS], {"next_review_at": {"$lte": moment}}, lease=LEASE, owner=owner, projection={"_id": 1}
-        )
-        if claimed is None:
+        customer_id = await claim_member_due(rt, moment, lease=LEASE, owner=owner)
+        if customer_id is None:
             break
 
-        async def review(unit: LoyaltyUnit, customer_id: str = claimed["_id"]) -> None:
+        async def review(unit: LoyaltyUnit, customer_id: str = customer_id) -> None:
             await service.review_member(unit, customer_id, moment)
 
         await rt.transaction(review)
@@ -42,7 +39,7 @@ async def review_due_members(rt: Runtime, *, at: datetime | None = None, limit: 
 
 
 async def expire_points_regularly(rt: Runtime) -> None:
-    interval = getattr(rt.settings, "expiry_interval_seconds", 60.0)
+    settings = settings_of(rt)
     while True:
         try:
             reviewed = await review_due_members(rt)
@@ -50,4 +47,4 @@ async def expire_points_regularly(rt: Runtime) -> None:
                 log.info("members_reviewed", count=reviewed)
         except Exception as error:  # noqa: BLE001 - the next round tries again
             log.warning("expiry_round_failed", error=repr(error))
-        await asyncio.sleep(interval)
+        await asyncio.sleep(settings.expiry_interval_seconds)

@@ -2,6 +2,7 @@
 
 from pydantic import Field
 
+from shared.service import Runtime
 from shared.settings import ServiceSettings
 from shared.unit import Unit
 
@@ -13,3 +14,9 @@ class LoyaltySettings(ServiceSettings):
 
 # What every use case of the loyalty service gets: the transaction, its clock and these settings, typed.
 LoyaltyUnit = Unit[LoyaltySettings]
+
+
+def settings_of(rt: Runtime) -> LoyaltySettings:
+    """The settings a running loyalty service was built with, typed: how routes and jobs read them."""
+    settings: LoyaltySettings = rt.transactions.settings  # the same object its units carry as `unit.settings`
+    return settings

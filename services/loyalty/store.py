@@ -1,48 +1,68 @@
-"""MongoDB for loyalty: members (totals and checkpoint), their facts, the ledger, rules, campaigns, rewards.
+"""MongoDB for loyalty: the only code that knows its collections and the shape of their documents.
 
 Collections:
 - members: one document per member: what the ledger records per key, balance,
   tier, and the replay's checkpoint after the latest fact (domain.Checkpoint),
   which is all an in-order fact needs.
-- member_facts: one document per member: the facts heard of (purchases,
-  refunds, activities, redemptions), read only to replay a member in full when
-  a fact arrives out of order.
+- member_facts: one document per member: their history (purchases, refunds,
+  activities, redemptions), read only to replay a member in full when a fact
+  arrives out of order.
 - ledger: append-only entries, one per change of a key.
 - config: the shop's rules (one document, `_id: "rules"`).
 - campaigns, rewards: what the owner configured.
-- redemption_requests: Idempotency-Key → first result.
-- erased: sha256 of erased customer ids, so late events do not bring them back.
+- redemption_requests: Idempotency-Key → first answer.
+- erased: sha256 of erased customer ids, so late events do not bring them back (shared/erasure.py).
+
+Every document has named fields; money and multipliers are decimal strings, so they come back exactly.
 """
 
+import ast
 import functools
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, DeleteMany, DeleteOne, IndexModel, InsertOne, UpdateMany, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from services.loyalty.domain import (
     Activity,
     Campaign,
     Checkpoint,
+    Decision,
+    EntryKind,
     Fact,
     Facts,
+    History,
+    LedgerEntry,
     Line,
     Lot,
-    Order,
+    Member,
+    NotEnoughPoints,
     Purchase,
+    PurchaseAward,
+    Reason,
+    Redeemed,
     Redemption,
+    RedemptionRequest,
     Refund,
+    Reward,
     Rules,
+    Scheme,
     Tier,
+    TimelinePosition,
+    checkpoint_after,
     fact_kind,
-    replay,
 )
 from services.loyalty.settings import LoyaltyUnit
+from shared.erasure import customer_erased, erased_alias, forget_sent_events, mark_erased, preload_customers
+from shared.events import Envelope
+from shared.leases import claim
 from shared.mongo import Database
+from shared.service import Runtime
 from shared.settings import ServiceSettings
 
 MEMBERS = "members"
@@ -53,54 +73,272 @@ CAMPAIGNS = "campaigns"
 REWARDS = "rewards"
 REDEMPTION_REQUESTS = "redemption_requests"
 
+FACT_KINDS = ("purchases", "refunds", "activities", "redemptions")
 
-async def ensure_indexes(
-    db: Database, settings: ServiceSettings
-) -> None:  # the settings are for services whose indexes depend on them
+
+async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # runs as the service starts
     await db[MEMBERS].create_indexes(
         [IndexModel([("next_review_at", ASCENDING)], partialFilterExpression={"next_review_at": {"$type": "date"}})]
     )
     await db[LEDGER].create_indexes([IndexModel([("customer_id", ASCENDING), ("at", DESCENDING)])])
     await db[CAMPAIGNS].create_indexes([IndexModel([("ends_at", ASCENDING)])])
+    await move_inline_facts(db)
 
 
-# --- members ----------------------------------------------------------------------------
+async def move_inline_facts(db: Database) -> int:
+    """Members stored before the checkpoint hold their facts inline: checkpoint them and move the facts, once.
+
+    Each member moves in its own transaction, so replicas starting together move each one once.
+    """
+    moved = 0
+    async for old in db[MEMBERS].find({"checkpoint": {"$exists": False}}, projection={"_id": 1}):
+
+        async def move(session: AsyncClientSession, customer_id: Any = old["_id"]) -> int:
+            doc = await db[MEMBERS].find_one({"_id": customer_id, "checkpoint": {"$exists": False}}, session=session)
+            if doc is None:  # another replica moved it
+                return 0
+            inline = {kind: doc.pop(kind) for kind in FACT_KINDS if kind in doc}
+            doc["checkpoint"] = _checkpoint_doc(checkpoint_after(_facts(inline)))
+            pushes = {kind: {"$each": docs} for kind, docs in inline.items() if docs}
+            if pushes:
+                await db[MEMBER_FACTS].update_one({"_id": customer_id}, {"$push": pushes}, upsert=True, session=session)
+            await db[MEMBERS].replace_one({"_id": customer_id}, doc, session=session)
+            return 1
+
+        async with db.client.start_session() as session:
+            moved += await session.with_transaction(move)
+    return moved
 
 
-FACT_KINDS = ("purchases", "refunds", "activities", "redemptions")
+# --- members, their history and their ledger ------------------------------------------------------
 
 
-@dataclass
-class Member:
-    customer_id: str
-    recorded: dict[str, int] = field(default_factory=dict)  # what the ledger says per key
-    tier: str = "bronze"
-    checkpoint: Checkpoint = field(default_factory=Checkpoint)
-    exists: bool = False
-    # Facts a member document written before member_facts still holds itself; moved there on its next save.
-    unmoved: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def balance(self) -> int:
-        return sum(self.recorded.values())
+async def preload_members(unit: LoyaltyUnit, customer_ids: Iterable[str]) -> None:
+    """Read a batch's members (and the erasure marks of those without one) in one go."""
+    await preload_customers(unit, MEMBERS, customer_ids)
 
 
-async def load_member(unit: LoyaltyUnit, customer_id: str) -> Member:
+async def preload_histories(unit: LoyaltyUnit, customer_ids: Iterable[str]) -> None:
+    await unit.preload(MEMBER_FACTS, customer_ids)
+
+
+async def latest_position(unit: LoyaltyUnit, customer_id: str) -> TimelinePosition | None:
+    """Where the member's latest fact stands, read without decoding the rest of the member."""
+    doc = await unit.find_one(MEMBERS, {"_id": customer_id})
+    last = doc["checkpoint"].get("last") if doc is not None and "checkpoint" in doc else None
+    return _position(last) if last is not None else None
+
+
+async def find_member(unit: LoyaltyUnit, customer_id: str) -> Member | None:
+    """The member; None when loyalty has no document for them (never a member, or erased)."""
     doc = await unit.find_one(MEMBERS, {"_id": customer_id})
     if doc is None:
-        return Member(customer_id)
-    member = Member(customer_id, recorded=dict(doc["recorded"]), tier=doc["tier"], exists=True)
-    if "checkpoint" in doc:
-        member.checkpoint = _checkpoint(doc["checkpoint"])
-    else:  # written before the checkpoint, with the facts inline: the checkpoint is their replay's
-        member.unmoved = {kind: doc[kind] for kind in FACT_KINDS if doc.get(kind)}
-        member.checkpoint = replay(_facts(member.unmoved), datetime.now(UTC)).checkpoint
-    return member
+        return None
+    return Member(
+        customer_id,
+        recorded=dict(doc["recorded"]),
+        tier=doc["tier"],
+        checkpoint=_checkpoint(doc["checkpoint"]),
+        qualifying_points=int(doc.get("qualifying_points", 0)),
+        next_review_at=doc.get("next_review_at"),
+        closed_points=int(doc.get("closed_points", 0)),
+    )
 
 
-async def load_facts(unit: LoyaltyUnit, member: Member) -> Facts:
-    doc = await unit.find_one(MEMBER_FACTS, {"_id": member.customer_id}) or {}
-    return _facts({kind: [*member.unmoved.get(kind, []), *doc.get(kind, [])] for kind in FACT_KINDS})
+async def member_erased(unit: LoyaltyUnit, customer_id: str) -> bool:
+    return await customer_erased(unit, MEMBERS, customer_id)
+
+
+async def history(unit: LoyaltyUnit, member: Member) -> History:
+    """Every fact known of the member and, when the member document keeps only the ledger keys that can
+    still change, what the ledger records per key (summed from its entries)."""
+    facts = _facts(await unit.find_one(MEMBER_FACTS, {"_id": member.customer_id}) or {})
+    if member.checkpoint.folded_window_days is None:
+        return History(facts)
+    recorded: dict[str, int] = {}
+    for entry in await unit.find(LEDGER, {"customer_id": member.customer_id}, projection={"key": 1, "points": 1}):
+        recorded[entry["key"]] = recorded.get(entry["key"], 0) + entry["points"]
+    return History(facts, recorded)
+
+
+def save_decision(unit: LoyaltyUnit, decision: Decision, *, cause: Envelope[Any] | None, at: datetime) -> None:
+    """Append the decision's ledger entries, store the member and add the new facts to their history."""
+    member = decision.member
+    unit.write(LEDGER, *(InsertOne(_ledger_doc(member.customer_id, e, cause, at)) for e in decision.entries))
+    unit.replace(
+        MEMBERS,
+        {
+            "_id": member.customer_id,
+            "balance": member.balance,
+            "tier": member.tier,
+            "qualifying_points": member.qualifying_points,
+            "recorded": dict(member.recorded),
+            "closed_points": member.closed_points,
+            "checkpoint": _checkpoint_doc(member.checkpoint),
+            "next_review_at": member.next_review_at,
+            "lease_until": None,
+            "updated_at": at,
+        },
+    )
+    appended: dict[str, list[dict[str, Any]]] = {}
+    for fact in decision.facts:
+        appended.setdefault(fact_kind(fact), []).append(fact_doc(fact))
+    unit.append(MEMBER_FACTS, member.customer_id, appended)
+
+
+def erase_member(unit: LoyaltyUnit, customer_id: str, at: datetime) -> None:
+    """Delete who the member is and what they bought; their ledger stays, under an anonymous alias."""
+    mark_erased(unit, customer_id, at)
+    unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
+    unit.write(MEMBER_FACTS, DeleteOne({"_id": customer_id}))
+    unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": erased_alias(customer_id)}}))
+    unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))
+    forget_sent_events(unit, customer_id)  # PointsAwarded and the rest name the member
+
+
+@dataclass(frozen=True)
+class RecordedEntry:
+    """A ledger entry as stored, with what caused it."""
+
+    entry_id: str
+    kind: EntryKind
+    reason: Reason
+    points: int
+    balance_after: int
+    order_id: str | None
+    expires_at: datetime | None
+    at: datetime
+    cause_type: str | None
+
+
+async def recent_entries(unit: LoyaltyUnit, customer_id: str, limit: int = 20) -> list[RecordedEntry]:
+    docs = await unit.find(LEDGER, {"customer_id": customer_id}, sort=[("at", -1)], limit=limit)
+    return [
+        RecordedEntry(
+            entry_id=doc["_id"],
+            kind=EntryKind(doc["kind"]),
+            reason=Reason(doc["reason"]),
+            points=doc["points"],
+            balance_after=doc["balance_after"],
+            order_id=doc["order_id"],
+            expires_at=doc["expires_at"],
+            at=doc["at"],
+            cause_type=doc.get("cause_type"),
+        )
+        for doc in docs
+    ]
+
+
+async def claim_member_due(rt: Runtime, at: datetime, *, lease: timedelta, owner: str) -> str | None:
+    """Hold one member whose points expire or whose tier window slides by `at`; None when none is due."""
+    claimed = await claim(
+        rt.db[MEMBERS], {"next_review_at": {"$lte": at}}, lease=lease, owner=owner, projection={"_id": 1}
+    )
+    return str(claimed["_id"]) if claimed is not None else None
+
+
+def _ledger_doc(customer_id: str, entry: LedgerEntry, cause: Envelope[Any] | None, at: datetime) -> dict[str, Any]:
+    return {
+        "_id": entry.entry_id,
+        "customer_id": customer_id,
+        "kind": str(entry.kind),
+        "reason": str(entry.reason),
+        "key": entry.key,
+        "points": entry.points,
+        "balance_after": entry.balance_after,
+        "order_id": entry.order_id,
+        "expires_at": entry.expires_at,
+        "cause_event_id": cause.id if cause is not None else None,
+        "cause_type": cause.type if cause is not None else None,
+        "at": at,
+    }
+
+
+# The checkpoint as stored. Lists of named documents, not maps, since order ids may hold any character.
+# Checkpoints stored before they had named fields hold positional lists; `_checkpoint` still reads them.
+
+
+def _checkpoint_doc(checkpoint: Checkpoint) -> dict[str, Any]:
+    last = checkpoint.last
+    return {
+        "last": {"at": last[0], "rank": last[1], "id": last[2]} if last is not None else None,
+        "seen": list(checkpoint.seen),
+        "lots": [
+            {
+                "key": lot.key,
+                "earned_at": lot.earned_at,
+                "expires_at": lot.expires_at,
+                "remaining": lot.remaining,
+                "order_id": lot.order_id,
+            }
+            for lot in checkpoint.lots
+        ],
+        "purchases": [
+            {
+                "order_id": order_id,
+                "placed_at": award.placed_at,
+                "total": str(award.total),
+                "points": award.points,
+                "window_days": award.window_days,
+                "refunded": str(award.refunded),
+                "reversed": award.reversed,
+                "refund_ids": award.refund_ids,
+            }
+            for order_id, award in checkpoint.purchases.items()
+        ],
+        "pending_refunds": [_refund_doc(r) for refunds in checkpoint.pending_refunds.values() for r in refunds],
+        "folded_window_days": checkpoint.folded_window_days,
+    }
+
+
+def _checkpoint(doc: dict[str, Any]) -> Checkpoint:
+    last = doc["last"]
+    pending: dict[str, list[Refund]] = {}
+    for stored in doc["pending_refunds"]:
+        refund = (
+            _refund(stored) if isinstance(stored, dict) else _refund(dict(zip(_REFUND_FIELDS, stored, strict=True)))
+        )
+        pending.setdefault(refund.order_id, []).append(refund)
+    purchases = (
+        doc["purchases"] if "purchases" in doc else [dict(zip(_AWARD_FIELDS, o, strict=True)) for o in doc["orders"]]
+    )
+    return Checkpoint(
+        last=_position(last) if last is not None else None,
+        seen=set(doc["seen"]),
+        lots=[_lot(lot if isinstance(lot, dict) else dict(zip(_LOT_FIELDS, lot, strict=True))) for lot in doc["lots"]],
+        purchases={p["order_id"]: _award(p) for p in purchases},
+        pending_refunds=pending,
+        folded_window_days=doc.get("folded_window_days"),
+    )
+
+
+# The order of the fields in the positional lists the checkpoint was first stored as.
+_LOT_FIELDS = ("key", "earned_at", "expires_at", "remaining", "order_id")
+_AWARD_FIELDS = ("order_id", "placed_at", "total", "points", "window_days", "refunded", "reversed")
+_REFUND_FIELDS = ("refund_id", "order_id", "amount", "refunded_at")
+
+
+def _position(doc: dict[str, Any]) -> TimelinePosition:
+    return doc["at"], int(doc["rank"] if "rank" in doc else doc["kind"]), doc["id"]
+
+
+def _lot(doc: dict[str, Any]) -> Lot:
+    return Lot(doc["key"], doc["earned_at"], doc["expires_at"], int(doc["remaining"]), doc["order_id"])
+
+
+def _award(doc: dict[str, Any]) -> PurchaseAward:
+    return PurchaseAward(
+        placed_at=doc["placed_at"],
+        total=Decimal(doc["total"]),
+        points=int(doc["points"]),
+        window_days=int(doc["window_days"]),
+        refunded=Decimal(doc["refunded"]),
+        reversed=int(doc["reversed"]),
+        refund_ids=list(doc.get("refund_ids", [])),
+    )
+
+
+# Facts as stored: written by fact_doc, read back by _facts.
 
 
 def _facts(doc: Mapping[str, list[dict[str, Any]]]) -> Facts:
@@ -110,92 +348,6 @@ def _facts(doc: Mapping[str, list[dict[str, Any]]]) -> Facts:
         activities=tuple(_activity(a) for a in doc.get("activities", [])),
         redemptions=tuple(_redemption(r) for r in doc.get("redemptions", [])),
     )
-
-
-def save_member(
-    unit: LoyaltyUnit,
-    member: Member,
-    new_facts: list[Fact],
-    *,
-    qualifying_points: int,
-    next_review_at: datetime | None,
-    now: datetime,
-) -> None:
-    """Store the member's totals and checkpoint, and append the new facts to their facts."""
-    unit.replace(
-        MEMBERS,
-        {
-            "_id": member.customer_id,
-            "balance": member.balance,
-            "tier": member.tier,
-            "qualifying_points": qualifying_points,
-            "recorded": member.recorded,
-            "checkpoint": _checkpoint_doc(member.checkpoint),
-            "next_review_at": next_review_at,
-            "lease_until": None,
-            "updated_at": now,
-        },
-    )
-    appended = {kind: list(docs) for kind, docs in member.unmoved.items()}
-    for fact in new_facts:
-        appended.setdefault(fact_kind(fact), []).append(fact_doc(fact))
-    unit.append(MEMBER_FACTS, member.customer_id, appended)
-    member.unmoved = {}
-
-
-# The checkpoint as stored: lists, not maps, since order ids may hold any character; money as decimal strings.
-
-
-def _checkpoint_doc(checkpoint: Checkpoint) -> dict[str, Any]:
-    last = checkpoint.last
-    return {
-        "last": {"at": last[0], "kind": last[1], "id": last[2]} if last is not None else None,
-        "seen": list(checkpoint.seen),
-        "lots": [[lot.key, lot.earned_at, lot.expires_at, lot.remaining, lot.order_id] for lot in checkpoint.lots],
-        "orders": [
-            [order_id, o.placed_at, str(o.total), o.points, o.window_days, str(o.refunded), o.reversed]
-            for order_id, o in checkpoint.orders.items()
-        ],
-        "pending_refunds": [
-            [r.refund_id, r.order_id, str(r.amount), r.refunded_at]
-            for refunds in checkpoint.pending_refunds.values()
-            for r in refunds
-        ],
-    }
-
-
-def _checkpoint(doc: dict[str, Any]) -> Checkpoint:
-    last = doc["last"]
-    pending: dict[str, list[Refund]] = {}
-    for refund_id, order_id, amount, refunded_at in doc["pending_refunds"]:
-        pending.setdefault(order_id, []).append(Refund(refund_id, order_id, Decimal(amount), refunded_at))
-    return Checkpoint(
-        last=(last["at"], last["kind"], last["id"]) if last is not None else None,
-        seen=set(doc["seen"]),
-        lots=[Lot(*lot) for lot in doc["lots"]],
-        orders={
-            order_id: Order(placed_at, Decimal(total), points, window_days, Decimal(refunded), reversed_)
-            for order_id, placed_at, total, points, window_days, refunded, reversed_ in doc["orders"]
-        },
-        pending_refunds=pending,
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    """Decimals as strings, sets as sorted lists: what MongoDB can store and give back exactly."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (frozenset, set)):
-        return sorted(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-# Facts as stored: written by fact_doc, read back by _purchase, _refund, _activity and _redemption.
-# Money and multipliers are decimal strings, so they come back exactly.
 
 
 def fact_doc(fact: Fact) -> dict[str, Any]:
@@ -213,16 +365,11 @@ def fact_doc(fact: Fact) -> dict[str, Any]:
             "tier_window_days": fact.tier_window_days,
         }
     if isinstance(fact, Refund):
-        return {
-            "refund_id": fact.refund_id,
-            "order_id": fact.order_id,
-            "amount": str(fact.amount),
-            "refunded_at": fact.refunded_at,
-        }
+        return _refund_doc(fact)
     if isinstance(fact, Activity):
         return {
             "key": fact.key,
-            "reason": fact.reason,
+            "reason": str(fact.reason),
             "points": fact.points,
             "at": fact.at,
             "lifetime_days": fact.lifetime_days,
@@ -231,21 +378,17 @@ def fact_doc(fact: Fact) -> dict[str, Any]:
     return {"redemption_id": fact.redemption_id, "reward_id": fact.reward_id, "points": fact.points, "at": fact.at}
 
 
+def _refund_doc(refund: Refund) -> dict[str, Any]:
+    return {
+        "refund_id": refund.refund_id,
+        "order_id": refund.order_id,
+        "amount": str(refund.amount),
+        "refunded_at": refund.refunded_at,
+    }
+
+
 def _tier_doc(tier: Tier) -> dict[str, Any]:
     return {"name": tier.name, "threshold": tier.threshold, "multiplier": str(tier.multiplier)}
-
-
-def _campaign_doc(campaign: Campaign) -> dict[str, Any]:
-    return {
-        "campaign_id": campaign.campaign_id,
-        "name": campaign.name,
-        "starts_at": campaign.starts_at,
-        "ends_at": campaign.ends_at,
-        "multiplier": str(campaign.multiplier),
-        "categories": sorted(campaign.categories),
-        "skus": sorted(campaign.skus),
-        "bonus_lifetime_days": campaign.bonus_lifetime_days,
-    }
 
 
 def _tier(doc: dict[str, Any]) -> Tier:
@@ -258,7 +401,22 @@ def _tier_of(name: str, threshold: int, multiplier: str) -> Tier:
     return Tier(name, threshold, Decimal(multiplier))
 
 
-def campaign_from_doc(doc: dict[str, Any]) -> Campaign:
+def _campaign_doc(campaign: Campaign) -> dict[str, Any]:
+    """A campaign as the campaigns collection and every purchase it ran for keep it: the one encoder."""
+    return {
+        "campaign_id": campaign.campaign_id,
+        "name": campaign.name,
+        "starts_at": campaign.starts_at,
+        "ends_at": campaign.ends_at,
+        "multiplier": str(campaign.multiplier),
+        "categories": sorted(campaign.categories),
+        "skus": sorted(campaign.skus),
+        "bonus_lifetime_days": campaign.bonus_lifetime_days,
+        "active": campaign.active,
+    }
+
+
+def _campaign(doc: dict[str, Any]) -> Campaign:
     return Campaign(
         campaign_id=doc["campaign_id"],
         name=doc["name"],
@@ -268,6 +426,7 @@ def campaign_from_doc(doc: dict[str, Any]) -> Campaign:
         categories=frozenset(doc.get("categories", [])),
         skus=frozenset(doc.get("skus", [])),
         bonus_lifetime_days=int(doc.get("bonus_lifetime_days", 30)),
+        active=bool(doc.get("active", True)),
     )
 
 
@@ -280,7 +439,7 @@ def _purchase(doc: dict[str, Any]) -> Purchase:
         lines=tuple(Line(line["sku"], line.get("category"), Decimal(line["amount"])) for line in doc["lines"]),
         rate=Decimal(doc["rate"]) if doc.get("rate") is not None else None,
         tiers=tuple(_tier(t) for t in doc["tiers"]),
-        campaigns=tuple(campaign_from_doc(c) for c in doc["campaigns"]),
+        campaigns=tuple(_campaign(c) for c in doc["campaigns"]),
         lifetime_days=int(doc["lifetime_days"]),
         tier_window_days=int(doc["tier_window_days"]),
     )
@@ -292,7 +451,7 @@ def _refund(doc: dict[str, Any]) -> Refund:
 
 def _activity(doc: dict[str, Any]) -> Activity:
     return Activity(
-        doc["key"], doc["reason"], int(doc["points"]), doc["at"], int(doc["lifetime_days"]), doc.get("order_id")
+        doc["key"], Reason(doc["reason"]), int(doc["points"]), doc["at"], int(doc["lifetime_days"]), doc.get("order_id")
     )
 
 
@@ -300,15 +459,129 @@ def _redemption(doc: dict[str, Any]) -> Redemption:
     return Redemption(doc["redemption_id"], doc["reward_id"], int(doc["points"]), doc["at"])
 
 
-# --- rules and campaigns, cached briefly ------------------------------------------------------
+# --- redemption requests: the first answer per Idempotency-Key --------------------------------------
 
 
-def rules_to_doc(rules: Rules) -> dict[str, Any]:
-    doc: dict[str, Any] = _jsonable(asdict(rules))
+async def first_answer(unit: LoyaltyUnit, customer_id: str, idempotency_key: str) -> RedemptionRequest | None:
+    doc = await unit.find_one(REDEMPTION_REQUESTS, {"_id": f"{customer_id}:{idempotency_key}"})
+    if doc is None:
+        return None
+    if "status" in doc:  # stored before answers had named fields: the HTTP status and body
+        return RedemptionRequest(doc["reward_id"], _answer_stored_as_http(doc["status"], doc["body"]))
+    redeemed, refused = doc.get("redeemed"), doc.get("not_enough_points")
+    if redeemed is not None:
+        return RedemptionRequest(doc["reward_id"], Redeemed(customer_id=customer_id, **redeemed))
+    return RedemptionRequest(doc["reward_id"], NotEnoughPoints(**(refused or {})))
+
+
+def keep_answer(
+    unit: LoyaltyUnit, customer_id: str, idempotency_key: str, request: RedemptionRequest, at: datetime
+) -> None:
+    outcome = request.outcome
+    redeemed = (
+        {
+            "redemption_id": outcome.redemption_id,
+            "reward_id": outcome.reward_id,
+            "points": outcome.points,
+            "balance": outcome.balance,
+        }
+        if isinstance(outcome, Redeemed)
+        else None
+    )
+    refused = asdict(outcome) if isinstance(outcome, NotEnoughPoints) else None
+    doc = {
+        "_id": f"{customer_id}:{idempotency_key}",
+        "customer_id": customer_id,
+        "reward_id": request.reward_id,
+        "redeemed": redeemed,
+        "not_enough_points": refused,
+        "at": at,
+    }
+    unit.write(REDEMPTION_REQUESTS, InsertOne(doc))
+
+
+def _answer_stored_as_http(status: int, body: dict[str, Any]) -> Redeemed | NotEnoughPoints:
+    if status == 201:
+        return Redeemed(body["redemption_id"], body["customer_id"], body["reward_id"], body["points"], body["balance"])
+    # "balance 0 does not cover 100 points for 'Free shipping'": the reward's name is the repr at the end
+    name = ast.literal_eval(body["detail"].split(" points for ", 1)[1])
+    return NotEnoughPoints(int(body["balance"]), int(body["points_price"]), str(name))
+
+
+# --- rewards ----------------------------------------------------------------------------------------
+
+
+def _reward_doc(reward: Reward) -> dict[str, Any]:
+    return {"_id": reward.reward_id, **asdict(reward)}
+
+
+def _reward(doc: dict[str, Any]) -> Reward:
+    return Reward(doc["reward_id"], doc["name"], int(doc["points_price"]), doc.get("description"), doc["active"])
+
+
+async def active_reward(unit: LoyaltyUnit, reward_id: str) -> Reward | None:
+    doc = await unit.find_one(REWARDS, {"_id": reward_id})
+    return _reward(doc) if doc is not None and doc["active"] else None
+
+
+async def active_rewards(unit: LoyaltyUnit) -> list[Reward]:
+    return [_reward(doc) for doc in await unit.find(REWARDS, {"active": True}, sort=[("points_price", 1)])]
+
+
+def add_reward(unit: LoyaltyUnit, reward: Reward) -> None:
+    unit.write(REWARDS, InsertOne(_reward_doc(reward)))
+
+
+async def retire_reward(unit: LoyaltyUnit, reward_id: str) -> Reward | None:
+    """Take the reward out of the catalogue; None when there is no such reward."""
+    doc = await unit.find_one(REWARDS, {"_id": reward_id})
+    if doc is None:
+        return None
+    retired = _reward(doc | {"active": False})
+    unit.update(REWARDS, _reward_doc(retired), UpdateOne({"_id": reward_id}, {"$set": {"active": False}}))
+    return retired
+
+
+# --- the scheme: rules and campaigns -----------------------------------------------------------------
+
+
+async def all_campaigns(unit: LoyaltyUnit) -> list[Campaign]:
+    return [_campaign(doc) for doc in await unit.find(CAMPAIGNS, {}, sort=[("starts_at", 1)])]
+
+
+def add_campaign(unit: LoyaltyUnit, campaign: Campaign) -> None:
+    unit.write(CAMPAIGNS, InsertOne({"_id": campaign.campaign_id, **_campaign_doc(campaign)}))
+    unit.on_commit(SCHEMES.clear)
+
+
+async def end_campaign(unit: LoyaltyUnit, campaign_id: str) -> Campaign | None:
+    """Stop the campaign for orders from now on; None when there is no such campaign."""
+    doc = await unit.find_one(CAMPAIGNS, {"_id": campaign_id})
+    if doc is None:
+        return None
+    ended = _campaign(doc | {"active": False})
+    unit.update(
+        CAMPAIGNS,
+        {"_id": campaign_id, **_campaign_doc(ended)},
+        UpdateOne({"_id": campaign_id}, {"$set": {"active": False}}),
+    )
+    unit.on_commit(SCHEMES.clear)
+    return ended
+
+
+def save_rules(unit: LoyaltyUnit, rules: Rules) -> None:
+    unit.replace(CONFIG, {"_id": "rules", **_rules_doc(rules)})
+    unit.on_commit(SCHEMES.clear)
+
+
+def _rules_doc(rules: Rules) -> dict[str, Any]:
+    doc = asdict(rules)
+    doc["rates"] = {currency: str(rate) for currency, rate in rules.rates.items()}
+    doc["tiers"] = [_tier_doc(tier) for tier in rules.tiers]
     return doc
 
 
-def rules_from_doc(doc: dict[str, Any] | None) -> Rules:
+def _rules(doc: dict[str, Any] | None) -> Rules:
     """The stored rules; what the document does not say keeps its default."""
     if doc is None:
         return Rules()
@@ -320,33 +593,28 @@ def rules_from_doc(doc: dict[str, Any] | None) -> Rules:
     )
 
 
-@dataclass
-class Program:
-    """The rules and campaigns in force, as one value handlers read."""
-
-    rules: Rules
-    campaigns: tuple[Campaign, ...]
-
-
-class ProgramCache:
+class SchemeCache:
     """Rules and campaigns change rarely and are read for every order: keep them a few seconds.
 
-    A change through this replica's API clears it at once; other replicas see it
-    within `ttl_seconds`.
+    A change through this replica's API clears it once committed; other replicas
+    see it within `ttl_seconds`.
     """
 
     def __init__(self, ttl_seconds: float = 5.0) -> None:
         self._ttl = ttl_seconds
-        self._loaded: dict[str, tuple[float, Program]] = {}  # by database: one process may serve several shops
+        self._loaded: dict[str, tuple[float, Scheme]] = {}  # by database: one process may serve several shops
 
     def clear(self) -> None:
         self._loaded.clear()
 
-    async def get(self, db: Database) -> Program:
-        loaded = self._loaded.get(db.name)
+    async def get(self, unit: LoyaltyUnit) -> Scheme:
+        loaded = self._loaded.get(unit.db.name)
         if loaded is None or time.monotonic() - loaded[0] > self._ttl:
-            rules = rules_from_doc(await db[CONFIG].find_one({"_id": "rules"}))
-            campaigns = tuple([campaign_from_doc(doc) async for doc in db[CAMPAIGNS].find({"active": True})])
-            loaded = (time.monotonic(), Program(rules, campaigns))
-            self._loaded[db.name] = loaded
+            rules = _rules(await unit.find_one(CONFIG, {"_id": "rules"}))
+            campaigns = tuple(_campaign(doc) for doc in await unit.find(CAMPAIGNS, {"active": True}))
+            loaded = (time.monotonic(), Scheme(rules, campaigns))
+            self._loaded[unit.db.name] = loaded
         return loaded[1]
+
+
+SCHEMES = SchemeCache()

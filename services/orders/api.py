@@ -1,15 +1,17 @@
 """HTTP API of orders: customers with their history and segment, the retention report, erasure."""
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
-from services.orders import jobs, service
-from services.orders.insight import SEGMENTS
-from services.orders.settings import OrdersUnit, orders_settings
-from services.orders.store import CUSTOMERS, ORDERS, listing_order, money
-from shared.erasure import ERASED, erased_id
+from services.orders import jobs, service, store
+from services.orders.insight import SEGMENTS, Rfm
+from services.orders.settings import OrdersUnit, settings_of
+from services.orders.store import CustomerSummary, OrderRecord
+from shared.http import ADMIN_ONLY, error
 from shared.service import Runtime, runtime
 
 api = APIRouter(tags=["orders"])
@@ -27,106 +29,209 @@ Sort = Literal[
 ]
 
 
-@api.get("/customers/{customer_id}")
-async def get_customer(customer_id: str, rt: Rt) -> dict[str, Any]:
+def _known_segment(segment: str) -> str:
+    if segment not in SEGMENTS:
+        raise ValueError(f"{segment!r} is not one of {', '.join(SEGMENTS)}")
+    return segment
+
+
+# The grid's names, checked and listed in the OpenAPI from the grid itself.
+SegmentName = Annotated[str, AfterValidator(_known_segment), WithJsonSchema({"type": "string", "enum": list(SEGMENTS)})]
+
+
+class CustomerOut(BaseModel):
+    """A customer's headline figures; amounts are decimal strings per currency."""
+
+    customer_id: str
+    contact: dict[str, Any] | None
+    orders_count: int
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+    total_spent: dict[str, str]
+    segment: str | None
+
+
+class Scores(BaseModel):
+    recency: int
+    frequency: int
+    monetary: int
+
+
+class ItemOut(BaseModel):
+    sku: str
+    name: str
+    quantity: int
+    unit_price: str
+
+
+class RefundOut(BaseModel):
+    refund_id: str
+    amount: str
+    currency: str
+    refunded_at: datetime
+    reason: str | None
+
+
+class OrderOut(BaseModel):
+    order_id: str
+    placed_at: datetime | None
+    currency: str | None
+    total: str | None
+    items: list[ItemOut]
+    fulfilled_at: datetime | None
+    refunds: list[RefundOut]
+
+
+class CustomerProfile(CustomerOut):
+    refunded: dict[str, str]
+    average_order_value: dict[str, str]
+    lifetime_value: dict[str, str]
+    rfm: Scores | None
+    scored_at: datetime | None
+    orders: list[OrderOut]
+
+
+class CustomerPage(BaseModel):
+    customers: list[CustomerOut]
+    limit: int
+    offset: int
+
+
+@api.get("/customers/{customer_id}", responses={404: error("The customer is not known, or was erased.")})
+async def get_customer(customer_id: str, rt: Rt) -> CustomerProfile:
     """Contact details, stats, lifetime value, RFM segment and the order history of one customer."""
-    profile = await rt.db[CUSTOMERS].find_one({"_id": customer_id})
-    if profile is None:
-        erased = await rt.db[ERASED].find_one({"_id": erased_id(customer_id)})
-        detail = "was erased" if erased is not None else "is not known"
+    figures = await store.customer_figures(rt, customer_id)
+    if figures is None:
+
+        async def was_erased(unit: OrdersUnit) -> bool:
+            return await store.customer_is_erased(unit, customer_id)
+
+        detail = "was erased" if await rt.transaction(was_erased) else "is not known"
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: {customer_id!r} {detail}")
-    orders = await rt.db[ORDERS].find({"customer_id": customer_id}, sort=[("placed.placed_at", -1)]).to_list(100)
-    return _summary(profile) | {
-        "refunded": money(profile.get("refunded")),
-        "average_order_value": money(profile.get("average_order_value")),
-        "lifetime_value": money(profile.get("net_spent")),  # historic: what they have spent, net of refunds
-        "rfm": profile.get("rfm"),
-        "scored_at": profile.get("scored_at"),
-        "orders": [_order(order) for order in orders],
-    }
+    orders = await store.order_history(rt, customer_id)
+    return CustomerProfile(
+        **_summary(figures).model_dump(),
+        refunded=figures.refunded,
+        average_order_value=figures.average_order_value,
+        lifetime_value=figures.net_spent,  # historic: what they have spent, net of refunds
+        rfm=_scores(figures.rfm),
+        scored_at=figures.scored_at,
+        orders=[_order(order) for order in orders],
+    )
 
 
 @api.get("/customers")
 async def list_customers(
     rt: Rt,
-    segment: Annotated[str | None, Query(description=f"One of: {', '.join(SEGMENTS)}.")] = None,
+    segment: Annotated[SegmentName | None, Query(description="Only customers of this RFM segment.")] = None,
     sort: Annotated[Sort, Query(description="Field to sort by; '-' for largest or latest first.")] = "-last_order_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-) -> dict[str, Any]:
+) -> CustomerPage:
     """Customers, optionally of one RFM segment, sorted; each with their headline stats."""
-    if segment is not None and segment not in SEGMENTS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"segment: {segment!r} is not one of {', '.join(SEGMENTS)}"
-        )
-    query = {} if segment is None else {"segment": segment}  # a profile exists once its customer has ordered
-    found = rt.db[CUSTOMERS].find(
-        query,
-        {"orders": 0},
-        sort=listing_order(sort, orders_settings(rt.settings).reporting_currency),
-        skip=offset,
-        limit=limit,
-    )
-    return {"customers": [_summary(profile) async for profile in found], "limit": limit, "offset": offset}
+    currency = settings_of(rt).reporting_currency
+    found = await store.customer_listing(rt, segment, sort, currency, limit=limit, offset=offset)
+    return CustomerPage(customers=[_summary(customer) for customer in found], limit=limit, offset=offset)
+
+
+class CohortOut(BaseModel):
+    month: str = Field(examples=["2026-03"])
+    customers: int
+    retention: list[float] = Field(description="Month k after the first: share of the cohort that ordered in it.")
+
+
+class LifetimeValueOut(BaseModel):
+    customers: int
+    average: str
+    total: str
+
+
+class RetentionOut(BaseModel):
+    customers: int
+    repeat_customers: int
+    repeat_purchase_rate: float
+    days_to_second_order: float | None
+    median_days_to_second_order: float | None
+    cohorts: list[CohortOut]
+    lifetime_value: dict[str, LifetimeValueOut]
 
 
 @api.get("/reports/retention")
-async def retention_report(rt: Rt) -> dict[str, Any]:
+async def retention_report(rt: Rt) -> RetentionOut:
     """Repeat-purchase rate, monthly cohort retention, time to the second order, historic lifetime value."""
     report = await jobs.retention(rt)
-    body = asdict(report)
-    body["lifetime_value"] = {
-        currency: {"customers": value.customers, "average": str(value.average), "total": str(value.total)}
+    lifetime_value = {
+        currency: LifetimeValueOut(customers=value.customers, average=str(value.average), total=str(value.total))
         for currency, value in report.lifetime_value.items()
     }
-    return body
+    return RetentionOut(**asdict(report) | {"lifetime_value": lifetime_value})
 
 
-@api.post("/segments/refresh")
-async def refresh_segments(rt: Rt) -> dict[str, Any]:
+class Scored(BaseModel):
+    scored: int
+
+
+@api.post("/segments/refresh", responses={409: error("Another replica is scoring right now.")})
+async def refresh_segments(rt: Rt) -> Scored:
     """Score every customer now instead of at the next scheduled round."""
     scored = await jobs.score_customers(rt)
     if scored is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "segments: another replica is scoring right now")
-    return {"scored": scored}
+    return Scored(scored=scored)
 
 
-@api.post("/customers/{customer_id}/erase", status_code=status.HTTP_202_ACCEPTED)
-async def erase_customer(customer_id: str, rt: Rt) -> dict[str, Any]:
+class Erased(BaseModel):
+    customer_id: str
+    erased: Literal[True]
+    already_erased: bool
+
+
+@api.post("/customers/{customer_id}/erase", status_code=status.HTTP_202_ACCEPTED, openapi_extra=ADMIN_ONLY)
+async def erase_customer(customer_id: str, rt: Rt) -> Erased:
     """Remove the customer's personal data here and, through CustomerErased, in every service."""
 
     async def erase(unit: OrdersUnit) -> bool:
-        return await service.erase_customer(unit, customer_id, service.now())
+        return await service.erase_customer(unit, customer_id, unit.now())
 
     first_time = await rt.transaction(erase)
-    return {"customer_id": customer_id, "erased": True, "already_erased": not first_time}
+    return Erased(customer_id=customer_id, erased=True, already_erased=not first_time)
 
 
-def _summary(profile: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "customer_id": profile["_id"],
-        "contact": profile.get("contact"),
-        "orders_count": profile.get("orders_count", 0),
-        "first_order_at": profile.get("first_order_at"),
-        "last_order_at": profile.get("last_order_at"),
-        "total_spent": money(profile.get("net_spent")),
-        "segment": profile.get("segment"),
-    }
+def _summary(customer: CustomerSummary) -> CustomerOut:
+    return CustomerOut(
+        customer_id=customer.customer_id,
+        contact=None if customer.contact is None else dict(customer.contact),
+        orders_count=customer.orders_count,
+        first_order_at=customer.first_order_at,
+        last_order_at=customer.last_order_at,
+        total_spent=customer.net_spent,
+        segment=customer.segment,
+    )
 
 
-def _order(order: dict[str, Any]) -> dict[str, Any]:
-    placed = order["placed"] or {}
-    return {
-        "order_id": order["_id"],
-        "placed_at": placed.get("placed_at"),
-        "currency": placed.get("currency"),
-        "total": placed.get("total"),
-        "items": [
-            {"sku": item["sku"], "name": item["name"], "quantity": item["quantity"], "unit_price": item["unit_price"]}
-            for item in placed.get("line_items", [])
+def _scores(rfm: Rfm | None) -> Scores | None:
+    return None if rfm is None else Scores(recency=rfm.recency, frequency=rfm.frequency, monetary=rfm.monetary)
+
+
+def _order(order: OrderRecord) -> OrderOut:
+    return OrderOut(
+        order_id=order.order_id,
+        placed_at=order.placed_at,
+        currency=order.currency,
+        total=order.total,
+        items=[
+            ItemOut(sku=item.sku, name=item.name, quantity=item.quantity, unit_price=item.unit_price)
+            for item in order.items
         ],
-        "fulfilled_at": order["fulfilled_at"],
-        "refunds": [
-            {k: r[k] for k in ("refund_id", "amount", "currency", "refunded_at", "reason")} for r in order["refunds"]
+        fulfilled_at=order.fulfilled_at,
+        refunds=[
+            RefundOut(
+                refund_id=refund.refund_id,
+                amount=str(refund.amount),
+                currency=refund.currency,
+                refunded_at=refund.refunded_at,
+                reason=refund.reason,
+            )
+            for refund in order.refunds
         ],
-    }
+    )

@@ -10,15 +10,21 @@ the store keeps one line per order, replaced as the order's facts grow, and
   is kept on the order but not subtracted: there is no exchange rate to apply).
 - Average order value per currency = order totals (before refunds) ÷ orders in
   that currency: what a customer spends when they buy.
-- Contact details come from the latest order (by `placed_at`, then order id).
+- Contact details come from the latest order (by `placed_at`, then order id);
+  an order kept anonymous (its customer was erased) gives none.
+- An order told twice (a webhook and the backend) keeps the latest telling (by
+  event time, then event id), whatever order they arrive in; the earliest
+  fulfilment counts; each refund id counts once.
 """
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
-from services.orders.insight import History
+from services.orders.insight import History, Rfm
+from shared.erasure import erased_alias
 
 CENT = Decimal("0.01")
 
@@ -39,13 +45,62 @@ class OrderLine:
 
 
 @dataclass(frozen=True)
-class RefundLine:
+class Refund:
     refund_id: str
     amount: Decimal
     currency: str
+    refunded_at: datetime
+    reason: str | None = None
 
 
-def refunded_of(total: Decimal, currency: str, refunds: Iterable[RefundLine]) -> Decimal:
+@dataclass(frozen=True, order=True)
+class Telling:
+    """When an event told of an order, and which event: the latest telling stands."""
+
+    at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True, order=True)
+class OrderRef:
+    """An order by when it was placed, then its id: the latest one gives the customer's contact."""
+
+    placed_at: datetime
+    order_id: str
+
+
+# The customer's contact details as an order gives them (e-mail, name, locale, town, phone, …).
+Contact = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A customer's profile: one line per placed order, the contact of the latest, the last scoring round."""
+
+    customer_id: str  # or the anonymous alias of an erased customer
+    lines: tuple[OrderLine, ...] = ()
+    contact: Contact | None = None
+    contact_from: OrderRef | None = None
+    rfm: Rfm | None = None  # None until the first scoring round after their first order
+    scored_at: datetime | None = None
+
+
+def telling_stands(told_before: Telling | None, telling: Telling) -> bool:
+    """Whether this telling of an order replaces the one before: the later event does, whenever it arrives."""
+    return told_before is None or telling > told_before
+
+
+def fulfilment_counts(fulfilled_at: datetime | None, told: datetime) -> bool:
+    """Whether a fulfilment time replaces the one known: the earliest fulfilment is the one that counts."""
+    return fulfilled_at is None or told < fulfilled_at
+
+
+def refund_is_new(refunds: Iterable[Refund], refund_id: str) -> bool:
+    """Whether this refund is not counted yet: each refund id counts once, however often it is told."""
+    return all(refund.refund_id != refund_id for refund in refunds)
+
+
+def refunded_of(total: Decimal, currency: str, refunds: Iterable[Refund]) -> Decimal:
     """What the refunds of an order take back: those in its currency, at most its total."""
     return min(total, sum((r.amount for r in refunds if r.currency == currency), Decimal(0)))
 
@@ -95,12 +150,39 @@ def replacing(lines: Sequence[OrderLine], line: OrderLine) -> list[OrderLine]:
     return sorted([*kept, line], key=lambda each: (each.placed_at, each.order_id))
 
 
-def gives_contact(candidate: tuple[datetime, str], current: tuple[datetime, str] | None) -> bool:
-    """Whether the order (placed at, order id) gives the contact details: the latest order does.
+def gives_contact(candidate: OrderRef, current: OrderRef | None) -> bool:
+    """Whether the order gives the contact details: the latest order does.
 
     The same order told again gives them again, so a corrected telling refreshes them.
     """
     return current is None or candidate >= current
+
+
+def with_order(customer: Customer, line: OrderLine, contact: Contact | None) -> Customer:
+    """The customer once this order counts: its line replaces the order's earlier one; the latest order's contact.
+
+    `contact` is None for an order kept anonymous (its customer was erased): it gives no contact.
+    """
+    lines = replacing(customer.lines, line)
+    source = OrderRef(line.placed_at, line.order_id)
+    if contact is None or not gives_contact(source, customer.contact_from):
+        return replace(customer, lines=tuple(lines))
+    return replace(customer, lines=tuple(lines), contact=contact, contact_from=source)
+
+
+def records_owner(customer_id: str, *, erased: bool) -> str:
+    """Whom a customer's records belong to: the customer, or their anonymous alias once erased."""
+    return erased_alias(customer_id) if erased else customer_id
+
+
+def erased(customer: Customer, alias: str) -> Customer:
+    """What is kept of an erased customer, under their alias: the orders and scores, not who they are."""
+    return replace(customer, customer_id=alias, contact=None, contact_from=None)
+
+
+def rescored(scored: Mapping[str, Rfm | None], scores: Mapping[str, Rfm]) -> dict[str, Rfm]:
+    """The customers whose scores or segment changed since the last round (most hold from one to the next)."""
+    return {customer_id: rfm for customer_id, rfm in scores.items() if scored.get(customer_id) != rfm}
 
 
 def _cents(amount: Decimal) -> Decimal:

@@ -1,28 +1,20 @@
-"""Orders use cases: hear of orders, fulfilments and refunds; keep each customer's profile; erase on request.
+"""Orders use cases: record orders, fulfilments and refunds; keep each customer's profile; erase on request.
 
 Every event rewrites the order it is about and then the customer's profile from
 the order's line, so duplicates and any arrival order converge (see domain.py).
 """
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import structlog
-from pymongo import DeleteOne, UpdateMany
 
-from services.orders.domain import gives_contact, replacing, stats_of
+from services.orders import domain, store
+from services.orders.domain import Refund, Telling
 from services.orders.settings import OrdersUnit
-from services.orders.store import (
-    CUSTOMERS,
-    ORDERS,
-    contact_from,
-    lines_of,
-    new_order,
-    new_profile,
-    order_line,
-    with_lines,
-)
-from shared.erasure import erased_alias, forget_sent_events, is_alias, is_erased, mark_erased, preload_customers
+from services.orders.store import Order
+from shared.erasure import erased_alias
 from shared.events import (
     CustomerErased,
     Envelope,
@@ -32,18 +24,12 @@ from shared.events import (
 )
 from shared.mongo import as_stored
 
-SOURCE = "orders"
 log = structlog.get_logger("rapport.orders")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def prefetch_orders(unit: OrdersUnit, events: list[Envelope[Any]]) -> None:
     """Read the orders, profiles and erasure marks a whole batch touches in three queries."""
-    await unit.preload(ORDERS, (event.data.order_id for event in events))
-    await preload_customers(unit, CUSTOMERS, (_customer_of(event) for event in events))
+    await store.preload(unit, [event.data.order_id for event in events], [_customer_of(event) for event in events])
 
 
 def _customer_of(event: Envelope[Any]) -> str:
@@ -55,84 +41,49 @@ def _customer_of(event: Envelope[Any]) -> str:
 
 async def record_order_placed(unit: OrdersUnit, event: OrderPlacedEvent) -> None:
     data = event.data
-    owner = await _owner(unit, data.customer.customer_id)
-    order = await _order(unit, data.order_id, owner)
-    telling = (as_stored(event.time), event.id)
-    told_before = _as_key(order.get("placed_by"))
-    if order["placed"] is not None and told_before is not None and told_before >= telling:
+    customer_id = data.customer.customer_id
+    owner = await _owner(unit, customer_id)
+    order = await store.get_order(unit, data.order_id, owner)
+    telling = Telling(as_stored(event.time), event.id)
+    if not domain.telling_stands(order.told, telling):
         return  # told again (say by a webhook and the backend): the latest telling stands, whenever it arrives
-    placed = data.model_dump(mode="python")
-    placed["placed_at"] = as_stored(data.placed_at)
-    placed["total"] = str(data.total)
-    placed["line_items"] = [item | {"unit_price": str(item["unit_price"])} for item in placed["line_items"]]
-    if owner != data.customer.customer_id:  # erased before this order arrived: keep it anonymous
-        placed["customer"] = {"customer_id": owner}
-        placed["shipping_address"] = None
-    order["placed"] = placed
-    order["placed_by"] = {"at": telling[0], "id": event.id}
-    await _save(unit, order)
+    anonymous_as = owner if owner != customer_id else None  # erased before this order arrived: keep it anonymous
+    await _save(unit, store.placing(order, data, telling, anonymous_as=anonymous_as))
     log.info("order_recorded", order_id=data.order_id, customer_id=owner)
 
 
 async def record_fulfilment(unit: OrdersUnit, event: OrderFulfilledEvent) -> None:
     data = event.data
-    order = await _order(unit, data.order_id, await _owner(unit, data.customer_id))
+    order = await store.get_order(unit, data.order_id, await _owner(unit, data.customer_id))
     fulfilled_at = as_stored(data.fulfilled_at)
-    if order["fulfilled_at"] is not None and order["fulfilled_at"] <= fulfilled_at:
-        return  # the earliest fulfilment is the one that counts
-    order["fulfilled_at"] = fulfilled_at
-    await _save(unit, order)
+    if not domain.fulfilment_counts(order.fulfilled_at, fulfilled_at):
+        return
+    await _save(unit, replace(order, fulfilled_at=fulfilled_at))
 
 
 async def record_refund(unit: OrdersUnit, event: OrderRefundedEvent) -> None:
     data = event.data
-    order = await _order(unit, data.order_id, await _owner(unit, data.customer_id))
-    if any(refund["refund_id"] == data.refund_id for refund in order["refunds"]):
+    order = await store.get_order(unit, data.order_id, await _owner(unit, data.customer_id))
+    if not domain.refund_is_new(order.refunds, data.refund_id):
         return
-    order["refunds"].append(
-        {
-            "refund_id": data.refund_id,
-            "amount": str(data.amount),
-            "currency": data.currency,
-            "refunded_at": as_stored(data.refunded_at),
-            "reason": data.reason,
-        }
-    )
-    await _save(unit, order)
+    refund = Refund(data.refund_id, data.amount, data.currency, as_stored(data.refunded_at), data.reason)
+    await _save(unit, replace(order, refunds=(*order.refunds, refund)))
     log.info("refund_recorded", order_id=data.order_id, refund_id=data.refund_id, amount=str(data.amount))
 
 
 async def _owner(unit: OrdersUnit, customer_id: str) -> str:
     """Whom the customer's records belong to: the customer, or their anonymous alias once erased."""
-    if await unit.find_one(CUSTOMERS, {"_id": customer_id}) is not None:
-        return customer_id
-    return erased_alias(customer_id) if await is_erased(unit, customer_id) else customer_id
+    return domain.records_owner(customer_id, erased=await store.customer_is_erased(unit, customer_id))
 
 
-async def _order(unit: OrdersUnit, order_id: str, owner: str) -> dict[str, Any]:
-    found = await unit.find_one(ORDERS, {"_id": order_id})
-    return dict(found) if found is not None else new_order(order_id, owner)
-
-
-async def _save(unit: OrdersUnit, order: dict[str, Any]) -> None:
+async def _save(unit: OrdersUnit, order: Order) -> None:
     """Store the order and bring its customer's profile up to date with it."""
-    unit.replace(ORDERS, order)
-    line = order_line(order)
+    store.save_order(unit, order)
+    line = order.line
     if line is None:
         return  # a fulfilment or refund heard of before its order: it counts once the order arrives
-    customer_id = order["customer_id"]
-    profile = await unit.find_one(CUSTOMERS, {"_id": customer_id}) or new_profile(customer_id)
-    lines = replacing(lines_of(profile), line)
-    profile = with_lines(profile, lines, stats_of(lines))
-    if not is_alias(customer_id) and gives_contact((line.placed_at, line.order_id), _as_key(profile["contact_from"])):
-        source = {"at": line.placed_at, "id": line.order_id}
-        profile = profile | {"contact": contact_from(order), "contact_from": source}
-    unit.replace(CUSTOMERS, profile)
-
-
-def _as_key(source: dict[str, Any] | None) -> tuple[datetime, str] | None:
-    """A (time, id) pair stored as a document, comparable again."""
-    return None if source is None else (source["at"], source["id"])
+    customer = await store.get_customer(unit, order.customer_id)
+    store.save_customer(unit, domain.with_order(customer, line, order.contact))
 
 
 # --- erasure -------------------------------------------------------------------------------------
@@ -144,23 +95,12 @@ async def erase_customer(unit: OrdersUnit, customer_id: str, requested_at: datet
     Publishes CustomerErased so every other service does the same. False when the
     customer was erased before (nothing is published again).
     """
-    if await is_erased(unit, customer_id):
+    if await store.customer_is_erased(unit, customer_id):
         return False
     alias = erased_alias(customer_id)
-    profile = await unit.find_one(CUSTOMERS, {"_id": customer_id})
-    if profile is not None:
-        unit.write(CUSTOMERS, DeleteOne({"_id": customer_id}))
-        unit.replace(CUSTOMERS, profile | {"_id": alias, "contact": None, "contact_from": None})
-    unit.write(
-        ORDERS,
-        UpdateMany(
-            {"customer_id": customer_id, "placed": {"$ne": None}},
-            {"$set": {"placed.customer": {"customer_id": alias}, "placed.shipping_address": None}},
-        ),
-        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
-    )
-    forget_sent_events(unit, customer_id)
-    mark_erased(unit, customer_id, requested_at)
+    customer = await store.find_customer(unit, customer_id)
+    kept = None if customer is None else domain.erased(customer, alias)
+    store.forget_customer(unit, customer_id, alias, kept, requested_at)
     unit.publish(CustomerErased(customer_id=customer_id, requested_at=requested_at), subject=customer_id)
     log.info("customer_erased", alias=alias)
     return True

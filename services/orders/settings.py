@@ -2,6 +2,7 @@
 
 from pydantic import Field
 
+from shared.service import Runtime
 from shared.settings import OptionalSecret, ServiceSettings
 from shared.types import Currency
 from shared.unit import Unit
@@ -23,10 +24,9 @@ class OrdersSettings(ServiceSettings):
     )
 
 
-def orders_settings(settings: ServiceSettings) -> OrdersSettings:
-    """The orders settings a runtime was built with (routes and jobs get them as the base type)."""
-    if not isinstance(settings, OrdersSettings):
-        raise TypeError(f"the orders service needs OrdersSettings, got {type(settings).__name__}")
+def settings_of(rt: Runtime) -> OrdersSettings:
+    """The settings a running orders service was built with, typed: how routes and jobs read them."""
+    settings: OrdersSettings = rt.transactions.settings  # the same object its units carry as `unit.settings`
     return settings
 
 

@@ -1,8 +1,13 @@
 """MongoDB for orders: the orders as heard, one profile per customer, erasure marks, webhook deliveries.
 
+The only code that knows the collections and the shape of their documents;
+use cases and routes get and give the values of domain.py (and the `Order`,
+`OrderRecord` and `CustomerSummary` below).
+
 Collections:
 - orders: one document per order id: `placed` (the OrderPlaced data, or None
-  until it is heard of), `fulfilled_at`, `refunds` (one per refund id).
+  until it is heard of) and `placed_by` (the telling it came from),
+  `fulfilled_at`, `refunds` (one per refund id).
 - customers: one profile per customer: contact details from the latest order,
   one line per placed order (`orders`), the stats derived from them, and the
   RFM scores and segment of the last scoring round.
@@ -12,17 +17,38 @@ Collections:
 - jobs: one lease document per scheduled job.
 """
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from bson.decimal128 import Decimal128
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, DeleteOne, IndexModel, InsertOne, UpdateMany, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
-from services.orders.domain import OrderLine, RefundLine, Stats, refunded_of
-from services.orders.settings import orders_settings
-from shared.mongo import Database
+from services.orders.domain import (
+    Contact,
+    Customer,
+    OrderLine,
+    OrderRef,
+    Refund,
+    Stats,
+    Telling,
+    history_of,
+    refunded_of,
+    stats_of,
+)
+from services.orders.insight import History, Rfm
+from services.orders.settings import OrdersSettings, OrdersUnit
+from shared.erasure import customer_erased, forget_sent_events, is_alias, mark_erased, preload_customers
+from shared.events import OrderPlaced
+from shared.leases import claim, release
+from shared.mongo import Database, as_stored
+from shared.service import Runtime
 from shared.settings import ServiceSettings
+
+T = TypeVar("T")
 
 ORDERS = "orders"
 CUSTOMERS = "customers"
@@ -30,6 +56,7 @@ WEBHOOK_DELIVERIES = "webhook_deliveries"
 JOBS = "jobs"
 
 WEBHOOK_RETENTION_SECONDS = 30 * 24 * 3600
+SCORES_WRITE_BATCH = 1000
 
 # The orders a listing can be sorted by, each served by an index alone and one after the segment.
 SORTS = ("last_order_at", "first_order_at", "orders_count", "spent")
@@ -47,9 +74,10 @@ def listing_order(sort: str, reporting_currency: str) -> list[tuple[str, int]]:
 
 
 async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
-    currency = orders_settings(settings).reporting_currency
+    if not isinstance(settings, OrdersSettings):  # the spec hands every service its settings as the base type
+        raise TypeError(f"the orders service needs OrdersSettings, got {type(settings).__name__}")
     await db[ORDERS].create_indexes([IndexModel([("customer_id", ASCENDING), ("placed.placed_at", DESCENDING)])])
-    fields = [sort_field(sort, currency) for sort in SORTS]
+    fields = [sort_field(sort, settings.reporting_currency) for sort in SORTS]
     # The customer id breaks ties, so pages are stable; walked backwards, each index serves the other direction.
     sort_indexes = [IndexModel([(field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
     by_segment = [IndexModel([("segment", ASCENDING), (field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
@@ -59,54 +87,146 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
     )
 
 
-# --- erasure ----------------------------------------------------------------------------------
+async def preload(unit: OrdersUnit, order_ids: Iterable[str], customer_ids: Iterable[str]) -> None:
+    """Read these orders, the customers' profiles and erasure marks in three queries (a batch's, say)."""
+    await unit.preload(ORDERS, order_ids)
+    await preload_customers(unit, CUSTOMERS, customer_ids)
 
 
 # --- orders -------------------------------------------------------------------------------------
 
 
-def new_order(order_id: str, customer_id: str) -> dict[str, Any]:
-    return {"_id": order_id, "customer_id": customer_id, "placed": None, "fulfilled_at": None, "refunds": []}
+@dataclass(frozen=True)
+class Order:
+    """One order as heard so far: any of its facts may arrive first."""
+
+    order_id: str
+    customer_id: str  # the customer, or their anonymous alias once erased
+    placed: Mapping[str, Any] | None  # the OrderPlaced data as stored (amounts as strings); None until told
+    told: Telling | None  # the telling `placed` came from
+    fulfilled_at: datetime | None
+    refunds: tuple[Refund, ...]
+
+    @property
+    def line(self) -> OrderLine | None:
+        """What the customer's profile keeps of this order; None until it has been placed."""
+        if self.placed is None:
+            return None
+        total = Decimal(self.placed["total"])
+        currency = self.placed["currency"]
+        return OrderLine(
+            order_id=self.order_id,
+            placed_at=self.placed["placed_at"],
+            currency=currency,
+            total=total,
+            refunded=refunded_of(total, currency, self.refunds),
+        )
+
+    @property
+    def contact(self) -> Contact | None:
+        """The customer's contact details as this order gives them; None once kept anonymous (or not placed)."""
+        if self.placed is None or is_alias(self.customer_id):
+            return None
+        customer = self.placed["customer"]
+        return {key: value for key, value in customer.items() if key != "customer_id" and value is not None}
 
 
-def order_line(order: dict[str, Any]) -> OrderLine | None:
-    """What the customer's profile keeps of this order; None until it has been placed."""
-    placed = order["placed"]
-    if placed is None:
-        return None
-    total = Decimal(placed["total"])
-    refunds = [RefundLine(r["refund_id"], Decimal(r["amount"]), r["currency"]) for r in order["refunds"]]
-    return OrderLine(
-        order_id=order["_id"],
-        placed_at=placed["placed_at"],
-        currency=placed["currency"],
-        total=total,
-        refunded=refunded_of(total, placed["currency"], refunds),
+async def get_order(unit: OrdersUnit, order_id: str, customer_id: str) -> Order:
+    """The order, or a new one of this customer when nothing about it was heard yet."""
+    found = await unit.find_one(ORDERS, {"_id": order_id})
+    if found is None:
+        return Order(order_id, customer_id, placed=None, told=None, fulfilled_at=None, refunds=())
+    return _order_of(found)
+
+
+async def customer_of_order(unit: OrdersUnit, order_id: str) -> str | None:
+    """Whose the order is, when it has been heard of."""
+    found = await unit.find_one(ORDERS, {"_id": order_id})
+    return None if found is None else str(found["customer_id"])
+
+
+def placing(order: Order, data: OrderPlaced, telling: Telling, *, anonymous_as: str | None = None) -> Order:
+    """The order as `data` tells it; `anonymous_as` keeps it under that alias, without who the customer is."""
+    placed = data.model_dump(mode="python")
+    placed["placed_at"] = as_stored(data.placed_at)
+    placed["total"] = str(data.total)
+    placed["line_items"] = [item | {"unit_price": str(item["unit_price"])} for item in placed["line_items"]]
+    if anonymous_as is not None:  # erased before this order arrived
+        placed["customer"] = {"customer_id": anonymous_as}
+        placed["shipping_address"] = None
+    return replace(order, placed=placed, told=telling)
+
+
+def save_order(unit: OrdersUnit, order: Order) -> None:
+    unit.replace(
+        ORDERS,
+        {
+            "_id": order.order_id,
+            "customer_id": order.customer_id,
+            "placed": order.placed,
+            "placed_by": None if order.told is None else {"at": order.told.at, "id": order.told.event_id},
+            "fulfilled_at": order.fulfilled_at,
+            "refunds": [
+                {
+                    "refund_id": refund.refund_id,
+                    "amount": str(refund.amount),
+                    "currency": refund.currency,
+                    "refunded_at": refund.refunded_at,
+                    "reason": refund.reason,
+                }
+                for refund in order.refunds
+            ],
+        },
+    )
+
+
+def _order_of(doc: Mapping[str, Any]) -> Order:
+    placed_by = doc.get("placed_by")
+    return Order(
+        order_id=doc["_id"],
+        customer_id=doc["customer_id"],
+        placed=doc["placed"],
+        told=None if placed_by is None or doc["placed"] is None else Telling(placed_by["at"], placed_by["id"]),
+        fulfilled_at=doc["fulfilled_at"],
+        refunds=tuple(
+            Refund(r["refund_id"], Decimal(r["amount"]), r["currency"], r["refunded_at"], r.get("reason"))
+            for r in doc["refunds"]
+        ),
     )
 
 
 # --- customer profiles ----------------------------------------------------------------------------
 
 
+async def get_customer(unit: OrdersUnit, customer_id: str) -> Customer:
+    """The customer's profile; a new, empty one before their first order counts."""
+    return await find_customer(unit, customer_id) or Customer(customer_id)
+
+
+async def find_customer(unit: OrdersUnit, customer_id: str) -> Customer | None:
+    found = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    return None if found is None else _customer_of(found)
+
+
+def save_customer(unit: OrdersUnit, customer: Customer) -> None:
+    profile = new_profile(customer.customer_id) | {
+        "contact": None if customer.contact is None else dict(customer.contact),
+        "contact_from": _ref_document(customer.contact_from),
+        "rfm": _rfm_document(customer.rfm),
+        "segment": None if customer.rfm is None else customer.rfm.segment,
+    }
+    if customer.scored_at is not None:
+        profile["scored_at"] = customer.scored_at
+    unit.replace(CUSTOMERS, with_lines(profile, customer.lines, stats_of(customer.lines)))
+
+
 def new_profile(customer_id: str) -> dict[str, Any]:
+    """The document of a customer with no order yet."""
     return {"_id": customer_id, "contact": None, "contact_from": None, "orders": [], "rfm": None, "segment": None}
 
 
-def lines_of(profile: dict[str, Any]) -> list[OrderLine]:
-    return [
-        OrderLine(
-            order_id=line["order_id"],
-            placed_at=line["placed_at"],
-            currency=line["currency"],
-            total=Decimal(line["total"]),
-            refunded=Decimal(line["refunded"]),
-        )
-        for line in profile["orders"]
-    ]
-
-
 def with_lines(profile: dict[str, Any], lines: Sequence[OrderLine], stats: Stats) -> dict[str, Any]:
-    """The profile with these order lines and the stats derived from them (the sort keys included)."""
+    """The profile document with these order lines and the stats derived from them (the sort keys included)."""
     return profile | {
         "orders": [
             {
@@ -128,16 +248,240 @@ def with_lines(profile: dict[str, Any], lines: Sequence[OrderLine], stats: Stats
     }
 
 
-def contact_from(order: dict[str, Any]) -> dict[str, Any]:
-    """The customer's contact details as this order gives them (everything but the id)."""
-    customer = order["placed"]["customer"]
-    return {key: value for key, value in customer.items() if key != "customer_id" and value is not None}
+def _customer_of(doc: Mapping[str, Any]) -> Customer:
+    contact_from = doc.get("contact_from")
+    return Customer(
+        customer_id=doc["_id"],
+        lines=_lines_of(doc),
+        contact=doc.get("contact"),
+        contact_from=None if contact_from is None else OrderRef(contact_from["at"], contact_from["id"]),
+        rfm=_rfm_of(doc),
+        scored_at=doc.get("scored_at"),
+    )
 
 
-def _decimals(amounts: dict[str, Decimal]) -> dict[str, Decimal128]:
+def _lines_of(doc: Mapping[str, Any]) -> tuple[OrderLine, ...]:
+    return tuple(
+        OrderLine(
+            order_id=line["order_id"],
+            placed_at=line["placed_at"],
+            currency=line["currency"],
+            total=Decimal(line["total"]),
+            refunded=Decimal(line["refunded"]),
+        )
+        for line in doc["orders"]
+    )
+
+
+def _rfm_of(doc: Mapping[str, Any]) -> Rfm | None:
+    scores = doc.get("rfm")
+    if scores is None:
+        return None
+    return Rfm(scores["recency"], scores["frequency"], scores["monetary"], doc["segment"])
+
+
+def _rfm_document(rfm: Rfm | None) -> dict[str, int] | None:
+    return None if rfm is None else {"recency": rfm.recency, "frequency": rfm.frequency, "monetary": rfm.monetary}
+
+
+def _ref_document(ref: OrderRef | None) -> dict[str, Any] | None:
+    return None if ref is None else {"at": ref.placed_at, "id": ref.order_id}
+
+
+def _decimals(amounts: Mapping[str, Decimal]) -> dict[str, Decimal128]:
     return {currency: Decimal128(amount) for currency, amount in amounts.items()}
 
 
-def money(stored: dict[str, Decimal128] | None) -> dict[str, str]:
+def money(stored: Mapping[str, Decimal128] | None) -> dict[str, str]:
     """A stored per-currency amount as the API shows money: decimal strings."""
     return {currency: str(amount.to_decimal()) for currency, amount in (stored or {}).items()}
+
+
+# --- erasure ----------------------------------------------------------------------------------
+
+
+async def customer_is_erased(unit: OrdersUnit, customer_id: str) -> bool:
+    """Whether the customer was erased (their records now live under their alias)."""
+    return await customer_erased(unit, CUSTOMERS, customer_id)
+
+
+def forget_customer(unit: OrdersUnit, customer_id: str, alias: str, kept: Customer | None, at: datetime) -> None:
+    """Erase the customer: their profile `kept` under the alias, their orders re-keyed to it, anonymous; a mark."""
+    if kept is not None:
+        unit.write(CUSTOMERS, DeleteOne({"_id": customer_id}))
+        save_customer(unit, kept)
+    unit.write(
+        ORDERS,
+        UpdateMany(
+            {"customer_id": customer_id, "placed": {"$ne": None}},
+            {"$set": {"placed.customer": {"customer_id": alias}, "placed.shipping_address": None}},
+        ),
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+    )
+    forget_sent_events(unit, customer_id)
+    mark_erased(unit, customer_id, at)
+
+
+# --- what the HTTP API shows ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerSummary:
+    """A profile's headline figures (what a listing shows), amounts as decimal strings per currency."""
+
+    customer_id: str
+    contact: Contact | None
+    orders_count: int
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+    net_spent: dict[str, str]
+    segment: str | None
+
+
+@dataclass(frozen=True)
+class CustomerFigures(CustomerSummary):
+    """A profile in full, but its order lines."""
+
+    refunded: dict[str, str]
+    average_order_value: dict[str, str]
+    rfm: Rfm | None
+    scored_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PlacedItem:
+    sku: str
+    name: str
+    quantity: int
+    unit_price: str
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """An order as the customer's history shows it (amounts as told, decimal strings)."""
+
+    order_id: str
+    placed_at: datetime | None
+    currency: str | None
+    total: str | None
+    items: tuple[PlacedItem, ...]
+    fulfilled_at: datetime | None
+    refunds: tuple[Refund, ...]
+
+
+async def customer_figures(rt: Runtime, customer_id: str) -> CustomerFigures | None:
+    found = await rt.db[CUSTOMERS].find_one({"_id": customer_id}, {"orders": 0})
+    if found is None:
+        return None
+    return CustomerFigures(
+        **vars(_summary_of(found)),
+        refunded=money(found.get("refunded")),
+        average_order_value=money(found.get("average_order_value")),
+        rfm=_rfm_of(found),
+        scored_at=found.get("scored_at"),
+    )
+
+
+async def order_history(rt: Runtime, customer_id: str, limit: int = 100) -> list[OrderRecord]:
+    """The customer's orders, latest first."""
+    found = await rt.db[ORDERS].find({"customer_id": customer_id}, sort=[("placed.placed_at", -1)]).to_list(limit)
+    return [_record_of(doc) for doc in found]
+
+
+async def customer_listing(
+    rt: Runtime, segment: str | None, sort: str, reporting_currency: str, *, limit: int, offset: int
+) -> list[CustomerSummary]:
+    """Profiles of one segment (or all), in `sort` order (see `listing_order`)."""
+    query = {} if segment is None else {"segment": segment}  # a profile exists once its customer has ordered
+    found = rt.db[CUSTOMERS].find(
+        query, {"orders": 0}, sort=listing_order(sort, reporting_currency), skip=offset, limit=limit
+    )
+    return [_summary_of(profile) async for profile in found]
+
+
+def _summary_of(profile: Mapping[str, Any]) -> CustomerSummary:
+    return CustomerSummary(
+        customer_id=profile["_id"],
+        contact=profile.get("contact"),
+        orders_count=profile.get("orders_count", 0),
+        first_order_at=profile.get("first_order_at"),
+        last_order_at=profile.get("last_order_at"),
+        net_spent=money(profile.get("net_spent")),
+        segment=profile.get("segment"),
+    )
+
+
+def _record_of(doc: Mapping[str, Any]) -> OrderRecord:
+    order = _order_of(doc)
+    placed = order.placed or {}
+    return OrderRecord(
+        order_id=order.order_id,
+        placed_at=placed.get("placed_at"),
+        currency=placed.get("currency"),
+        total=placed.get("total"),
+        items=tuple(
+            PlacedItem(item["sku"], item["name"], item["quantity"], item["unit_price"])
+            for item in placed.get("line_items", [])
+        ),
+        fulfilled_at=order.fulfilled_at,
+        refunds=order.refunds,
+    )
+
+
+# --- scoring round ----------------------------------------------------------------------------------
+
+
+async def claim_job(rt: Runtime, job: str, owner: str, lease: timedelta) -> bool:
+    """Hold the job's lease document; False while another replica holds it."""
+    return await claim(rt.db[JOBS], {"_id": job}, lease=lease, owner=owner, create=True) is not None
+
+
+async def release_job(rt: Runtime, job: str, owner: str) -> None:
+    await release(rt.db[JOBS], job, owner)
+
+
+async def histories(rt: Runtime) -> list[History]:
+    """Every customer as the insight rules see them, read in one pass."""
+    return [history_of(doc["_id"], _lines_of(doc)) async for doc in rt.db[CUSTOMERS].find({}, {"orders": 1})]
+
+
+async def histories_and_scores(rt: Runtime) -> tuple[list[History], dict[str, Rfm | None]]:
+    """Every customer as the insight rules see them, and their scores of the last round, read in one pass."""
+    profiles = await rt.db[CUSTOMERS].find({}, {"orders": 1, "rfm": 1, "segment": 1}).to_list()
+    scored = {profile["_id"]: _rfm_of(profile) for profile in profiles}
+    return [history_of(profile["_id"], _lines_of(profile)) for profile in profiles], scored
+
+
+async def save_scores(rt: Runtime, scores: Mapping[str, Rfm], at: datetime) -> None:
+    """Store these customers' new scores and segment, scored `at`."""
+    writes = [
+        UpdateOne({"_id": customer_id}, {"$set": {"rfm": _rfm_document(rfm), "segment": rfm.segment, "scored_at": at}})
+        for customer_id, rfm in scores.items()
+    ]
+    for start in range(0, len(writes), SCORES_WRITE_BATCH):
+        await rt.db[CUSTOMERS].bulk_write(writes[start : start + SCORES_WRITE_BATCH], ordered=False)
+
+
+# --- platform webhooks ------------------------------------------------------------------------------
+
+
+async def once_per_delivery(
+    rt: Runtime, delivery: str, topic: str, work: Callable[[OrdersUnit], Awaitable[T]]
+) -> T | None:
+    """Run `work` and record the platform's delivery in one transaction; None when it was taken before.
+
+    Taken before: recorded by an earlier request, or by one racing this one, or its events (whose ids come
+    from the platform's ids) already in the outbox.
+    """
+
+    async def receive(unit: OrdersUnit) -> T | None:
+        if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": delivery}) is not None:
+            return None
+        result = await work(unit)
+        unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": delivery, "topic": topic, "received_at": unit.now()}))
+        return result
+
+    try:
+        return await rt.transaction(receive)
+    except DuplicateKeyError:
+        return None

@@ -6,11 +6,17 @@
   "Hlavná 1,") count as the same person or place.
 - First orders: which of a customer's orders is the first, whatever the order
   in which the shop's events arrive.
-- Attribution: whether an order converts a referral, and if not, why; and when
-  a fact heard of later contests a conversion already made.
-- Affiliate commission and its pro-rata clawback on refunds.
+- Customers: what their orders tell (first order, identities), what erasure keeps.
+- Attribution: whether an order converts a referral, and if not, why; the whole
+  decision (the conversion or refusal kept, the code's count, the event); and
+  when a fact heard of later contests a conversion already made.
+- Affiliate commission, its pro-rata clawback on refunds (in the order's
+  currency only), and the totals an affiliate earned.
 - The happy moment: how often a customer may be asked to refer friends.
 - Program statistics and the K-factor, overall and by month.
+
+The store (store.py) keeps these values; the use cases (service.py) load them,
+ask these functions, save what they decide and publish the events they return.
 """
 
 import hashlib
@@ -18,12 +24,16 @@ import math
 import re
 import secrets
 import unicodedata
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from enum import StrEnum
+from typing import ClassVar, Literal, TypedDict
+
+from shared.events import OrderPlaced, ReferralConverted, ReferralInvited
 
 # --- codes ------------------------------------------------------------------------
 
@@ -140,23 +150,117 @@ def referral_id(order_id: str) -> str:
     return f"rf_{hashlib.sha256(order_id.encode()).hexdigest()[:24]}"
 
 
+# --- customers as attribution knows them ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Referred:
+    """The conversion a customer was referred by, as their record keeps it."""
+
+    order_id: str
+    placed_at: datetime
+    referral_id: str
+
+    @property
+    def order(self) -> PlacedOrder:
+        return PlacedOrder(self.placed_at, self.order_id)
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A customer: their first order, the identities their orders were placed under, their own code."""
+
+    customer_id: str
+    first_order: PlacedOrder | None = None
+    emails: tuple[str, ...] = ()  # email_identity() of every order's e-mail, in the order first seen
+    addresses: tuple[str, ...] = ()  # address_identity() of every order's shipping address
+    code: str | None = None  # their own referral code
+    referred: Referred | None = None  # the conversion they were referred by, as a referee
+    last_invited_at: datetime | None = None
+
+    def as_referrer(self) -> "Party":
+        return Party(self.customer_id, frozenset(self.emails), frozenset(self.addresses))
+
+
+@dataclass(frozen=True)
+class RememberedOrder:
+    """A customer once an order of theirs is known, and the identities that order showed for the first time."""
+
+    customer: Customer
+    new_emails: tuple[str, ...]
+    new_addresses: tuple[str, ...]
+
+
+def typed_code(order: OrderPlaced) -> str:
+    """The order's referral code in canonical form; empty when it carries none."""
+    return normalize_code(order.referral_code) if order.referral_code else ""
+
+
+def address_of(order: OrderPlaced) -> str | None:
+    """The identity of the order's shipping address; None when it has none."""
+    shipping = order.shipping_address
+    if shipping is None:
+        return None
+    return address_identity(shipping.line1, shipping.postal_code, shipping.city, shipping.country, shipping.line2)
+
+
+def remember_order(customer: Customer, placed: PlacedOrder, order: OrderPlaced) -> RememberedOrder:
+    """The customer's first order and identities once `order` (placed as `placed`) is known too."""
+    email, address = email_identity(order.customer.email), address_of(order)
+    new_emails = () if email in customer.emails else (email,)
+    new_addresses = () if address is None or address in customer.addresses else (address,)
+    remembered = replace(
+        customer,
+        first_order=first_of(customer.first_order, placed),
+        emails=customer.emails + new_emails,
+        addresses=customer.addresses + new_addresses,
+    )
+    return RememberedOrder(remembered, new_emails, new_addresses)
+
+
+def with_own_code(customer: Customer, code: str) -> Customer:
+    """The customer once they hold their referral code (one per customer)."""
+    return replace(customer, code=code)
+
+
+def anonymised(customer: Customer, alias: str) -> Customer:
+    """What an erased customer's record keeps for the program's counts: not who they are."""
+    return replace(customer, customer_id=alias, emails=(), addresses=())
+
+
 # --- attribution ----------------------------------------------------------------------
 
 Program = Literal["customer", "affiliate"]
 
-UNKNOWN_CODE = "unknown_code"
-OWN_ORDER = "own_order"
-RETURNING_CUSTOMER = "returning_customer"
-ALREADY_REFERRED = "already_referred"
-EXPIRED_CODE = "expired_code"
-CAPPED_CODE = "capped_code"
-# In the order refusal() checks them: the first that applies is the reason.
-REFUSAL_REASONS = (UNKNOWN_CODE, OWN_ORDER, RETURNING_CUSTOMER, ALREADY_REFERRED, EXPIRED_CODE, CAPPED_CODE)
+
+class RefusalReason(StrEnum):
+    """Why an order's code did not convert, in the order refusal() checks them: the first that applies is the reason."""
+
+    UNKNOWN_CODE = "unknown_code"
+    OWN_ORDER = "own_order"
+    RETURNING_CUSTOMER = "returning_customer"
+    ALREADY_REFERRED = "already_referred"
+    EXPIRED_CODE = "expired_code"
+    CAPPED_CODE = "capped_code"
+
+
+REFUSAL_REASONS = tuple(RefusalReason)
+
+# What a code meets at a given moment (code_status); "revoked" once its referrer was erased.
+CodeStatus = Literal["active", "expired", "capped", "revoked"]
+
+
+class CustomerWasErased(Exception):
+    """The customer was erased: nothing new is kept about them."""
+
+
+class NoSuchCode(LookupError):
+    """No referral code is known under this spelling."""
 
 
 @dataclass(frozen=True)
 class Code:
-    """A referral code as the service knows it when an order carrying it arrives."""
+    """A referral code: whose it is, its limits and the conversions counted so far."""
 
     code: str
     referrer_customer_id: str | None  # the customer who refers, for the customer program
@@ -165,6 +269,25 @@ class Code:
     expires_at: datetime | None = None
     max_conversions: int | None = None
     conversions: int = 0  # conversions counted so far
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None  # set when the referrer is erased: the code converts no more
+
+
+class CodeLimits(TypedDict, total=False):
+    """A change of a code's limits: a key left out stays as it is, None lifts the limit."""
+
+    expires_at: datetime | None
+    max_conversions: int | None
+
+
+def customer_code(code: str, customer_id: str, at: datetime) -> Code:
+    """A customer's own code, issued at `at`, without limits."""
+    return Code(code, customer_id, None, "customer", created_at=at)
+
+
+def with_limits(code: Code, limits: CodeLimits) -> Code:
+    """The code with its expiry and/or cap changed as asked."""
+    return replace(code, **limits)
 
 
 @dataclass(frozen=True)
@@ -187,23 +310,56 @@ class Referee:
     was_referred_before: bool
 
 
-def refusal(code: Code | None, referrer: Party | None, referee: Referee, order_placed_at: datetime) -> str | None:
-    """None when the order converts the referral, else the first reason (REFUSAL_REASONS order) it does not.
+def referee_of(customer: Customer, placed: PlacedOrder, order: OrderPlaced) -> Referee:
+    """The customer placing `order` as attribution checks them, from their record before this order."""
+    return Referee(
+        customer_id=customer.customer_id,
+        email_identity=email_identity(order.customer.email),
+        address_identity=address_of(order),
+        has_ordered_before=ordered_before(customer.first_order, placed),
+        was_referred_before=customer.referred is not None,
+    )
+
+
+def referring_customer(code: Code, affiliate: "Affiliate | None") -> str | None:
+    """The customer account behind a code: the referrer's, or the affiliate's own account if they gave one."""
+    if code.program == "customer":
+        return code.referrer_customer_id
+    return affiliate.customer_id if affiliate is not None else None
+
+
+def referrer_of(code: Code, customer: Customer | None, affiliate: "Affiliate | None") -> Party:
+    """Whom the code pays, with every identity they are known under (for the own-order check).
+
+    A referrer is known under the identities of their own orders; an affiliate
+    under those of their customer account, if any, and their contact e-mail.
+    """
+    party = customer.as_referrer() if customer is not None else Party(referring_customer(code, affiliate))
+    if code.program == "affiliate" and affiliate is not None:
+        return replace(party, emails=party.emails | {affiliate.email_identity})
+    return party
+
+
+def refusal(
+    code: Code | None, referrer: Party | None, referee: Referee, order_placed_at: datetime
+) -> RefusalReason | None:
+    """None when the order converts the referral, else the first reason (RefusalReason order) it does not.
 
     Fraud comes first so that a self-referral is recorded as fraud even on an
     expired or capped code. Then what makes the referee ineligible whatever the
     code (not their first order, a referral already converted for them). The
     code's own limits come last; expiry before the cap because it depends only on
     this order's time, not on how many conversions happened to be counted first.
+    A revoked code is no code at all.
     """
-    if code is None:
-        return UNKNOWN_CODE
+    if code is None or code.revoked_at is not None:
+        return RefusalReason.UNKNOWN_CODE
     checks = (
-        (OWN_ORDER, is_own_order(code, referrer, referee)),
-        (RETURNING_CUSTOMER, referee.has_ordered_before),
-        (ALREADY_REFERRED, referee.was_referred_before),
-        (EXPIRED_CODE, code.expires_at is not None and order_placed_at > code.expires_at),
-        (CAPPED_CODE, code.max_conversions is not None and code.conversions >= code.max_conversions),
+        (RefusalReason.OWN_ORDER, is_own_order(code, referrer, referee)),
+        (RefusalReason.RETURNING_CUSTOMER, referee.has_ordered_before),
+        (RefusalReason.ALREADY_REFERRED, referee.was_referred_before),
+        (RefusalReason.EXPIRED_CODE, code.expires_at is not None and order_placed_at > code.expires_at),
+        (RefusalReason.CAPPED_CODE, code.max_conversions is not None and code.conversions >= code.max_conversions),
     )
     return next((reason for reason, applies in checks if applies), None)
 
@@ -220,8 +376,10 @@ def is_own_order(code: Code, referrer: Party | None, referee: Referee) -> bool:
     )
 
 
-def code_status(code: Code, at: datetime) -> str:
-    """What an order carrying the code at `at` would meet: active, expired or capped (as refusal() checks them)."""
+def code_status(code: Code, at: datetime) -> CodeStatus:
+    """What an order carrying the code at `at` would meet: revoked, expired, capped or active (as refusal() checks)."""
+    if code.revoked_at is not None:
+        return "revoked"
     if code.expires_at is not None and at > code.expires_at:
         return "expired"
     if code.max_conversions is not None and code.conversions >= code.max_conversions:
@@ -229,10 +387,162 @@ def code_status(code: Code, at: datetime) -> str:
     return "active"
 
 
+def shares_code(program: Program | None, reason: RefusalReason | None) -> bool:
+    """Whether an order with a customer's code shares it: anyone's order but the referrer's own counts."""
+    return program == "customer" and reason is not RefusalReason.OWN_ORDER
+
+
+# --- what is decided on an order that carries a code ------------------------------------------
+
+Outcome = Literal["converted", "refused"]
+
 # A conversion, once published, stands: the contract has no event that takes it back and
 # loyalty has already rewarded it. A fact heard of later that would have refused it
 # contests it instead, for the owner to see and so that no affiliate commission is paid.
-CONTEST_REASONS = (RETURNING_CUSTOMER, OWN_ORDER)
+ContestReason = Literal[RefusalReason.RETURNING_CUSTOMER, RefusalReason.OWN_ORDER]
+
+
+@dataclass(frozen=True)
+class Contest:
+    """A later fact that disproves a conversion: why, and the order that showed it."""
+
+    reason: ContestReason
+    order_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Referral:
+    """An order that carried a code and what was decided on it: one per order, decided once."""
+
+    outcome: ClassVar[Outcome]
+    order_id: str
+    code: str  # the code the order carried, canonical
+    program: Program | None  # None when the code was unknown
+    referrer_customer_id: str | None
+    affiliate_id: str | None
+    referee_customer_id: str
+    placed_at: datetime
+    order_total: Decimal
+    currency: str
+    decided_at: datetime
+
+    @property
+    def referral_id(self) -> str:
+        return referral_id(self.order_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refusal(Referral):
+    """An order whose code did not convert, and the first reason why."""
+
+    outcome: ClassVar[Outcome] = "refused"
+    reason: RefusalReason
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conversion(Referral):
+    """An order that converted its code: a new customer referred, and an affiliate's commission on it."""
+
+    outcome: ClassVar[Outcome] = "converted"
+    # The referee's identities on the converting order, kept so a later fact about the referrer can contest it.
+    referee_email: str | None
+    referee_address: str | None
+    commission: "Commission | None" = None  # affiliate codes only
+    contest: Contest | None = None
+
+    @property
+    def payee(self) -> str:
+        """Who the conversion rewards: the referring customer, or the affiliate (by id) for an affiliate code."""
+        payee = self.referrer_customer_id if self.program == "customer" else self.affiliate_id
+        assert payee is not None  # every code is issued to one or the other
+        return payee
+
+    @property
+    def referred(self) -> Referred:
+        """What the referee's record keeps of it."""
+        return Referred(self.order_id, self.placed_at, self.referral_id)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """The whole decision on an order that converts: the conversion to keep, the code counting it, the event."""
+
+    conversion: Conversion
+    code: Code
+    event: ReferralConverted
+
+
+def attribute(
+    order: OrderPlaced,
+    placed: PlacedOrder,
+    referee: Customer,
+    code: Code | None,
+    referrer: Party | None,
+    commission_rate: Decimal,
+    refunds: Iterable["Refund"],
+    at: datetime,
+) -> Converted | Refusal:
+    """Decide whether `order` converts the code it carries; `referee` is their record before this order.
+
+    `placed` is the order as kept (its `placed_at` as stored, so later comparisons
+    agree); `commission_rate` and `refunds` count only for an affiliate code.
+    """
+    checked = referee_of(referee, placed, order)
+    reason = refusal(code, referrer, checked, placed.placed_at)
+    if reason is not None:
+        known = code if reason is not RefusalReason.UNKNOWN_CODE else None  # a revoked code names no one any more
+        return Refusal(
+            order_id=order.order_id,
+            code=typed_code(order),
+            program=known.program if known else None,
+            referrer_customer_id=known.referrer_customer_id if known else None,
+            affiliate_id=known.affiliate_id if known else None,
+            referee_customer_id=referee.customer_id,
+            placed_at=placed.placed_at,
+            order_total=order.total,
+            currency=order.currency,
+            decided_at=at,
+            reason=reason,
+        )
+    assert code is not None  # refusal() refuses an unknown code
+    earned = None
+    if code.program == "affiliate":
+        earned = Commission(commission_rate, commission(order.total, commission_rate))
+        earned = settled_commission(earned, order.total, order.currency, refunds)
+    conversion = Conversion(
+        order_id=order.order_id,
+        code=typed_code(order),
+        program=code.program,
+        referrer_customer_id=code.referrer_customer_id,
+        affiliate_id=code.affiliate_id,
+        referee_customer_id=referee.customer_id,
+        placed_at=placed.placed_at,
+        order_total=order.total,
+        currency=order.currency,
+        decided_at=at,
+        referee_email=checked.email_identity,
+        referee_address=checked.address_identity,
+        commission=earned,
+    )
+    event = ReferralConverted(
+        referral_id=conversion.referral_id,
+        code=code.code,
+        referrer_customer_id=conversion.payee,
+        referee_customer_id=referee.customer_id,
+        order_id=order.order_id,
+        order_total=order.total,
+        currency=order.currency,
+        converted_at=order.placed_at,
+        program=code.program,
+        commission=earned.earned if earned else None,
+    )
+    return Converted(conversion, replace(code, conversions=code.conversions + 1), event)
+
+
+def referred_by(customer: Customer, conversion: Conversion) -> Customer:
+    """The referee's record once their conversion is kept: one conversion per referee."""
+    return replace(customer, referred=conversion.referred)
 
 
 def contested_as_returning(converted: PlacedOrder, order: PlacedOrder) -> bool:
@@ -245,6 +555,19 @@ def contested_as_own(referrer: Party, referee_email: str | None, referee_address
     return (referee_email is not None and referee_email in referrer.emails) or (
         referee_address is not None and referee_address in referrer.addresses
     )
+
+
+def contest(
+    referral: Referral | None, reason: ContestReason, evidence: str, at: datetime, refunds: Iterable["Refund"]
+) -> Conversion | None:
+    """The conversion flagged by a later fact, its commission all taken back; None when there is nothing to contest.
+
+    Only a conversion is contested, and only once: the first fact that disproves it is the one kept.
+    """
+    if not isinstance(referral, Conversion) or referral.contest is not None:
+        return None
+    contested = replace(referral, contest=Contest(reason, evidence, at))
+    return _with_clawbacks(contested, refunds)
 
 
 # --- affiliate commission ----------------------------------------------------------------
@@ -283,6 +606,12 @@ class Refund:
     refund_id: str
     amount: Decimal
     refunded_at: datetime
+    currency: str
+
+
+def in_the_order_made(refunds: Iterable[Refund]) -> list[Refund]:
+    """Refunds sorted by when they were made (ties by id), whatever the order they were heard of in."""
+    return sorted(refunds, key=lambda r: (r.refunded_at, r.refund_id))
 
 
 @dataclass(frozen=True)
@@ -297,6 +626,9 @@ class Clawbacks:
         return commission - self.total
 
 
+NOTHING_TAKEN = Clawbacks((), Decimal("0.00"), Decimal("0.00"))
+
+
 def clawbacks(commission: Decimal, order_total: Decimal, refunds: Iterable[Refund], *, contested: bool) -> Clawbacks:
     """The clawbacks of a commission, from the order's refunds in the order they were made.
 
@@ -307,12 +639,165 @@ def clawbacks(commission: Decimal, order_total: Decimal, refunds: Iterable[Refun
     """
     by_refund = []
     refunded = Decimal("0.00")
-    for refund in sorted(refunds, key=lambda r: (r.refunded_at, r.refund_id)):
+    for refund in in_the_order_made(refunds):
         by_refund.append((refund.refund_id, clawback(commission, order_total, refunded, refund.amount)))
         refunded += refund.amount
     taken = sum((amount for _, amount in by_refund), Decimal("0.00"))
     rest = commission - taken if contested else Decimal("0.00")
     return Clawbacks(tuple(by_refund), rest, taken + rest)
+
+
+@dataclass(frozen=True)
+class Commission:
+    """An affiliate's commission on one conversion, and what refunds (or a contest) took back."""
+
+    rate: Decimal
+    earned: Decimal
+    refunds: tuple[Refund, ...] = ()  # those set against it, in the order they were made
+    taken: Clawbacks = NOTHING_TAKEN
+
+    @property
+    def due(self) -> Decimal:
+        return self.taken.net(self.earned)
+
+
+def commission_rate(affiliate: "Affiliate | None", default: Decimal) -> Decimal:
+    """The affiliate's own rate, or the shop's default when none was set."""
+    if affiliate is None or affiliate.commission_rate is None:
+        return default
+    return affiliate.commission_rate
+
+
+def counts_against(refund: Refund, currency: str) -> bool:
+    """Whether a refund can be set against a commission on an order in `currency`: only in the same currency."""
+    return refund.currency == currency
+
+
+def settled_commission(
+    earned: Commission, order_total: Decimal, currency: str, refunds: Iterable[Refund], *, contested: bool = False
+) -> Commission:
+    """The commission with its clawbacks worked out again from every refund known (so arrival order does not matter).
+
+    A refund in another currency than the order's cannot be set against it and is left out.
+    """
+    counted = tuple(in_the_order_made(r for r in refunds if counts_against(r, currency)))
+    return replace(earned, refunds=counted, taken=clawbacks(earned.earned, order_total, counted, contested=contested))
+
+
+def _with_clawbacks(conversion: Conversion, refunds: Iterable[Refund]) -> Conversion:
+    if conversion.commission is None:
+        return conversion
+    contested = conversion.contest is not None
+    settled = settled_commission(
+        conversion.commission, conversion.order_total, conversion.currency, refunds, contested=contested
+    )
+    return replace(conversion, commission=settled)
+
+
+def with_refund(known: Sequence[Refund], refund: Refund) -> tuple[Refund, ...] | None:
+    """The order's refunds once `refund` is heard of; None when it is the same refund told again."""
+    if any(r.refund_id == refund.refund_id for r in known):
+        return None
+    return (*known, refund)
+
+
+@dataclass(frozen=True)
+class ClawedBack:
+    """A refund set against an affiliate's commission."""
+
+    conversion: Conversion  # with its clawbacks worked out again
+    in_another_currency: bool  # the refund cannot be set against the commission: the owner should look
+
+    @property
+    def clawed_back(self) -> Decimal:
+        """All that refunds (and a contest) took back from the commission so far."""
+        earned = self.conversion.commission
+        return earned.taken.total if earned is not None else Decimal("0.00")
+
+
+def claw_back(referral: Referral | None, refunds: Iterable[Refund], refund: Refund) -> ClawedBack | None:
+    """What a refund takes back from the commission on its order; None when the order earned no commission."""
+    if not isinstance(referral, Conversion) or referral.commission is None:
+        return None
+    return ClawedBack(_with_clawbacks(referral, refunds), not counts_against(refund, referral.currency))
+
+
+@dataclass(frozen=True)
+class CommissionTotals:
+    earned: Decimal
+    clawed_back: Decimal
+    due: Decimal
+
+
+def commission_totals(conversions: Iterable[Conversion]) -> dict[str, CommissionTotals]:
+    """Commission earned, clawed back and due, per currency."""
+    totals: dict[str, CommissionTotals] = {}
+    for conversion in conversions:
+        if conversion.commission is None:
+            continue
+        zero = CommissionTotals(Decimal("0.00"), Decimal("0.00"), Decimal("0.00"))
+        sums = totals.get(conversion.currency, zero)
+        totals[conversion.currency] = CommissionTotals(
+            sums.earned + conversion.commission.earned,
+            sums.clawed_back + conversion.commission.taken.total,
+            sums.due + conversion.commission.due,
+        )
+    return totals
+
+
+# --- affiliates ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Affiliate:
+    """A partner paid a commission on the orders their code brings."""
+
+    affiliate_id: str
+    name: str
+    email: str
+    email_identity: str
+    customer_id: str | None  # their own customer account, if any: its orders earn nothing
+    commission_rate: Decimal | None
+    code: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    affiliate: Affiliate
+    code: Code
+
+
+def new_affiliate_id() -> str:
+    return f"aff_{uuid.uuid4().hex[:12]}"
+
+
+def enrol(
+    affiliate_id: str,
+    code: str,
+    *,
+    name: str,
+    email: str,
+    customer_id: str | None,
+    commission_rate: Decimal | None,
+    default_rate: Decimal,
+    expires_at: datetime | None,
+    max_conversions: int | None,
+    at: datetime,
+) -> Enrolled:
+    """A new affiliate with their own code; the commission rate defaults to the shop's."""
+    affiliate = Affiliate(
+        affiliate_id=affiliate_id,
+        name=name,
+        email=email,
+        email_identity=email_identity(email),
+        customer_id=customer_id,
+        commission_rate=commission_rate if commission_rate is not None else default_rate,
+        code=code,
+        created_at=at,
+    )
+    limited = Code(code, None, affiliate_id, "affiliate", expires_at, max_conversions, created_at=at)
+    return Enrolled(affiliate, limited)
 
 
 # --- the happy moment ---------------------------------------------------------------------
@@ -328,6 +813,35 @@ def is_promoter(nps: int | None) -> bool:
 def may_invite(last_invited_at: datetime | None, now: datetime, every: timedelta = timedelta(days=90)) -> bool:
     """Whether a happy customer may be asked to refer friends again: never asked, or not within `every`."""
     return last_invited_at is None or now - last_invited_at >= every
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """A happy customer asked to refer friends, at the moment of their feedback."""
+
+    feedback_id: str
+    customer_id: str
+    code: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Invited:
+    invitation: Invitation
+    customer: Customer  # with the invitation's moment as their last
+    event: ReferralInvited
+
+
+def invite(customer: Customer, code: str, feedback_id: str, at: datetime, every: timedelta) -> Invited | None:
+    """Invite a promoter with their code at `at` (when they gave the feedback), unless asked within `every`.
+
+    The moment is the feedback's, so a late, older feedback invites no one.
+    """
+    if not may_invite(customer.last_invited_at, at, every):
+        return None
+    invitation = Invitation(feedback_id, customer.customer_id, code, at)
+    event = ReferralInvited(customer_id=customer.customer_id, code=code, feedback_id=feedback_id)
+    return Invited(invitation, replace(customer, code=code, last_invited_at=at), event)
 
 
 # --- program statistics -----------------------------------------------------------------------
@@ -392,7 +906,7 @@ def program_stats(
         conversion_rate=_ratio(len(conversions), len(invitations)),
         invitations_per_customer=_ratio(len(invitations), customers),
         k_factor=_k_factor(len(invitations), len(conversions), customers),
-        refusals={reason: refusals.get(reason, 0) for reason in REFUSAL_REASONS} | dict(refusals),
+        refusals={reason.value: refusals.get(reason, 0) for reason in REFUSAL_REASONS} | dict(refusals),
         months=months,
     )
 

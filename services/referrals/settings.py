@@ -18,12 +18,5 @@ class ReferralsSettings(ServiceSettings):
     )
 
 
-def referrals_settings(settings: ServiceSettings | None) -> ReferralsSettings:
-    """The referrals settings a runtime or unit was built with."""
-    if not isinstance(settings, ReferralsSettings):
-        raise TypeError(f"the referrals service needs ReferralsSettings, got {type(settings).__name__}")
-    return settings
-
-
 # What every use case of the referrals service gets: the transaction, its clock and these settings, typed.
 ReferralsUnit = Unit[ReferralsSettings]

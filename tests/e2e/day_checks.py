@@ -103,7 +103,8 @@ async def check_orders(http: httpx.AsyncClient, stack: ServiceStack, day: ShopDa
 
 
 async def check_followups(mongo: Mongo, stack: ServiceStack, day: ShopDay, promoters: set[str] | None = None) -> None:
-    """What followups planned, by the ids docs/followups.md gives them; a refund cancels what was pending.
+    """What followups planned, by the ids docs/followups.md gives them; a full refund cancels what was pending,
+    a partial one nothing.
 
     `promoters`: the customers invited to refer friends, when more than the day's own promoters were.
     """
@@ -113,7 +114,7 @@ async def check_followups(mongo: Mongo, stack: ServiceStack, day: ShopDay, promo
             {"customer_id": {"$in": day.customers}}
         )
     }
-    refunded = day.refunded_orders
+    refunded = day.fully_refunded_orders
     expected = {f"thank_you:{o.order_id}": o.order_id for o in day.orders}
     expected |= {f"feedback_request:{order_id}": order_id for order_id in day.fulfilled_orders}
     statuses = {key: planned[key]["status"] if key in planned else "missing" for key in expected}

@@ -9,11 +9,13 @@ outage, and the day ends in the figures DESIGN.md §7 gives: nothing lost,
 nothing doubled. A message in flight when the broker stopped may be delivered or
 published again; inboxes absorb it, so events are counted by their ids.
 
-This restarts the machine's RabbitMQ node: every other user of it, other test
-runs included, loses its connections for the few seconds it is down. The test
-always starts the node again and waits until it accepts connections. It runs only
-against the local node; with a remote RABBITMQ_URL (or a broker in a container)
-it is skipped, and when `rabbitmqctl` is missing or may not stop the node it fails.
+The broker is restarted where it runs: in the RabbitMQ container the harness
+started (`rabbitmqctl` through `docker exec`: the node restarts inside it, so the
+container keeps its port mapping, which `docker restart` could change), or as the
+machine's local node, whose every other user, other test runs included, loses its
+connections for the few seconds it is down. The test always starts the node again
+and waits until it accepts connections. Only a remote RABBITMQ_URL is skipped;
+when `rabbitmqctl` is missing or may not stop the node, the test fails.
 """
 
 import asyncio
@@ -22,8 +24,9 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import httpx
@@ -50,8 +53,12 @@ from tests.support.infra import Infrastructure
 from tests.support.processes import ServiceStack
 from tests.support.tap import EventTap, eventually
 
+if TYPE_CHECKING:
+    from testcontainers.community.rabbitmq import RabbitMqContainer
+
 Mongo = AsyncMongoClient[dict[str, Any]]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+Rabbitmqctl = Callable[[list[str]], tuple[int, str]]  # a command's exit code and what it printed
 
 
 # When the broker drops the test's own connection, aiormq leaves a reset error in a future nobody awaits;
@@ -68,45 +75,73 @@ def stack_env() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class BrokerNode:
+    """`rabbitmqctl` for the node under test, on this machine or inside its container."""
+
+    where: str
+    amqp_port: int  # the port the node itself listens on (in a container: not the mapped one)
+    rabbitmqctl: Rabbitmqctl
+
+    def ctl(self, *command: str) -> str:
+        code, output = self.rabbitmqctl(list(command))
+        if code != 0:
+            pytest.fail(f"rabbitmqctl {' '.join(command)} {self.where} failed with {code} (not permitted?): {output}")
+        return output
+
+
+def on_this_machine(binary: str) -> Rabbitmqctl:
+    def run(command: list[str]) -> tuple[int, str]:
+        try:
+            done = subprocess.run([binary, *command], capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            pytest.fail(f"rabbitmqctl {' '.join(command)} could not run: {error}")
+        return done.returncode, done.stdout if done.returncode == 0 else (done.stderr or done.stdout).strip()
+
+    return run
+
+
+def in_container(container: "RabbitMqContainer") -> Rabbitmqctl:
+    def run(command: list[str]) -> tuple[int, str]:
+        result = container.exec(["rabbitmqctl", *command])
+        code = -1 if result.exit_code is None else result.exit_code
+        return code, result.output.decode(errors="replace")
+
+    return run
+
+
 @pytest.fixture(scope="module")
-def local_node(infra: Infrastructure) -> str:
-    """The `rabbitmqctl` that controls the broker under test; skips for a broker this machine cannot restart."""
-    url = URL(infra.rabbitmq_url)
-    if url.host not in LOCAL_HOSTS:
-        pytest.skip(f"RABBITMQ_URL points to a remote broker ({url.host}); rabbitmqctl restarts only the local node")
-    if "container" in infra.how:
-        pytest.skip(f"the broker is a container ({infra.how}); rabbitmqctl here restarts only the local node")
-    found = shutil.which("rabbitmqctl") or shutil.which("rabbitmqctl", path="/usr/sbin:/usr/local/sbin")
-    if found is None:
-        pytest.fail("rabbitmqctl is not installed here: this test restarts the local RabbitMQ node with it")
-    listeners = rabbitmqctl(found, "status")
-    if not re.search(rf"port: {url.port}, protocol: amqp", listeners):
-        pytest.fail(f"the node rabbitmqctl controls does not listen on port {url.port}, the broker under test")
-    return found
-
-
-def rabbitmqctl(binary: str, *command: str) -> str:
-    try:
-        done = subprocess.run([binary, *command], capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        pytest.fail(f"rabbitmqctl {' '.join(command)} could not run: {error}")
-    if done.returncode != 0:
-        pytest.fail(
-            f"rabbitmqctl {' '.join(command)} failed with {done.returncode} (not permitted?): "
-            f"{(done.stderr or done.stdout).strip()}"
+def broker_node(infra: Infrastructure) -> BrokerNode:
+    """The node of the broker under test; skips only for a remote broker this run did not start."""
+    container = infra.rabbitmq_container
+    if container is not None:
+        node = BrokerNode(
+            f"in the container {container.get_wrapped_container().short_id}", container.port, in_container(container)
         )
-    return done.stdout
+    else:
+        url = URL(infra.rabbitmq_url)
+        if url.host not in LOCAL_HOSTS:
+            pytest.skip(f"RABBITMQ_URL points to a remote broker ({url.host}): this test cannot restart it")
+        found = shutil.which("rabbitmqctl") or shutil.which("rabbitmqctl", path="/usr/sbin:/usr/local/sbin")
+        if found is None:
+            pytest.fail("rabbitmqctl is not installed here: this test restarts the local RabbitMQ node with it")
+        node = BrokerNode("on this machine", url.port or 5672, on_this_machine(found))
+    if not re.search(rf"port: {node.amqp_port}, protocol: amqp", node.ctl("status")):
+        pytest.fail(
+            f"the node rabbitmqctl controls {node.where} does not listen on {node.amqp_port}, the broker's port"
+        )
+    return node
 
 
 @contextlib.asynccontextmanager
-async def broker_stopped(binary: str, rabbitmq_url: str) -> AsyncIterator[None]:
+async def broker_stopped(node: BrokerNode, rabbitmq_url: str) -> AsyncIterator[None]:
     """`stop_app` now; on the way out, whatever happened, `start_app` and wait until it accepts connections."""
-    await asyncio.to_thread(rabbitmqctl, binary, "stop_app")
+    await asyncio.to_thread(node.ctl, "stop_app")
     try:
         yield
     finally:
-        await asyncio.to_thread(rabbitmqctl, binary, "start_app")
-        await asyncio.to_thread(rabbitmqctl, binary, "await_startup")
+        await asyncio.to_thread(node.ctl, "start_app")
+        await asyncio.to_thread(node.ctl, "await_startup")
 
         async def connects() -> bool:
             try:
@@ -129,7 +164,7 @@ async def every_service_sees_the_broker(stack: ServiceStack, http: httpx.AsyncCl
 
 
 async def test_rabbitmq_restarted_mid_stream_loses_nothing_and_doubles_nothing(
-    stack: ServiceStack, local_node: str, http: httpx.AsyncClient, mongo: Mongo, infra: Infrastructure
+    stack: ServiceStack, broker_node: BrokerNode, http: httpx.AsyncClient, mongo: Mongo, infra: Infrastructure
 ) -> None:
     tag, customers = "restart", 80
     codes = await issue_codes(http, stack, referrers_of(tag, customers))
@@ -141,7 +176,7 @@ async def test_rabbitmq_restarted_mid_stream_loses_nothing_and_doubles_nothing(
     try:
         await tap.publish_many(day.events[:half])
         stopped = time.monotonic()
-        async with broker_stopped(local_node, infra.rabbitmq_url):
+        async with broker_stopped(broker_node, infra.rabbitmq_url):
             await eventually(lambda: every_service_sees_the_broker(stack, http, "unreachable"), timeout=30)
             posted = await http.post(
                 f"{stack['followups'].url}/feedback",

@@ -154,7 +154,7 @@ async def test_reaching_silver_multiplies_the_next_order(
         ("ord-hana-1", 600, 600, "silver"),
         ("ord-hana-2", 125, 725, "silver"),
     ]
-    [changed] = tap.bodies("TierChanged")[-1:]
+    [changed] = [e for e in tap.bodies("TierChanged") if e["subject"] == "cus-hana"]
     assert (changed["data"]["from_tier"], changed["data"]["to_tier"]) == ("bronze", "silver")
     member = await get(http, f"{stack['loyalty'].url}/members/cus-hana")
     assert (member["balance"], member["tier"], member["tier_points"]) == (725, "silver", 725)
@@ -204,7 +204,7 @@ async def test_a_friend_ordering_with_a_code_converts_once_and_both_earn_referra
     assert issued.status_code == 201, issued.text
     code = issued.json()["code"]
 
-    friend = order_placed("cus-jan", "ord-jan-1", [line("POT-CLAY", 2, "35.00")], at=NOW, code=code)
+    friend = order_placed("cus-jan", "ord-jan-1", [line("POT-CLAY", 2, "35.00")], at=NOW, code=code.lower())
     await tap.publish(friend)
     await tap.publish(friend)
     [converted] = await tap.wait_for(lambda e: e["type"] == "ReferralConverted" and e["subject"] == "cus-jan")
@@ -218,15 +218,23 @@ async def test_a_friend_ordering_with_a_code_converts_once_and_both_earn_referra
     await eventually(lambda: balance_is(http, stack, "cus-jan", 70 + 250))
     rewarded = [e["data"] for e in tap.bodies("PointsAwarded") if e["data"]["reason"] == "referral"]
     assert sorted((d["customer_id"], d["points"]) for d in rewarded) == [("cus-ivo", 500), ("cus-jan", 250)]
+
+    orders = await taken(stack, "OrderPlaced")
+    await tap.publish(order_placed("cus-ivo", "ord-ivo-2", [line("SEED-HERB", 2, "5.00")], at=NOW, code=code))
+    await orders.wait()  # Ivo's own order with his own code: refused, and only its purchase points
+    await eventually(lambda: balance_is(http, stack, "cus-ivo", 50 + 500 + 10))
     page = await get(http, f"{stack['referrals'].url}/referrals/{code}")
     assert (page["conversions"], page["status"]) == (1, "active")
-    assert [(r["order_id"], r["outcome"]) for r in page["referrals"]] == [("ord-jan-1", "converted")]
+    assert {r["order_id"]: (r["outcome"], r["reason"]) for r in page["referrals"]} == {
+        "ord-jan-1": ("converted", None),
+        "ord-ivo-2": ("refused", "own_order"),
+    }
     await thanked(tap, "cus-jan")
-    await thanked(tap, "cus-ivo")
+    await thanked(tap, "cus-ivo", notes=2)
     assert about(tap, "cus-jan") == Counter(
         {"OrderPlaced": 2, "ReferralConverted": 1, "PointsAwarded": 2, "FollowUpSent": 1}
     )
-    assert about(tap, "cus-ivo") == Counter({"OrderPlaced": 1, "PointsAwarded": 2, "FollowUpSent": 1})
+    assert about(tap, "cus-ivo") == Counter({"OrderPlaced": 2, "PointsAwarded": 3, "FollowUpSent": 2})
 
 
 # --- FeedbackReceived ---------------------------------------------------------------------------------------------
@@ -291,25 +299,39 @@ async def test_a_detractor_opens_an_escalation_due_within_sixty_minutes(
 async def test_a_promoter_is_invited_once_and_the_invitation_is_emailed_with_the_code(
     stack: ServiceStack, tap: EventTap, http: httpx.AsyncClient, smtp: SmtpInbox
 ) -> None:
-    await order_and_feedback(stack, tap, http, "cus-fay", "40.00", ratings={"overall": 5}, nps=10)
+    stored = await order_and_feedback(stack, tap, http, "cus-fay", "40.00", ratings={"overall": 5}, nps=10)
     [invited] = await tap.wait_for(lambda e: e["type"] == "ReferralInvited" and e["subject"] == "cus-fay")
     code = invited["data"]["code"]
-    await tap.wait_for(lambda e: e["type"] == "FollowUpSent" and e["data"]["kind"] == "referral_invite", timeout=30)
+    assert invited["data"]["feedback_id"] == stored["feedback_id"]
+    await tap.wait_for(
+        lambda e: e["type"] == "FollowUpSent" and e["subject"] == "cus-fay" and e["data"]["kind"] == "referral_invite",
+        timeout=30,
+    )
     [invitation] = smtp.to("cus-fay@example.com", containing=f"Your personal code is {code}")
     assert invitation["Subject"] == f"Know someone who'd like us? – {SHOP}"
     page = await get(http, f"{stack['referrals'].url}/referrals/{code}")
     assert (page["referrer_customer_id"], page["status"], page["conversions"]) == ("cus-fay", "active", 0)
     await eventually(lambda: balance_is(http, stack, "cus-fay", 40 + 20))
+
+    received = await taken(stack, "FeedbackReceived")
+    again = {"customer_id": "cus-fay", "order_id": "ord-fay-1", "ratings": {"overall": 5}, "nps": 9, "channel": "phone"}
+    posted = await http.post(f"{stack['followups'].url}/feedback", json=again)
+    assert posted.status_code == 201, posted.text
+    await received.wait()  # a second promoter answer: no second invitation, no second NPS points for the order
+    invites = [f for f in (await followups_of(http, stack, "cus-fay")).values() if f["kind"] == "referral_invite"]
+    assert [f["status"] for f in invites] == ["sent"]
+    assert len(smtp.to("cus-fay@example.com", containing=code)) == 1
+    assert (await get(http, f"{stack['loyalty'].url}/members/cus-fay"))["balance"] == 40 + 20
     await thanked(tap, "cus-fay")
     assert about(tap, "cus-fay") == Counter(
-        {"OrderPlaced": 1, "PointsAwarded": 2, "FeedbackReceived": 1, "ReferralInvited": 1, "FollowUpSent": 2}
+        {"OrderPlaced": 1, "PointsAwarded": 2, "FeedbackReceived": 2, "ReferralInvited": 1, "FollowUpSent": 2}
     )
 
 
 # --- OrderRefunded ---------------------------------------------------------------------------------------------
 
 
-async def test_a_refund_reverses_points_claws_back_the_commission_and_cancels_what_is_pending(
+async def test_a_refund_reverses_points_and_claws_back_the_commission_and_only_a_full_one_cancels_what_is_pending(
     stack: ServiceStack, tap: EventTap, http: httpx.AsyncClient
 ) -> None:
     enrolled = await http.post(f"{stack['referrals'].url}/affiliates", json={"name": "Tea blog", "email": "b@blog.io"})
@@ -348,14 +370,32 @@ async def test_a_refund_reverses_points_claws_back_the_commission_and_cancels_wh
         "9.00",
     )
     planned = await followups_of(http, stack, "cus-cleo")
-    assert {key: f["status"] for key, f in planned.items()} == {
+    assert {key: f["status"] for key, f in planned.items()} == {  # 30.00 of 120.00: a partial refund cancels nothing
         "thank_you:ord-cleo-1": "sent",
-        "feedback_request:ord-cleo-1": "cancelled",
-        "call:cus-cleo": "cancelled",
+        "feedback_request:ord-cleo-1": "pending",
+        "call:cus-cleo": "pending",
     }
     customer = await get(http, f"{stack['orders'].url}/customers/cus-cleo")
     assert (customer["total_spent"], customer["refunded"]) == ({"EUR": "90.00"}, {"EUR": "30.00"})
     assert [r["refund_id"] for r in customer["orders"][0]["refunds"]] == ["r-cleo"]
+
+    # The rest of the money back: now the order is refunded in full and what was pending for it is cancelled.
+    rest = order_refunded(
+        "cus-cleo", "ord-cleo-1", Decimal("90.00"), at=NOW - timedelta(hours=12), refund_id="r-cleo-2"
+    )
+    refunds = await taken(stack, "OrderRefunded")
+    await tap.publish(rest)
+    await refunds.wait()
+
+    async def cancelled() -> bool:
+        statuses = {key: f["status"] for key, f in (await followups_of(http, stack, "cus-cleo")).items()}
+        return statuses == {
+            "thank_you:ord-cleo-1": "sent",
+            "feedback_request:ord-cleo-1": "cancelled",
+            "call:cus-cleo": "cancelled",
+        }
+
+    await eventually(cancelled)
     assert about(tap, "cus-cleo") == Counter(
         {
             "OrderPlaced": 1,
@@ -363,8 +403,8 @@ async def test_a_refund_reverses_points_claws_back_the_commission_and_cancels_wh
             "PointsAwarded": 2,
             "FollowUpSent": 1,
             "OrderFulfilled": 1,
-            "OrderRefunded": 2,
-            "PointsReversed": 1,
+            "OrderRefunded": 3,  # the first refund told twice, then the rest
+            "PointsReversed": 2,
         }
     )
 

@@ -33,14 +33,21 @@ def test_every_service_becomes_ready(services: dict[str, ServiceProcess]) -> Non
         assert process.ready_after is not None
         print(f"{name} ready after {process.ready_after:.2f}s")
         assert httpx.get(f"{process.url}/healthz").json() == {"status": "alive"}
-        assert httpx.get(f"{process.url}/readyz").json() == {"broker": "ok", "database": "ok"}
+        assert httpx.get(f"{process.url}/readyz").json() == {"broker": "ok", "database": "ok", "consumer": "ok"}
 
 
-def _consumed(process: ServiceProcess, event_type: str) -> float:
-    text = httpx.get(f"{process.url}/metrics").text
-    line = f'rapport_messages_consumed_total{{outcome="applied",type="{event_type}"}} '
-    found = [row for row in text.splitlines() if row.startswith(line)]
-    return float(found[0].removeprefix(line)) if found else 0.0
+async def _consumed(process: ServiceProcess, event_type: str, outcome: str = "applied") -> float:
+    return await process.metric("rapport_messages_consumed_total", type=event_type, outcome=outcome)
+
+
+async def _taken(process: ServiceProcess, event_type: str) -> tuple[float, float]:
+    """Events of the type the process applied, and those it skipped as duplicates."""
+    return await _consumed(process, event_type), await _consumed(process, event_type, "duplicate")
+
+
+async def _took(process: ServiceProcess, event_type: str, applied: float, duplicate: float = 0) -> bool:
+    """Whether the process applied `applied` and skipped `duplicate` events of the type, no more, no less."""
+    return await _taken(process, event_type) == (applied, duplicate)
 
 
 async def test_an_order_reaches_every_service_that_consumes_it(
@@ -52,13 +59,13 @@ async def test_an_order_reaches_every_service_that_consumes_it(
         await tap.publish(order)
         await tap.publish(order)  # a duplicate changes nothing
         for process in services.values():
-            await eventually(lambda p=process: _consumed(p, "OrderPlaced") == 1)
+            await eventually(lambda p=process: _took(p, "OrderPlaced", applied=1, duplicate=1))
         refund = parse_event(json.loads((SAMPLES / "OrderRefunded.json").read_text()))
         await tap.publish(refund)
         for name in ("orders", "followups", "loyalty", "referrals"):
-            await eventually(lambda n=name: _consumed(services[n], "OrderRefunded") == 1)
+            await eventually(lambda n=name: _took(services[n], "OrderRefunded", applied=1))
         for process in services.values():
-            assert _consumed(process, "OrderPlaced") == 1
+            assert await _took(process, "OrderPlaced", applied=1, duplicate=1)
     finally:
         await tap.close()
 
@@ -69,7 +76,7 @@ async def test_every_sample_event_is_accepted_by_the_services_that_consume_it(
     for spec in SPECS:
         assert {event.model_fields["type"].default for event in spec.handlers} == EXPECTED_CONSUMERS[spec.name]
     before = {
-        (name, kind): _consumed(services[name], kind) for name, kinds in EXPECTED_CONSUMERS.items() for kind in kinds
+        (name, kind): await _taken(services[name], kind) for name, kinds in EXPECTED_CONSUMERS.items() for kind in kinds
     }
     tap = await EventTap.open(infra.rabbitmq_url, stack.topology)
     try:
@@ -80,8 +87,8 @@ async def test_every_sample_event_is_accepted_by_the_services_that_consume_it(
         await tap.wait_for(lambda e: e["id"].startswith("sample-"), count=len(list(SAMPLES.glob("*.json"))))
     finally:
         await tap.close()
-    for (name, kind), count in before.items():
-        await eventually(lambda n=name, k=kind, c=count: _consumed(services[n], k) == c + 1)
+    for (name, kind), (applied, duplicate) in before.items():
+        await eventually(lambda n=name, k=kind, a=applied, d=duplicate: _took(services[n], k, a + 1, d))
     for name in services:
         dead = await drain_queue(infra.rabbitmq_url, f"{stack.topology.queue_name(name)}.dlq")
         assert dead == [], [m.headers for m in dead]
@@ -97,7 +104,11 @@ async def test_sigterm_drains_in_flight_messages_and_loses_none(
         for n in range(2000):
             raw["id"], raw["data"]["order_id"] = f"drain-{n}", f"ord-drain-{n}"
             await tap.publish(parse_event(raw))
-        await eventually(lambda: _consumed(loyalty, "OrderPlaced") > 1)
+
+        async def under_way() -> bool:
+            return await _consumed(loyalty, "OrderPlaced") > 1
+
+        await eventually(under_way)
         assert loyalty.terminate() == 0
     finally:
         await tap.close()

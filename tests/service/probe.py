@@ -50,14 +50,6 @@ def probe_spec(name: str) -> ServiceSpec:
     )
 
 
-def consumed(rt: Runtime, outcome: str) -> float:
-    """OrderPlaced the probe has taken with this outcome ("applied" or "duplicate")."""
-    value = rt.metrics.registry.get_sample_value(
-        "rapport_messages_consumed_total", {"type": "OrderPlaced", "outcome": outcome}
-    )
-    return value or 0.0
-
-
 async def applied_count(rt: Runtime, order_id: str) -> int:
     """How many times the probe's handler applied this order (1 when idempotency holds)."""
     doc = await rt.db.orders_seen.find_one({"_id": order_id})

@@ -18,7 +18,8 @@ from shared.service import ServiceSpec
 from shared.settings import ServiceSettings
 from shared.topology import MAX_DELIVERIES, Topology
 from shared.unit import Unit
-from tests.service.probe import applied_count, consumed, probe_spec
+from tests.service.delivery import consumed
+from tests.service.probe import applied_count, probe_spec
 from tests.support.running import running_service
 from tests.support.tap import EventTap, drain_queue, eventually
 
@@ -59,7 +60,9 @@ async def events_copy(rabbitmq_url: str, topology: Topology) -> AsyncIterator[Ca
     connection = await aio_pika.connect(rabbitmq_url)
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(topology.events.name, aio_pika.ExchangeType.TOPIC, durable=True)
+        exchange = await channel.declare_exchange(
+            topology.events.name, aio_pika.ExchangeType.TOPIC, durable=True, arguments=topology.events_arguments
+        )
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange, routing_key="order.#")
 
@@ -105,7 +108,7 @@ async def test_a_dead_letter_is_listed_with_its_reason_replayed_after_the_fix_an
 
         await eventually(lambda: applied_count(rt, "boom-replay"))
         assert await applied_count(rt, "boom-replay") == 1
-        assert consumed(rt, "applied") == 1
+        assert consumed(rt, outcome="applied") == 1
         assert await order_events() == 0, "a replay must reach the one service, not every consumer of order.placed"
 
     remaining = await list_dead_letters(settings.rabbitmq_url, settings.topology, service_name, None)
@@ -122,12 +125,12 @@ async def test_replaying_a_dead_letter_that_was_applied_meanwhile_changes_nothin
 
     async with running_service(fixed_spec(service_name), settings) as (rt, _):
         await tap.publish(poison)  # the shop sends the order again after the fix
-        await eventually(lambda: consumed(rt, "applied") == 1)
+        await eventually(lambda: consumed(rt, outcome="applied") == 1)
 
         result = await replay_dead_letters(settings.rabbitmq_url, settings.topology, service_name)
         assert result.replayed == [poison.id]
-        await eventually(lambda: consumed(rt, "duplicate") == 1)
-        assert consumed(rt, "applied") == 1
+        await eventually(lambda: consumed(rt, outcome="duplicate") == 1)
+        assert consumed(rt, outcome="applied") == 1
         assert await applied_count(rt, "boom-resent") == 1
     assert await waiting(settings.rabbitmq_url, settings.topology.dead_letter_queue(service_name).name) == 0
 

@@ -8,7 +8,8 @@ from shared.events import OrderPlacedEvent
 from shared.mongo import OUTBOX
 from shared.settings import ServiceSettings
 from shared.topology import MAX_DELIVERIES
-from tests.service.probe import applied_count, consumed, probe_spec
+from tests.service.delivery import consumed
+from tests.service.probe import applied_count, probe_spec
 from tests.support.running import running_service
 from tests.support.tap import EventTap, drain_queue, eventually
 
@@ -23,9 +24,9 @@ async def test_the_same_event_delivered_twice_is_applied_once(
         await tap.publish(event)
         await tap.publish(event)
 
-        await eventually(lambda: consumed(rt, "applied") + consumed(rt, "duplicate") == 2)
-        assert consumed(rt, "applied") == 1
-        assert consumed(rt, "duplicate") == 1
+        await eventually(lambda: consumed(rt) == 2)
+        assert consumed(rt, outcome="applied") == 1
+        assert consumed(rt, outcome="duplicate") == 1
         assert await applied_count(rt, "ord-dup") == 1
         awarded = await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["causationid"] == event.id)
         assert await rt.db[OUTBOX].count_documents({"body.causationid": event.id}) == 1
@@ -43,7 +44,7 @@ async def test_a_malformed_message_is_dead_lettered_with_its_reason_and_the_next
         await tap.publish(json.dumps(float_money).encode(), routing_key="order.placed", message_id="bad-2")
         await tap.publish(good)
 
-        await eventually(lambda: consumed(rt, "applied") == 1)
+        await eventually(lambda: consumed(rt, outcome="applied") == 1)
         assert await applied_count(rt, "ord-after-bad") == 1
 
         dead = await eventually(lambda: _dead_letters(settings, service_name, expected=2))
@@ -64,7 +65,7 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_bounded_deliv
         await tap.publish(poison)
         await tap.publish(order_placed("ord-after-boom"))
 
-        await eventually(lambda: consumed(rt, "applied") == 1)
+        await eventually(lambda: consumed(rt, outcome="applied") == 1)
         dead = await eventually(lambda: _dead_letters(settings, service_name, expected=1))
         assert dead[0].message_id == poison.id
         assert dead[0].headers[ERROR_HEADER] == (
@@ -86,7 +87,7 @@ async def test_one_bad_message_in_a_batch_does_not_hold_back_the_others(
             if n == 150:
                 await tap.publish(order_placed("boom-in-batch"))
 
-        await eventually(lambda: consumed(rt, "applied") == 300, timeout=60)
+        await eventually(lambda: consumed(rt, outcome="applied") == 300, timeout=60)
         for event in orders[::37]:
             assert await applied_count(rt, event.data.order_id) == 1
         batches = rt.metrics.registry.get_sample_value("rapport_commit_batch_size_count") or 0

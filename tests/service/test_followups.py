@@ -22,7 +22,6 @@ from shared.events import (
     Customer,
     CustomerErased,
     CustomerErasedEvent,
-    Envelope,
     LineItem,
     OrderFulfilled,
     OrderFulfilledEvent,
@@ -33,9 +32,10 @@ from shared.events import (
     ReferralInvited,
     ReferralInvitedEvent,
 )
-from shared.mongo import INBOX, OUTBOX
+from shared.mongo import OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
+from tests.service.delivery import deliver
 from tests.support.running import running_service
 from tests.support.smtp import SmtpInbox, smtp_server
 from tests.support.tap import EventTap, eventually
@@ -97,27 +97,16 @@ def fulfilled(customer_id: str, order_id: str, at: datetime) -> Any:
     return OrderFulfilledEvent.new(data, source="shop", subject=customer_id)
 
 
-def refunded(customer_id: str, order_id: str) -> Any:
+def refunded(customer_id: str, order_id: str, amount: str = "20.00", refund_id: str | None = None) -> Any:
     data = OrderRefunded(
-        refund_id=f"r-{order_id}",
+        refund_id=refund_id or f"r-{order_id}",
         order_id=order_id,
         customer_id=customer_id,
-        amount=Decimal("20.00"),
+        amount=Decimal(amount),
         currency="EUR",
         refunded_at=NOW,
     )
     return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
-
-
-async def deliver(rt: Runtime, tap: EventTap, *events: Envelope[Any]) -> None:
-    for event in events:
-        await tap.publish(event)
-    ids = list({event.id for event in events})
-    await eventually(lambda: _applied(rt, ids), timeout=20)
-
-
-async def _applied(rt: Runtime, ids: list[str]) -> bool:
-    return await rt.db[INBOX].count_documents({"_id": {"$in": ids}}) == len(ids)
 
 
 async def test_a_thank_you_note_goes_out_once_in_the_customers_language_naming_their_town(
@@ -226,11 +215,22 @@ async def test_feedback_without_token_or_key_is_refused_and_bad_ratings_are_name
     _rt, http, _inbox = followups
     anonymous = await http.post("/feedback", json={"customer_id": "c", "ratings": {"overall": 5}})
     assert anonymous.status_code == 401
+    for garbage in (b"not json", b"[]", b'{"ratings": "x"}', b'{"token": 5}'):  # authentication before validation
+        refused = await http.post("/feedback", content=garbage, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 401, garbage
+    forged_key = await http.post("/feedback", json={"ratings": {"overall": 5}}, headers={"Authorization": "Bearer no"})
+    assert forged_key.status_code == 401
     bad = await http.post(
         "/feedback", json={"customer_id": "c", "ratings": {"overall": 9}, "channel": "phone"}, headers=ADMIN
     )
     assert bad.status_code == 422
-    assert "ratings.overall" in bad.text
+    assert [e["loc"] for e in bad.json()["detail"]] == [["body", "ratings", "overall"]]
+    nobody = await http.post("/feedback", json={"ratings": {"overall": 5}}, headers=ADMIN)
+    assert (nobody.status_code, [e["loc"] for e in nobody.json()["detail"]]) == (422, [["body", "customer_id"]])
+    # With a key but no customer named, the token says whose feedback it is: here, nobody's.
+    garbled = await http.post("/feedback", json={"token": "not-a-token", "ratings": {"overall": 5}}, headers=ADMIN)
+    assert garbled.status_code == 401
+    assert "token" in garbled.text
     logged = await http.post(
         "/feedback", json={"customer_id": "c", "ratings": {"overall": 5}, "nps": 10, "channel": "phone"}, headers=ADMIN
     )
@@ -292,6 +292,27 @@ async def test_a_refund_cancels_what_is_pending_even_when_it_arrives_first(
     }
     assert await send_due(rt, at=NOW + timedelta(days=30)) == 0
     assert inbox.messages == []
+
+
+async def test_a_partial_refund_cancels_nothing_and_the_refunds_that_make_it_whole_cancel_all(
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
+) -> None:
+    rt, _http, _inbox = followups
+
+    async def statuses(order_id: str) -> dict[str, str]:
+        return {f["kind"]: f["status"] async for f in rt.db[FOLLOWUPS].find({"order_id": order_id})}
+
+    await deliver(rt, tap, placed("cus-pr", "o-pr"), fulfilled("cus-pr", "o-pr", NOW))
+    first_part = refunded("cus-pr", "o-pr", "5.00", "r-pr-1")
+    await deliver(rt, tap, first_part, first_part)  # €5 of €20, told twice: still a partial refund
+    assert await statuses("o-pr") == {"thank_you": "pending", "feedback_request": "pending", "call": "pending"}
+    await deliver(rt, tap, refunded("cus-pr", "o-pr", "15.00", "r-pr-2"))  # now the whole €20
+    assert await statuses("o-pr") == {"thank_you": "cancelled", "feedback_request": "cancelled", "call": "cancelled"}
+
+    # Out of order: the partial refund first, then the order — nothing is cancelled.
+    await deliver(rt, tap, refunded("cus-pr2", "o-pr2", "5.00"))
+    await deliver(rt, tap, placed("cus-pr2", "o-pr2"))
+    assert await statuses("o-pr2") == {"thank_you": "pending"}
 
 
 async def test_a_referral_invitation_email_carries_the_code(

@@ -14,7 +14,7 @@ import pytest
 
 from services.loyalty import service as loyalty
 from services.loyalty.app import SPEC
-from services.loyalty.domain import Facts, Ledger, Rules, facts_of, replay
+from services.loyalty.domain import Facts, Ledger, Scheme, facts_of, replay
 from services.loyalty.jobs import review_due_members
 from services.loyalty.settings import LoyaltySettings
 from services.loyalty.store import LEDGER, MEMBER_FACTS, MEMBERS, fact_doc
@@ -37,6 +37,7 @@ from shared.events import (
 from shared.mongo import OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
+from tests.service.delivery import consumed
 from tests.support.running import running_service
 from tests.support.tap import EventTap, eventually
 
@@ -121,15 +122,6 @@ async def member(http: httpx.AsyncClient, customer_id: str) -> dict[str, Any]:
     assert got.status_code == 200, got.text
     body: dict[str, Any] = got.json()
     return body
-
-
-def consumed(rt: Runtime) -> float:
-    registry = rt.metrics.registry
-    return sum(
-        registry.get_sample_value("rapport_messages_consumed_total", {"type": t, "outcome": o}) or 0
-        for t in ("OrderPlaced", "OrderRefunded", "FeedbackReceived", "ReferralConverted", "CustomerErased")
-        for o in ("applied", "duplicate")
-    )
 
 
 async def test_an_order_earns_points_explained_on_the_member_page(
@@ -235,7 +227,10 @@ async def test_a_shuffled_stream_with_duplicates_ends_in_the_in_order_balances(
     await eventually(lambda: consumed(rt) == len(deliveries), timeout=240)
 
     in_order = _in_order_ledgers(stream, customers)
-    expected = {customer: ledger.balance for customer, ledger in in_order.items()}
+    by_hand = _worked_out_by_hand(stream, customers)
+    # the pure replay itself follows DESIGN.md §7 as worked out independently, so a wrong rule fails here
+    assert {c: (ledger.balance, ledger.tier.name) for c, ledger in in_order.items()} == by_hand
+    expected = {customer: balance for customer, (balance, _tier) in by_hand.items()}
     docs = {doc["_id"]: doc async for doc in rt.db[MEMBERS].find({})}
     actual = {customer: docs[customer]["balance"] for customer in customers if customer in docs}
     assert actual == {c: b for c, b in expected.items() if c in docs}
@@ -246,12 +241,82 @@ async def test_a_shuffled_stream_with_duplicates_ends_in_the_in_order_balances(
         assert total == expected[customer]
 
 
+# DESIGN.md §7 defaults, written out here rather than read from the domain: (tier, threshold, multiplier)
+DESIGN_TIERS = [("bronze", 0, Decimal("1.0")), ("silver", 500, Decimal("1.25")), ("gold", 1500, Decimal("1.5"))]
+DESIGN_TIERS += [("vip", 5000, Decimal("2.0"))]
+
+
+def _worked_out_by_hand(stream: list[Envelope[Any]], customers: list[str]) -> dict[str, tuple[int, str]]:
+    """Balance and tier per customer by DESIGN.md §7, computed without the domain: every event here lies
+    within the last 60 days, so nothing expires and every order is in the 365-day tier window."""
+    balance = dict.fromkeys(customers, 0)
+    earned: dict[str, dict[str, tuple[int, Decimal]]] = {c: {} for c in customers}  # order → (points, total)
+    refunded: dict[str, Decimal] = {}  # order → refunded so far
+    taken: dict[str, int] = {}  # order → points reversed so far
+    feedback_paid: set[str] = set()
+
+    placed_at: dict[str, datetime] = {}
+
+    def tier_points(customer: str, before: datetime | None = None) -> int:
+        """Purchase points net of refunds, of the orders placed before `before` (an order placed at the same
+        moment is not before it) or of all."""
+        return sum(
+            points - taken.get(order_id, 0)
+            for order_id, (points, _) in earned[customer].items()
+            if before is None or placed_at[order_id] < before
+        )
+
+    def tier_of(points: int) -> tuple[str, Decimal]:
+        held = [(name, multiplier) for name, threshold, multiplier in DESIGN_TIERS if points >= threshold]
+        return held[-1]
+
+    unique = list({event.id: event for event in stream}.values())
+
+    def happened_at(event: Envelope[Any]) -> tuple[datetime, int]:
+        """When it happened; at the same moment an order comes first, then feedback, then a refund."""
+        data = event.data
+        if isinstance(data, OrderPlaced):
+            return data.placed_at, 0
+        return (data.received_at, 1) if isinstance(data, FeedbackReceived) else (data.refunded_at, 2)
+
+    referrals = [e for e in unique if isinstance(e.data, ReferralConverted)]  # count whenever they happened
+    for event in [*sorted((e for e in unique if e not in referrals), key=happened_at), *referrals]:
+        data = event.data
+        if isinstance(data, OrderPlaced):
+            customer = data.customer.customer_id
+            _name, multiplier = tier_of(tier_points(customer, data.placed_at))  # the tier held before the order
+            placed_at[data.order_id] = data.placed_at
+            points = int((data.total * multiplier).to_integral_value(rounding="ROUND_FLOOR"))
+            earned[customer][data.order_id] = (points, data.total)
+            balance[customer] += points
+        elif isinstance(data, OrderRefunded):
+            points, total = earned[data.customer_id][data.order_id]  # refunds here come after their order
+            refunded[data.order_id] = refunded.get(data.order_id, Decimal(0)) + data.amount
+            target = int((points * min(refunded[data.order_id], total) / total).to_integral_value("ROUND_FLOOR"))
+            balance[data.customer_id] -= target - taken.get(data.order_id, 0)
+            taken[data.order_id] = target
+        elif isinstance(data, FeedbackReceived):
+            if (
+                data.comment is not None
+                and len(data.comment.strip()) >= 20
+                and f"r{data.order_id}" not in feedback_paid
+            ):
+                balance[data.customer_id] += 50
+                feedback_paid.add(f"r{data.order_id}")
+            if data.nps is not None and f"s{data.order_id}" not in feedback_paid:
+                balance[data.customer_id] += 20
+                feedback_paid.add(f"s{data.order_id}")
+        elif isinstance(data, ReferralConverted):
+            balance[data.referrer_customer_id] += 500
+            balance[data.referee_customer_id] += 250
+    return {customer: (balance[customer], tier_of(tier_points(customer))[0]) for customer in customers}
+
+
 def _in_order_ledgers(stream: list[Envelope[Any]], customers: list[str]) -> dict[str, Ledger]:
     """The pure rules over the de-duplicated stream in the order it happened."""
-    rules = Rules()
     facts: dict[str, Facts] = {c: Facts() for c in customers}
     for event in sorted(stream, key=lambda e: e.time):
-        for owner, fact in facts_of(event.data, rules, ()):
+        for owner, fact in facts_of(event.data, Scheme()):
             facts[owner] = facts[owner].adding(fact) or facts[owner]
     return {customer: replay(f, datetime.now(UTC)) for customer, f in facts.items()}
 
@@ -299,6 +364,11 @@ async def test_a_retried_redemption_returns_the_first_result(
     assert first.json() == again.json()
     assert first.json()["balance"] == 180
     assert (await member(http, "cus-i"))["balance"] == 180
+    other_reward = await _reward(http, 10)
+    reused = await http.post("/members/cus-i/redemptions", json={"reward_id": other_reward}, headers=headers)
+    assert reused.status_code == 409
+    assert reused.json() == {"detail": "Idempotency-Key: already used for another reward"}
+    assert (await member(http, "cus-i"))["balance"] == 180
 
 
 async def test_a_negative_balance_refuses_redemption_clearly(
@@ -338,8 +408,8 @@ async def test_a_negative_balance_refuses_redemption_clearly(
                 "multiplier": "2",
             },
             {},
-            422,
-            "ends_at",
+            409,
+            "ends_at: the campaign's window is empty",
         ),
         (
             "post",
@@ -380,8 +450,8 @@ async def test_a_negative_balance_refuses_redemption_clearly(
             "/rules",
             {"rates": {"EUR": "1"}, "tiers": [{"name": "b", "threshold": 10, "multiplier": "1"}]},
             {},
-            422,
-            "tiers",
+            409,
+            "tiers: tiers must start at threshold 0",
         ),
     ],
 )
@@ -490,9 +560,8 @@ async def test_a_member_stored_before_the_checkpoint_is_read_and_moved_to_the_ne
 ) -> None:
     """A member document from before the checkpoint (facts inline, no checkpoint) keeps working."""
     rt, http = loyalty_service
-    rules = Rules()
     old = order("cus-old", "ord-old", "100", NOW - timedelta(days=10))
-    [(_, bought)] = facts_of(old.data, rules, ())
+    [(_, bought)] = facts_of(old.data, Scheme())
     await rt.db[MEMBERS].insert_one(
         {
             "_id": "cus-old",
@@ -506,6 +575,8 @@ async def test_a_member_stored_before_the_checkpoint_is_read_and_moved_to_the_ne
             "purchases": [fact_doc(bought)],
         }
     )
+    assert SPEC.ensure_indexes is not None
+    await SPEC.ensure_indexes(rt.db, rt.settings)  # what a replica does as it starts: moves the facts once
     newer = order("cus-old", "ord-new", "50", NOW - timedelta(days=1))
     assert (await earn(tap, newer))["data"]["balance"] == 150
     stored = await rt.db[MEMBERS].find_one({"_id": "cus-old"})
@@ -515,11 +586,11 @@ async def test_a_member_stored_before_the_checkpoint_is_read_and_moved_to_the_ne
     facts = await rt.db[MEMBER_FACTS].find_one({"_id": "cus-old"})
     assert facts is not None
     assert [p["order_id"] for p in facts["purchases"]] == ["ord-old", "ord-new"]
-    # an order placed before both is heard of late: the full replay needs the moved facts, and lifts both to silver
+    # an order placed before both arrives late: the full replay needs the moved facts, and lifts both to silver
     earlier = order("cus-old", "ord-early", "500", NOW - timedelta(days=20))
     await tap.publish(earlier)
     await eventually(lambda: consumed(rt) == 2)
-    everything = Facts().adding(*(fact for e in (old, newer, earlier) for _, fact in facts_of(e.data, rules, ())))
+    everything = Facts().adding(*(fact for e in (old, newer, earlier) for _, fact in facts_of(e.data, Scheme())))
     assert everything is not None
     expected = replay(everything, datetime.now(UTC))
     page = await member(http, "cus-old")

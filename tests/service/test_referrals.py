@@ -19,7 +19,6 @@ from shared.events import (
     Customer,
     CustomerErased,
     CustomerErasedEvent,
-    Envelope,
     FeedbackReceived,
     FeedbackReceivedEvent,
     LineItem,
@@ -33,6 +32,7 @@ from shared.events import (
 from shared.mongo import INBOX, OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
+from tests.service.delivery import deliver
 from tests.support.running import running_service
 from tests.support.tap import EventTap, eventually
 
@@ -111,23 +111,6 @@ def erased(customer_id: str) -> CustomerErasedEvent:
 
 
 # --- driving and reading the service ----------------------------------------------------------------
-
-
-def consumed(rt: Runtime) -> float:
-    registry = rt.metrics.registry
-    return sum(
-        registry.get_sample_value("rapport_messages_consumed_total", {"type": t, "outcome": o}) or 0
-        for t in ("OrderPlaced", "OrderRefunded", "FeedbackReceived", "CustomerErased")
-        for o in ("applied", "duplicate")
-    )
-
-
-async def deliver(rt: Runtime, tap: EventTap, *events: Envelope[Any]) -> None:
-    """Publish like the shop, in this order, and wait until the service has taken each one (duplicates too)."""
-    before = consumed(rt)
-    for event in events:
-        await tap.publish(event)
-    await eventually(lambda: consumed(rt) >= before + len(events), timeout=30)
 
 
 async def published(rt: Runtime, event_type: str, **data: str) -> list[dict[str, Any]]:
@@ -482,6 +465,25 @@ async def test_a_refund_heard_of_before_the_conversion_is_clawed_back_when_it_co
     assert after["contest_clawback"] == "0.00"
 
 
+async def test_a_refund_in_another_currency_claws_nothing_back(referrals: Service, tap: EventTap) -> None:
+    rt, http = referrals
+    affiliate = await enrol(http)
+    affiliate_id, code = affiliate["affiliate_id"], affiliate["code"]["code"]
+    await deliver(rt, tap, placed("cus-u", "o-u", code=code, total="50.00"))
+    in_dollars = OrderRefunded(
+        refund_id="r-usd", order_id="o-u", customer_id="cus-u", amount=Decimal("50.00"), currency="USD", refunded_at=NOW
+    )
+    await deliver(rt, tap, OrderRefundedEvent.new(in_dollars, source="shop", subject="cus-u"))
+
+    [earned] = (await commissions(http, affiliate_id))["commissions"]
+    assert (earned["commission"], earned["clawed_back"], earned["commission_due"], earned["clawbacks"]) == (
+        "5.00",
+        "0.00",
+        "5.00",
+        [],
+    )
+
+
 # --- stats --------------------------------------------------------------------------------------------------
 
 
@@ -591,6 +593,11 @@ async def _outbox_sent(rt: Runtime) -> bool:
         ("patch", "/referrals/ZZZ-ZZZ-ZZZ", {"max_conversions": 3}, 404, "code"),
         ("patch", "/referrals/ZZZ-ZZZ-ZZZ", {}, 422, "expires_at"),
         ("patch", "/referrals/ZZZ-ZZZ-ZZZ", {"max_conversions": "3"}, 422, "max_conversions"),
+        ("patch", "/referrals/ZZZ-ZZZ-ZZZ", {"max_conversions": 2.5}, 422, "max_conversions"),
+        ("patch", "/referrals/ZZZ-ZZZ-ZZZ", {"max_conversions": 3.0}, 404, "code"),  # a whole number, as JSON has it
+        ("patch", "/referrals/ZZZ-ZZZ-ZZZ", {"expires_at": 1_800_000_000}, 422, "expires_at"),
+        ("post", "/affiliates", {"name": "Anna", "email": "a@b.sk", "commission_rate": "1e-1"}, 422, "commission_rate"),
+        ("post", "/affiliates", {"name": "Anna", "email": "anna@shop.test"}, 422, "email"),
         ("get", "/referrals/ZZZ-ZZZ-ZZZ", None, 404, "code"),
         ("get", "/refusals?reason=bogus", None, 422, "reason"),
         ("get", "/affiliates/aff_nope", None, 404, "affiliate_id"),
@@ -606,6 +613,14 @@ async def test_bad_api_input_gets_a_4xx_naming_the_field_and_the_service_goes_on
     assert answer.status_code == status, answer.text
     assert names in answer.text
     assert (await http.post("/referrers/cus-fine/code", headers=ADMIN)).status_code in (200, 201)
+
+
+async def test_a_method_a_path_lacks_gets_405_listing_every_method_it_has(referrals: Service) -> None:
+    _rt, http = referrals
+    for path, allowed in (("/affiliates", "GET, POST"), ("/referrals/ZZZ-ZZZ-ZZZ", "GET, PATCH")):
+        for method in ("OPTIONS", "PUT", "DELETE"):
+            answer = await http.request(method, path, headers=ADMIN)
+            assert (answer.status_code, answer.headers.get("allow")) == (405, allowed), (method, path)
 
 
 async def test_the_api_needs_the_admin_key(referrals: Service) -> None:

@@ -2,13 +2,17 @@
 process's half-done transaction does not hold the documents it wrote."""
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
 import pytest
+import structlog
 from pymongo import UpdateOne
 from pymongo.errors import OperationFailure
 
+from shared.events import OrderPlacedEvent, parse_event
+from shared.groupcommit import GroupCommit
 from shared.mongo import database, end_orphaned_transactions, open_client
 from shared.settings import ServiceSettings
 from shared.unit import Transactions, Unit
@@ -92,5 +96,27 @@ async def test_a_transaction_left_open_by_a_killed_process_is_ended_at_once_inst
         if killed.returncode is None:
             killed.kill()
         await end_orphaned_transactions(client)
+        await client.drop_database(db.name)
+        await client.close()
+
+
+async def test_a_batch_leaves_no_event_ids_bound_to_later_log_lines(infra: Infrastructure, prefix: str) -> None:
+    client = open_client(infra.mongodb_url, "test-unit")
+    db = database(client, f"{prefix}_logids")
+    group = GroupCommit(Transactions(client, db, ServiceSettings(), source="test"))
+    raw = json.loads((Path(__file__).parents[1] / "fixtures/events/OrderPlaced.json").read_text())
+    seen: list[dict[str, object]] = []
+
+    async def note_ids(event: OrderPlacedEvent, unit: Unit) -> None:
+        seen.append(structlog.contextvars.get_contextvars())
+
+    try:
+        structlog.contextvars.clear_contextvars()
+        event = parse_event(raw)
+        outcomes = await group.commit([(event, note_ids)])
+        assert outcomes == [True]
+        assert seen[0]["event_id"] == event.id  # bound while its handler ran …
+        assert structlog.contextvars.get_contextvars() == {}  # … and gone once the batch is done
+    finally:
         await client.drop_database(db.name)
         await client.close()

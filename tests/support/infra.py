@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import structlog
@@ -20,6 +20,9 @@ from shared.mongo import end_orphaned_transactions
 from shared.topology import Topology
 from tests.support.local_mongod import free_port, port_open, start_mongod
 
+if TYPE_CHECKING:
+    from testcontainers.community.rabbitmq import RabbitMqContainer
+
 log = structlog.get_logger("rapport.testing")
 
 
@@ -28,6 +31,7 @@ class Infrastructure:
     rabbitmq_url: str
     mongodb_url: str
     how: str
+    rabbitmq_container: "RabbitMqContainer | None" = None  # kept so a test can stop and start the broker in it
 
 
 def docker_answers() -> bool:
@@ -51,8 +55,9 @@ def provide(workdir: Path, cleanup: ExitStack) -> Infrastructure:
     mongodb_url = os.environ.get("MONGODB_URL")
     how = []
     use_docker = (rabbitmq_url is None or mongodb_url is None) and docker_answers()
+    container = None
     if rabbitmq_url is None:
-        rabbitmq_url, way = _rabbitmq(use_docker, cleanup.callback)
+        rabbitmq_url, way, container = _rabbitmq(use_docker, cleanup.callback)
         how.append(way)
     else:
         how.append("RABBITMQ_URL")
@@ -61,10 +66,10 @@ def provide(workdir: Path, cleanup: ExitStack) -> Infrastructure:
         how.append(way)
     else:
         how.append("MONGODB_URL")
-    return Infrastructure(rabbitmq_url, mongodb_url, how=", ".join(how))
+    return Infrastructure(rabbitmq_url, mongodb_url, how=", ".join(how), rabbitmq_container=container)
 
 
-def _rabbitmq(use_docker: bool, on_exit: Callable[..., object]) -> tuple[str, str]:
+def _rabbitmq(use_docker: bool, on_exit: Callable[..., object]) -> tuple[str, str, "RabbitMqContainer | None"]:
     if use_docker:
         from testcontainers.community.rabbitmq import RabbitMqContainer
 
@@ -72,13 +77,13 @@ def _rabbitmq(use_docker: bool, on_exit: Callable[..., object]) -> tuple[str, st
         container.start()
         on_exit(container.stop)
         host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
-        return f"amqp://guest:guest@{host}:{port}/", "RabbitMQ container"
+        return f"amqp://guest:guest@{host}:{port}/", "RabbitMQ container", container
     if not port_open(5672):
         raise RuntimeError(
             "no RabbitMQ: set RABBITMQ_URL, start Docker, or start the local one "
             "(`rabbitmq-server -detached`; `sudo apt-get install rabbitmq-server` if it is missing)"
         )
-    return "amqp://guest:guest@127.0.0.1:5672/", "local RabbitMQ on 5672"
+    return "amqp://guest:guest@127.0.0.1:5672/", "local RabbitMQ on 5672", None
 
 
 def _mongodb(use_docker: bool, workdir: Path, on_exit: Callable[..., object]) -> tuple[str, str]:
@@ -102,7 +107,8 @@ async def remove_declared(infra: Infrastructure, topology: Topology, services: I
         for service in services:
             for name in (topology.queue_name(service), f"{topology.queue_name(service)}.dlq"):
                 await channel.queue_delete(name)
-        for exchange in (topology.events.name, topology.dead_letters.name):
+        await channel.queue_delete(topology.unrouted_queue.name)
+        for exchange in (topology.events.name, topology.dead_letters.name, topology.unrouted.name):
             await channel.exchange_delete(exchange)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_url)
     await end_orphaned_transactions(client)

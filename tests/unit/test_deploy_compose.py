@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.settings import ServiceSettings
 from tests.unit.deploy_support import (
     DEPLOY,
     SERVICES,
@@ -183,6 +184,15 @@ def test_rabbitmq_has_its_management_ui_and_credentials_from_env(stack: dict[str
     password = rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"]
     assert f"RABBITMQ_PASSWORD={password}" in env_file.read_text()
     assert any(volume["target"] == "/var/lib/rabbitmq" for volume in rabbitmq["volumes"])
+
+
+def test_rabbitmq_refuses_messages_larger_than_the_services_keep(stack: dict[str, Any]) -> None:
+    rabbitmq = stack["services"]["rabbitmq"]
+    mounted = {volume["target"]: Path(volume["source"]) for volume in rabbitmq["volumes"] if volume["type"] == "bind"}
+    conf = mounted["/etc/rabbitmq/conf.d/20-rapport.conf"]
+    settings = dict(line.split(" = ") for line in conf.read_text().splitlines() if " = " in line)
+    assert int(settings["max_message_size"]) == 16 * 1024 * 1024
+    assert ServiceSettings().max_message_bytes < int(settings["max_message_size"])  # ours dead-letters first
 
 
 def test_mongodb_is_a_one_node_replica_set_initiated_by_its_health_check(stack: dict[str, Any]) -> None:

@@ -81,8 +81,28 @@ BAD_PAYLOADS = [
     ("OrderPlaced", _set("data.order_id", _DELETE), "data.order_id"),
     ("OrderPlaced", _set("data.placed_at", "2026-11-02T10:15:00"), "data.placed_at"),
     ("OrderPlaced", _set("time", "2026-11-02T10:15:00"), "time"),
+    # Timestamps only as RFC 3339 strings with an offset (issue 15): no epoch numbers, no other formats.
+    ("OrderPlaced", _set("data.placed_at", 1700000000), "data.placed_at"),
+    ("OrderPlaced", _set("data.placed_at", 1700000000.5), "data.placed_at"),
+    ("OrderPlaced", _set("data.placed_at", "1700000000"), "data.placed_at"),
+    ("OrderPlaced", _set("data.placed_at", "2026-11-02"), "data.placed_at"),
+    ("OrderPlaced", _set("data.placed_at", "2026-11-02 10:15:00+01:00"), "data.placed_at"),
+    ("OrderPlaced", _set("data.placed_at", "Mon, 02 Nov 2026 10:15:00 +0100"), "data.placed_at"),
+    ("OrderPlaced", _set("data.placed_at", "2026-11-02T10:15:00+0100"), "data.placed_at"),
+    ("OrderPlaced", _set("data.placed_at", True), "data.placed_at"),
+    ("OrderPlaced", _set("time", 1700000000), "time"),
+    ("OrderFulfilled", _set("data.fulfilled_at", 1700000000), "data.fulfilled_at"),
+    ("OrderRefunded", _set("data.refunded_at", -1), "data.refunded_at"),
+    ("PointsAwarded", _set("data.expires_at", 1700000000), "data.expires_at"),
+    ("OrderPlaced", _set("data.line_items.0.quantity", "2"), "data.line_items.0.quantity"),
+    ("OrderPlaced", _set("data.line_items.0.quantity", 2.0), "data.line_items.0.quantity"),
+    ("FeedbackReceived", _set("data.nps", "9"), "data.nps"),
     ("OrderPlaced", _set("id", "x" * 129), "id"),
-    ("OrderPlaced", _set("type", "OrderCancelled"), "type"),
+    ("OrderPlaced", _set("type", "OrderTeleported"), "type"),
+    ("OrderPlaced", _set("imported", "yes"), "imported"),
+    ("OrderPlaced", _set("data.customer.accepts_marketing", "true"), "data.customer.accepts_marketing"),
+    ("OrderCancelled", _set("data.cancelled_at", 1700000000), "data.cancelled_at"),
+    ("CustomerSegmentChanged", _set("data.to_segment", ""), "data.to_segment"),
     ("OrderRefunded", _set("data.amount", 12.5), "data.amount"),
     ("FeedbackReceived", _set("data.ratings.overall", 6), "data.ratings.overall"),
     ("FeedbackReceived", _set("data.ratings.product", 0), "data.ratings.product"),
@@ -139,6 +159,19 @@ def test_new_event_continues_the_correlation_chain_of_its_cause() -> None:
     assert award.id != cause.id
     assert award.time.tzinfo is not None
     assert parse_event(award.model_dump_json()) == award
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["2026-11-02T10:15:00+01:00", "2026-11-02T09:15:00Z", "2026-11-02t09:15:00.123456z", "2026-11-02T10:15:00.5-03:30"],
+)
+def test_rfc_3339_timestamps_with_an_offset_are_accepted(moment: str) -> None:
+    raw = sample("OrderPlaced")
+    raw["data"]["placed_at"] = moment
+    raw["time"] = moment
+    event = parse_event(json.dumps(raw))
+    assert event.data.placed_at.tzinfo is not None
+    assert parse_event(event.model_dump_json()) == event
 
 
 @pytest.mark.parametrize("locale", ["en", "hu-HU", "sk-SK", "fa-IR", "hy-AM", "lv-LV", "zh-Hant-TW", "es-419"])

@@ -160,3 +160,50 @@ def test_a_missing_url_raises() -> None:
     del given["feedback_url"]
     with pytest.raises(ValueError, match="feedback_url"):
         render("feedback_request", "fa", **given)
+
+
+def test_an_email_carries_the_headers_mail_servers_expect_and_its_links_as_links() -> None:
+    from datetime import UTC, datetime
+    from email import message_from_bytes, policy
+    from email.utils import parsedate_to_datetime
+
+    from services.followups.mail import email_of
+    from services.followups.messages import Message
+
+    link = "https://shop.example/feedback?token=a.b&lang=sk"
+    message = Message(
+        subject="Ako sa vám páči?", body=f"Dobrý deň,\n\n{link}\n\nĎakujeme", locale="sk", direction="ltr"
+    )
+    sent_at = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    email = email_of(
+        message,
+        sender="Obchod <ahoj@shop.example>",
+        to="eva@example.sk",
+        followup_id="fu:ord-1:feedback_request",
+        sent_at=sent_at,
+        unsubscribe_url="https://shop.example/unsubscribe?token=t",
+    )
+    parsed = message_from_bytes(email.as_bytes(), policy=policy.default)
+    assert parsedate_to_datetime(parsed["Date"]) == sent_at
+    assert parsed["Message-ID"].endswith("@shop.example>")
+    assert parsed["List-Unsubscribe"] == "<https://shop.example/unsubscribe?token=t>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    html_part = parsed.get_body(("html",)).get_content()
+    assert '<a href="https://shop.example/feedback?token=a.b&amp;lang=sk">' in html_part
+    assert parsed.get_body(("plain",)).get_content().count(link) == 1
+
+
+def test_a_transactional_email_has_no_unsubscribe_header() -> None:
+    from datetime import UTC, datetime
+
+    from services.followups.mail import email_of
+    from services.followups.messages import Message
+
+    email = email_of(
+        Message(subject="Thank you", body="Thanks", locale="en", direction="ltr"),
+        sender="hello@shop.example",
+        to="a@example.com",
+        followup_id="fu:1",
+        sent_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    assert "List-Unsubscribe" not in email

@@ -1,24 +1,44 @@
-"""Follow-up rules as plain functions: detractors and promoters, due times, NPS/CSAT reports, feedback tokens."""
+"""Follow-up rules as plain functions: what gets planned, who needs a person, due times, retries, NPS, tokens."""
 
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from services.followups.domain import (
+    Customer,
     FeedbackPoint,
     MonthlyNps,
+    Order,
+    Plan,
+    Schedule,
+    after_failed_send,
     call_due,
+    erased,
     escalation_due,
+    escalation_for,
     feedback_request_due,
+    is_breached,
     is_detractor_feedback,
+    is_early_customer,
+    is_fully_refunded,
     is_promoter,
+    may_call_for,
     nps_report,
+    planned_for,
+    plans_for_order,
+    referral_invitation,
+    refund_cancels,
     sla_time_left,
     thank_you_due,
+    with_fulfilment,
+    with_order_placed,
+    with_refund,
 )
 from services.followups.tokens import InvalidToken, TokenClaims, issue_token, read_token
+from shared.events import FeedbackReceived, Ratings
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 SECRET = "a-long-random-feedback-secret"
@@ -74,6 +94,121 @@ def test_sla_time_left_goes_negative_once_breached() -> None:
     assert sla_time_left(due_by, T0 + timedelta(minutes=15)) == timedelta(minutes=45)
     assert sla_time_left(due_by, due_by) == timedelta(0)
     assert sla_time_left(due_by, T0 + timedelta(minutes=75)) == timedelta(minutes=-15)
+
+
+def test_an_escalation_is_breached_once_open_past_its_deadline_or_resolved_after_it() -> None:
+    due_by = escalation_due(T0)
+    after = due_by + timedelta(minutes=1)
+    assert not is_breached(due_by, resolved_at=None, flagged=False, now=due_by)
+    assert is_breached(due_by, resolved_at=None, flagged=False, now=after)
+    assert not is_breached(due_by, resolved_at=T0, flagged=False, now=after)  # answered in time
+    assert is_breached(due_by, resolved_at=after, flagged=False, now=after)
+    assert is_breached(due_by, resolved_at=None, flagged=True, now=T0)
+
+
+def test_unhappy_feedback_opens_an_escalation_due_within_the_sla() -> None:
+    unhappy = FeedbackReceived(
+        feedback_id="fb-1",
+        customer_id="cus-1",
+        order_id="o-1",
+        ratings=Ratings(overall=2),
+        channel="web",
+        received_at=T0,
+    )
+    escalation = escalation_for(unhappy, "esc-1", timedelta(minutes=30))
+    assert escalation is not None
+    assert (escalation.escalation_id, escalation.feedback_id, escalation.customer_id) == ("esc-1", "fb-1", "cus-1")
+    assert (escalation.order_id, escalation.opened_at, escalation.due_by) == ("o-1", T0, T0 + timedelta(minutes=30))
+    happy = unhappy.model_copy(update={"ratings": Ratings(overall=5), "nps": 9})
+    assert escalation_for(happy, "esc-2", timedelta(minutes=30)) is None
+
+
+def test_a_failed_send_is_retried_with_a_doubling_back_off_then_given_up() -> None:
+    backoff = timedelta(seconds=30)
+    first = after_failed_send(0, 3, backoff, T0)
+    second = after_failed_send(1, 3, backoff, T0)
+    last = after_failed_send(2, 3, backoff, T0)
+    assert (first.attempts, first.gave_up, first.retry_at) == (1, False, T0 + timedelta(seconds=30))
+    assert (second.attempts, second.gave_up, second.retry_at) == (2, False, T0 + timedelta(seconds=60))
+    assert (last.attempts, last.gave_up, last.retry_at) == (3, True, None)
+    assert after_failed_send(0, 1, backoff, T0).gave_up  # one attempt allowed: no retry
+
+
+# --- what gets planned -------------------------------------------------------------
+
+
+SCHEDULE = Schedule(
+    thank_you_delay=timedelta(hours=1), feedback_request_delay=timedelta(days=14), call_delay=timedelta(days=7)
+)
+
+
+def test_a_placed_order_brings_a_thank_you_note_and_a_fulfilled_one_a_feedback_request() -> None:
+    placed = Order("o-1", "cus-1", placed_at=T0)
+    assert plans_for_order(placed, SCHEDULE, early_customer=True) == [
+        Plan("thank_you:o-1", "thank_you", "email", "cus-1", "o-1", T0 + timedelta(hours=1), "pending")
+    ]
+    shipped = with_fulfilment(placed, T0 + timedelta(days=2))
+    assert [(p.followup_id, p.due_at) for p in plans_for_order(shipped, SCHEDULE, early_customer=False)] == [
+        ("thank_you:o-1", T0 + timedelta(hours=1)),
+        ("feedback_request:o-1", T0 + timedelta(days=16)),
+    ]
+
+
+def test_an_early_customer_gets_a_call_for_a_person_once_the_order_is_fulfilled() -> None:
+    placed = Order("o-1", "cus-1", placed_at=T0)
+    assert not may_call_for(placed)
+    shipped = with_fulfilment(placed, T0 + timedelta(days=2))
+    assert may_call_for(shipped)
+    [*_, call] = plans_for_order(shipped, SCHEDULE, early_customer=True)
+    assert call == Plan("call:cus-1", "call", "person", "cus-1", "o-1", T0 + timedelta(days=9), "pending")
+    assert is_early_customer(customers_before=99, first=100)
+    assert not is_early_customer(customers_before=100, first=100)
+    assert not is_early_customer(customers_before=0, first=0)  # calls switched off
+
+
+def test_a_fulfilment_heard_of_before_its_order_plans_without_the_thank_you_and_the_earliest_counts() -> None:
+    shipped = with_fulfilment(Order("o-1", "cus-1"), T0 + timedelta(days=3))
+    assert with_fulfilment(shipped, T0 + timedelta(days=5)) == shipped
+    earlier = with_fulfilment(shipped, T0 + timedelta(days=1))
+    assert earlier.fulfilled_at == T0 + timedelta(days=1)
+    assert [p.kind for p in plans_for_order(earlier, SCHEDULE, early_customer=False)] == ["feedback_request"]
+
+
+def test_what_is_planned_for_a_refunded_order_starts_cancelled_and_a_refund_cancels_what_is_pending() -> None:
+    order = Order("o-1", "cus-1", placed_at=T0, fulfilled_at=T0, total=Decimal("30.00"), currency="EUR")
+    refunded = with_refund(with_refund(order, "r-1", Decimal("10.00"), "EUR"), "r-2", Decimal("20.00"), "EUR")
+    assert {p.status for p in plans_for_order(refunded, SCHEDULE, early_customer=True)} == {"cancelled"}
+    assert planned_for("o-1", "cus-1") == ("thank_you:o-1", "feedback_request:o-1", "call:cus-1")
+    assert refund_cancels("o-1", "o-1", "pending")
+    assert not refund_cancels("o-1", "o-1", "sent")  # gone out already
+    assert not refund_cancels("o-1", "o-2", "pending")  # the call came with another order
+
+
+def test_only_refunds_that_add_up_to_the_order_make_it_fully_refunded() -> None:
+    order = Order("o-1", "cus-1", placed_at=T0, total=Decimal("30.00"), currency="EUR")
+    part = with_refund(order, "r-1", Decimal("10.00"), "EUR")
+    assert not is_fully_refunded(part)
+    assert with_refund(part, "r-1", Decimal("10.00"), "EUR") == part  # the same refund told twice counts once
+    assert not is_fully_refunded(with_refund(part, "r-2", Decimal("20.00"), "USD"))  # not comparable
+    assert is_fully_refunded(with_refund(part, "r-2", Decimal("20.00"), "EUR"))
+    assert not is_fully_refunded(with_refund(Order("o-2", "cus-1"), "r-3", Decimal("99.00"), "EUR"))  # total unknown
+    assert {p.status for p in plans_for_order(part, SCHEDULE, early_customer=False)} == {"pending"}
+    assert is_fully_refunded(Order("o-3", "cus-1", refunded_in_full=True))  # recorded by the version before
+
+
+def test_a_referral_invitation_goes_out_at_once_with_its_code() -> None:
+    invite = referral_invitation("ev-1", "cus-1", "K7Q-XM4-PA9", T0)
+    assert invite == Plan(
+        "referral_invite:ev-1", "referral_invite", "email", "cus-1", None, T0, "pending", "K7Q-XM4-PA9"
+    )
+
+
+def test_the_latest_order_gives_the_contact_and_the_earliest_the_first_order() -> None:
+    later = with_order_placed(Customer("cus-1"), {"city": "Košice"}, T0 + timedelta(days=1))
+    both = with_order_placed(later, {"city": "Trnava"}, T0)  # an older order, heard of last
+    assert (both.contact, both.contact_at, both.first_order_at) == ({"city": "Košice"}, T0 + timedelta(days=1), T0)
+    kept = erased(both, "erased-1")
+    assert kept == Customer("erased-1", contact=None, contact_at=None, first_order_at=T0)
 
 
 # --- NPS and CSAT -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Loyalty rules as plain functions: rates, floors, tiers, campaigns, refunds, expiry, replay."""
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -11,23 +12,47 @@ from services.loyalty.domain import (
     Activity,
     Campaign,
     Facts,
+    History,
+    IdempotencyKeyReused,
     Line,
+    Member,
+    NotEnoughPoints,
     Purchase,
+    Redeemed,
     Redemption,
+    RedemptionRequest,
     Refund,
+    Reward,
     Rules,
+    answer_again,
     continue_replay,
+    decide,
     entries_to_append,
     feedback_activities,
+    needs_history,
+    new_facts,
     next_tier,
-    place,
     purchase_points,
+    redeem,
+    redemption_of,
     referral_activities,
     refund_reversal,
     replay,
+    review,
+    standing,
     tier_for,
+    timeline_position,
 )
-from shared.events import FeedbackReceived, Ratings, ReferralConverted
+from shared.events import (
+    FeedbackReceived,
+    PointsAwarded,
+    PointsExpired,
+    PointsRedeemed,
+    PointsReversed,
+    Ratings,
+    ReferralConverted,
+    TierChanged,
+)
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 RULES = Rules()
@@ -320,22 +345,85 @@ def _random_facts(rng: random.Random, count: int) -> list[Purchase | Refund | Ac
 
 @pytest.mark.parametrize("seed", range(40))
 def test_continuing_from_the_checkpoint_equals_replaying_everything(seed: int) -> None:
-    """Settle the facts one at a time, in the order they happened, each from the last checkpoint."""
+    """Settle the facts one at a time, in the order they happened, each from the last checkpoint (or, for a
+    fact about a purchase folded out of it, from the history), and end exactly where the full replay does."""
     rng = random.Random(seed)  # noqa: S311 - repeatable cases, not secrets
-    facts = sorted(_random_facts(rng, 30), key=place)
+    facts = sorted(_random_facts(rng, 30), key=timeline_position)
     now = T0 + timedelta(days=1000)
-    recorded: dict[str, int] = {}
-    checkpoint = replay(Facts(), T0).checkpoint
+    member, known, recorded = Member("c1"), Facts(), dict[str, int]()  # recorded: what the ledger entries add up to
     for fact in facts:
-        ledger = continue_replay(checkpoint, recorded, [fact], now)
-        assert ledger is not None
-        for entry in entries_to_append(ledger, recorded):
+        history = History(known, recorded) if needs_history(member, [fact]) else None
+        assert history is None or member.checkpoint.folded_window_days is not None  # in order: only for a fold
+        decision = decide(member, [fact], history, DEFAULT_TIERS, now, ids())
+        assert decision is not None
+        for entry in decision.entries:
             recorded[entry.key] = recorded.get(entry.key, 0) + entry.points
-        checkpoint = ledger.checkpoint
+        member, known = decision.member, known.adding(fact) or known
     everything = replay(Facts().adding(*facts) or Facts(), now)
     assert {k: v for k, v in recorded.items() if v} == everything.amounts
-    assert ledger.tier == everything.tier
-    assert ledger.next_review_at == everything.next_review_at
+    assert member.balance == everything.balance
+    assert member.tier == everything.tier.name
+    assert member.next_review_at == everything.next_review_at
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_arrival_order_ends_where_the_in_order_replay_does(seed: int) -> None:
+    """Facts arriving shuffled, some twice, handled as the service does: from the checkpoint or the history."""
+    rng = random.Random(1000 + seed)  # noqa: S311 - repeatable cases, not secrets
+    facts = _random_facts(rng, 40)
+    arrivals = facts + rng.sample(facts, 8)
+    rng.shuffle(arrivals)
+    now = T0 + timedelta(days=1000)
+    member, known, recorded = Member("c1"), Facts(), dict[str, int]()
+    for fact in arrivals:
+        history = History(known, recorded) if needs_history(member, [fact]) else None
+        decision = decide(member, [fact], history, DEFAULT_TIERS, now, ids())
+        if decision is None:
+            continue
+        for entry in decision.entries:
+            recorded[entry.key] = recorded.get(entry.key, 0) + entry.points
+        member, known = decision.member, known.adding(*decision.facts) or known
+    everything = replay(Facts().adding(*facts) or Facts(), now)
+    assert {k: v for k, v in recorded.items() if v} == everything.amounts
+    assert (member.balance, member.tier) == (everything.balance, everything.tier.name)
+
+
+def test_the_checkpoint_stays_bounded_and_a_late_refund_of_an_old_order_is_still_exact() -> None:
+    """Four years of weekly orders: the member keeps only the last tier window's purchases and the keys that
+    can still change; a refund for an order from the first year still takes back DESIGN.md's share."""
+    member, known, recorded = Member("c1"), Facts(), dict[str, int]()
+    weeks = 4 * 52
+    sizes = []
+    for week in range(weeks):
+        bought = purchase(f"o{week}", "10", T0 + timedelta(weeks=week))
+        decision = decide(member, [bought], None, DEFAULT_TIERS, bought.placed_at, ids())
+        assert decision is not None
+        for entry in decision.entries:
+            recorded[entry.key] = recorded.get(entry.key, 0) + entry.points
+        member, known = decision.member, known.adding(bought) or known
+        sizes.append(len(member.checkpoint.purchases) + len(member.checkpoint.seen) + len(member.recorded))
+    assert max(sizes[-100:]) == min(sizes[-100:]) < 4 * 53  # flat once the first year is behind
+    assert len(member.checkpoint.purchases) == 53  # the orders of the last 365 days (52 weeks and a day)
+    assert member.balance == sum(recorded.values())
+    old_refund = Refund(
+        "r0", "o3", Decimal(5), T0 + timedelta(weeks=weeks - 1, hours=1)
+    )  # half of a 3.9-year-old order
+    assert needs_history(member, [old_refund])  # it concerns a purchase folded out of the checkpoint
+    decision = decide(member, [old_refund], History(known, recorded), DEFAULT_TIERS, old_refund.refunded_at, ids())
+    assert decision is not None
+    assert [(e.key, e.kind, e.points) for e in decision.entries] == [("refund:o3", "reverse", -5)]
+    assert decision.member.balance == member.balance - 5
+    for entry in decision.entries:
+        recorded[entry.key] = recorded.get(entry.key, 0) + entry.points
+    again = decide(
+        decision.member,
+        [old_refund],
+        History(known.adding(old_refund) or known, recorded),
+        DEFAULT_TIERS,
+        old_refund.refunded_at,
+        ids(),
+    )
+    assert again is None  # the same refund again: known to the history, it changes nothing
 
 
 def test_a_fact_before_the_latest_known_one_needs_the_full_replay() -> None:
@@ -347,4 +435,134 @@ def test_a_fact_before_the_latest_known_one_needs_the_full_replay() -> None:
     )
     assert later is not None
     assert later.amounts == {"purchase:o2": 100, "purchase:o3": 10}
-    assert known.checkpoint.unheard([purchase("o2", "100", T0 + timedelta(days=1))]) == []
+    assert new_facts(Member("c1", checkpoint=known.checkpoint), [purchase("o2", "100", T0 + timedelta(days=1))]) == []
+
+
+# --- the whole decision: entries, events, the member's new state ---------------------------------
+
+
+def ids() -> Callable[[], str]:
+    numbers = iter(range(1, 10_000))
+    return lambda: f"le_{next(numbers)}"
+
+
+def test_a_first_order_decides_its_entry_its_event_and_the_new_member() -> None:
+    member = Member("c1")
+    decision = decide(member, [purchase("o1", "520", T0)], None, DEFAULT_TIERS, T0 + timedelta(hours=1), ids())
+    assert decision is not None
+    assert [(e.entry_id, e.kind, e.reason, e.points, e.balance_after) for e in decision.entries] == [
+        ("le_1", "earn", "purchase", 520, 520)
+    ]
+    assert decision.entries[0].expires_at == T0 + timedelta(days=365)
+    assert decision.events == (
+        PointsAwarded(
+            entry_id="le_1",
+            customer_id="c1",
+            points=520,
+            reason="purchase",
+            order_id="o1",
+            balance=520,
+            tier="silver",
+            expires_at=T0 + timedelta(days=365),
+        ),
+        TierChanged(customer_id="c1", from_tier="bronze", to_tier="silver"),
+    )
+    assert (decision.member.balance, decision.member.tier, decision.member.qualifying_points) == (520, "silver", 520)
+    assert decision.facts == (purchase("o1", "520", T0),)
+    again = decide(decision.member, [purchase("o1", "520", T0)], None, DEFAULT_TIERS, T0 + timedelta(hours=2), ids())
+    assert again is None  # a repeat changes nothing
+
+
+def test_a_refund_publishes_a_reversal_and_a_correction_an_adjustment() -> None:
+    first = decide(Member("c1"), [purchase("o2", "100", T0 + timedelta(days=1))], None, DEFAULT_TIERS, T0, ids())
+    assert first is not None
+    refunded = decide(
+        first.member,
+        [Refund("r1", "o2", Decimal(40), T0 + timedelta(days=2))],
+        None,
+        DEFAULT_TIERS,
+        T0 + timedelta(days=3),
+        ids(),
+    )
+    assert refunded is not None
+    assert refunded.events == (
+        PointsReversed(entry_id="le_1", customer_id="c1", points=40, reason="refund", order_id="o2", balance=60),
+    )
+    late = [purchase("o1", "500", T0)]  # before o2: o2 should have earned at silver
+    assert needs_history(refunded.member, late)
+    assert not needs_history(refunded.member, [purchase("o3", "5", T0 + timedelta(days=4))])
+    history = History(
+        Facts(
+            purchases=(purchase("o2", "100", T0 + timedelta(days=1)),),
+            refunds=(Refund("r1", "o2", Decimal(40), T0 + timedelta(days=2)),),
+        )
+    )
+    fixed = decide(refunded.member, late, history, DEFAULT_TIERS, T0 + timedelta(days=3), ids())
+    assert fixed is not None
+    by_key = {e.key: (e.kind, e.reason, e.points) for e in fixed.entries}
+    # o2 at silver: 125, refunded 40 % → 50 taken back, 10 more than before
+    assert by_key == {
+        "purchase:o1": ("earn", "purchase", 500),
+        "purchase:o2": ("adjust", "adjustment", 25),
+        "refund:o2": ("reverse", "refund", -10),
+    }
+    reasons = sorted((type(e).__name__, getattr(e, "reason", None)) for e in fixed.events)
+    assert reasons == [
+        ("PointsAwarded", "adjustment"),
+        ("PointsAwarded", "purchase"),
+        ("PointsReversed", "refund"),
+        ("TierChanged", None),
+    ]
+    assert fixed.member.balance == 500 + 125 - 50
+
+
+def test_expiries_due_together_publish_one_points_expired() -> None:
+    double = Campaign(
+        "x2", "double", T0 - timedelta(days=1), T0 + timedelta(days=1), Decimal(2), bonus_lifetime_days=30
+    )
+    bought = decide(Member("c1"), [purchase("o1", "100", T0, campaigns=(double,))], None, DEFAULT_TIERS, T0, ids())
+    assert bought is not None
+    later = review(bought.member, DEFAULT_TIERS, T0 + timedelta(days=400), ids())
+    assert sorted((e.key, e.kind, e.points) for e in later.entries) == [
+        ("expire:bonus:o1:x2", "expire", -100),
+        ("expire:purchase:o1", "expire", -100),
+    ]
+    assert later.events == (PointsExpired(customer_id="c1", points=200, balance=0),)
+    assert review(later.member, DEFAULT_TIERS, T0 + timedelta(days=401), ids()).entries == ()
+
+
+def test_a_redemption_never_takes_the_balance_below_zero() -> None:
+    bought = decide(Member("c1"), [purchase("o1", "120", T0)], None, DEFAULT_TIERS, T0, ids())
+    assert bought is not None
+    mug = Reward("rw_mug", "Mug", 100)
+    made = redeem(bought.member, redemption_of(mug, "rd1", T0 + timedelta(days=1)), mug, None, DEFAULT_TIERS, ids())
+    assert not isinstance(made, NotEnoughPoints)
+    decision, redeemed = made
+    assert redeemed == Redeemed("rd1", "c1", "rw_mug", 100, 20)
+    assert decision.events == (
+        PointsRedeemed(redemption_id="rd1", customer_id="c1", reward_id="rw_mug", points=100, balance=20),
+    )
+    refused = redeem(
+        decision.member, redemption_of(mug, "rd2", T0 + timedelta(days=2)), mug, None, DEFAULT_TIERS, ids()
+    )
+    assert refused == NotEnoughPoints(balance=20, points_price=100, reward_name="Mug")
+
+
+def test_the_same_idempotency_key_gets_the_first_answer_and_only_for_its_reward() -> None:
+    first = RedemptionRequest("rw_mug", NotEnoughPoints(0, 100, "Mug"))
+    assert answer_again(first, "rw_mug") == NotEnoughPoints(0, 100, "Mug")
+    with pytest.raises(IdempotencyKeyReused):
+        answer_again(first, "rw_tote")
+
+
+def test_the_member_page_shows_what_expires_in_the_next_30_days() -> None:
+    short = Campaign("x2", "double", T0 - timedelta(days=1), T0 + timedelta(days=1), Decimal(2), bonus_lifetime_days=10)
+    bought = decide(Member("c1"), [purchase("o1", "480", T0, campaigns=(short,))], None, DEFAULT_TIERS, T0, ids())
+    assert bought is not None
+    now = standing(bought.member, DEFAULT_TIERS, T0 + timedelta(days=1))
+    assert (now.balance, now.tier.name, now.tier_points) == (960, "silver", 960)
+    assert now.next_tier is not None
+    assert (now.next_tier[0].name, now.next_tier[1]) == ("gold", 540)
+    assert [(lot.key, lot.remaining) for lot in now.expiring_soon] == [("bonus:o1:x2", 480)]
+    assert now.points_expiring_soon == 480
+    assert standing(bought.member, DEFAULT_TIERS, T0 + timedelta(days=340)).points_expiring_soon == 480  # o1's base

@@ -1,4 +1,4 @@
-"""Customer insight of orders: RFM scores and segments, the retention report, lifetime value."""
+"""Rules of orders as plain functions: RFM scores and segments, the retention report, lifetime value, profiles."""
 
 import random
 from datetime import UTC, datetime, timedelta, timezone
@@ -6,6 +6,22 @@ from decimal import Decimal
 
 import pytest
 
+from services.orders.domain import (
+    Customer,
+    OrderLine,
+    OrderRef,
+    Refund,
+    Telling,
+    erased,
+    fulfilment_counts,
+    records_owner,
+    refund_is_new,
+    refunded_of,
+    rescored,
+    stats_of,
+    telling_stands,
+    with_order,
+)
 from services.orders.insight import (
     SEGMENT_GRID,
     SEGMENTS,
@@ -343,3 +359,77 @@ def test_naive_times_are_refused() -> None:
         retention_report([naive], NOW)
     with pytest.raises(ValueError, match="timezone-aware"):
         retention_report([history("fine", NOW)], datetime(2026, 4, 15))
+
+
+# --- what each order counts for (domain.py) -----------------------------------------------------
+
+
+def line(order_id: str, day: str, total: str, refunded: str = "0", currency: str = "EUR") -> OrderLine:
+    return OrderLine(order_id, at(day), currency, Decimal(total), Decimal(refunded))
+
+
+def test_the_latest_telling_of_an_order_stands_whenever_it_arrives() -> None:
+    first, later = Telling(at("2026-04-01"), "ev-b"), Telling(at("2026-04-02"), "ev-a")
+    assert telling_stands(None, first)
+    assert telling_stands(first, later)
+    assert not telling_stands(later, first)  # the earlier telling, heard of last
+    assert not telling_stands(first, first)  # the same event again
+    assert telling_stands(first, Telling(first.at, "ev-c"))  # same time: the event id decides
+
+
+def test_the_earliest_fulfilment_counts() -> None:
+    assert fulfilment_counts(None, at("2026-04-02"))
+    assert fulfilment_counts(at("2026-04-02"), at("2026-04-01"))
+    assert not fulfilment_counts(at("2026-04-01"), at("2026-04-02"))
+    assert not fulfilment_counts(at("2026-04-01"), at("2026-04-01"))
+
+
+def test_each_refund_counts_once_in_the_orders_currency_and_never_past_its_total() -> None:
+    refunds = [
+        Refund("r1", Decimal("30.00"), "EUR", at("2026-04-03")),
+        Refund("r2", Decimal("90.00"), "EUR", at("2026-04-04")),
+        Refund("r3", Decimal("5.00"), "USD", at("2026-04-05")),  # no exchange rate: kept, not subtracted
+    ]
+    assert not refund_is_new(refunds, "r2")
+    assert refund_is_new(refunds, "r4")
+    assert refunded_of(Decimal("100.00"), "EUR", refunds) == Decimal("100.00")
+    assert refunded_of(Decimal("100.00"), "EUR", refunds[:1]) == Decimal("30.00")
+
+
+def test_a_profile_takes_one_line_per_order_and_the_contact_of_the_latest() -> None:
+    eva = Customer("cus-1")
+    later = with_order(eva, line("o2", "2026-04-02", "50.00"), {"city": "Košice"})
+    both = with_order(later, line("o1", "2026-04-01", "100.00"), {"city": "Bratislava"})  # older, heard of last
+    assert [each.order_id for each in both.lines] == ["o1", "o2"]
+    assert both.contact == {"city": "Košice"}
+    assert both.contact_from == OrderRef(at("2026-04-02"), "o2")
+
+    refunded = with_order(both, line("o1", "2026-04-01", "100.00", refunded="20.00"), {"city": "Bratislava"})
+    assert [(each.order_id, each.refunded) for each in refunded.lines] == [("o1", Decimal("20.00")), ("o2", 0)]
+    assert stats_of(refunded.lines).total_spent == {"EUR": Decimal("130.00")}
+    corrected = with_order(refunded, line("o2", "2026-04-02", "50.00"), {"city": "Prešov"})  # the latest, told again
+    assert corrected.contact == {"city": "Prešov"}
+
+
+def test_an_anonymous_order_counts_but_gives_no_contact() -> None:
+    kept = with_order(Customer("erased-1", contact=None), line("o9", "2026-04-09", "40.00"), None)
+    assert (len(kept.lines), kept.contact, kept.contact_from) == (1, None, None)
+
+
+def test_an_erased_customer_keeps_orders_and_scores_under_the_alias_not_who_they_are() -> None:
+    scores = Rfm(3, 2, 4, "about_to_sleep")
+    eva = Customer("cus-1", (line("o1", "2026-04-01", "10.00"),), {"email": "eva@example.com"}, None, scores, NOW)
+    alias = records_owner("cus-1", erased=True)
+    assert alias.startswith("erased-")
+    assert "cus-1" not in alias
+    assert records_owner("cus-1", erased=False) == "cus-1"
+    kept = erased(eva, alias)
+    assert (kept.customer_id, kept.contact, kept.contact_from) == (alias, None, None)
+    assert (kept.lines, kept.rfm, kept.scored_at) == (eva.lines, scores, NOW)
+
+
+def test_a_scoring_round_writes_only_the_scores_that_changed() -> None:
+    same, moved = Rfm(5, 1, 1, "new"), Rfm(4, 1, 1, "promising")
+    before = {"held": same, "moved": same, "first_time": None}
+    scores = {"held": same, "moved": moved, "first_time": same}
+    assert rescored(before, scores) == {"moved": moved, "first_time": same}

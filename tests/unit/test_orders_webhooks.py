@@ -75,6 +75,7 @@ def test_shopify_orders_create_is_an_order_placed() -> None:
                     "region": None,
                     "country": "SK",
                     "phone": "+421905123456",
+                    "accepts_marketing": None,
                 },
                 "placed_at": "2026-11-02T10:15:00+01:00",
                 "currency": "EUR",
@@ -100,6 +101,7 @@ def test_shopify_orders_create_is_an_order_placed() -> None:
                     "region": None,
                     "country": "SK",
                 },
+                "order_number": None,
             },
         )
     ]
@@ -302,6 +304,7 @@ def test_woocommerce_order_created_is_an_order_placed() -> None:
                     "region": "D",
                     "country": "IE",
                     "phone": "+353 87 123 4567",
+                    "accepts_marketing": None,
                 },
                 # date_created_gmt is 13:05:31 without an offset; date_created is Dublin's 14:05:31.
                 "placed_at": "2026-06-12T13:05:31Z",
@@ -328,6 +331,7 @@ def test_woocommerce_order_created_is_an_order_placed() -> None:
                     "region": "D",
                     "country": "IE",
                 },
+                "order_number": None,
             },
         )
     ]

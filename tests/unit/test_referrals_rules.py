@@ -10,31 +10,43 @@ from decimal import Decimal
 import pytest
 
 from services.referrals.domain import (
-    ALREADY_REFERRED,
-    CAPPED_CODE,
     CODE_ALPHABET,
     CODE_ENTROPY_BITS,
-    EXPIRED_CODE,
-    OWN_ORDER,
     REFUSAL_REASONS,
-    RETURNING_CUSTOMER,
-    UNKNOWN_CODE,
+    Affiliate,
     Clawbacks,
     Code,
+    CommissionTotals,
+    Contest,
+    Conversion,
+    Converted,
+    Customer,
+    Invitation,
     MonthStats,
     Party,
     PlacedOrder,
     Referee,
+    Referred,
     Refund,
+    Refusal,
+    RefusalReason,
     address_identity,
+    anonymised,
+    attribute,
+    claw_back,
     clawback,
     clawbacks,
     code_status,
     commission,
+    commission_rate,
+    commission_totals,
+    contest,
     contested_as_own,
     contested_as_returning,
     email_identity,
+    enrol,
     first_of,
+    invite,
     is_code,
     is_promoter,
     may_invite,
@@ -43,8 +55,17 @@ from services.referrals.domain import (
     ordered_before,
     program_stats,
     referral_id,
+    referred_by,
+    referrer_of,
+    referring_customer,
     refusal,
+    remember_order,
+    shares_code,
+    with_own_code,
+    with_refund,
 )
+from shared.events import Customer as EventCustomer
+from shared.events import LineItem, OrderPlaced, ShippingAddress
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 HOME = address_identity("Hlavná 1", "040 01", "Košice", "SK", line2="Flat 4")
@@ -256,21 +277,23 @@ def test_a_first_order_by_someone_else_converts() -> None:
 
 
 def test_an_unknown_code_is_refused() -> None:
-    assert refusal(None, None, FRIEND, T0) == UNKNOWN_CODE
+    assert refusal(None, None, FRIEND, T0) == RefusalReason.UNKNOWN_CODE
 
 
 def test_the_referrers_own_customer_id_is_an_own_order() -> None:
     eva_herself = replace(FRIEND, customer_id="cus_eva")
 
-    assert refusal(CODE, EVA, eva_herself, T0) == OWN_ORDER
-    assert refusal(CODE, None, eva_herself, T0) == OWN_ORDER  # the code names her even when her details are gone
+    assert refusal(CODE, EVA, eva_herself, T0) == RefusalReason.OWN_ORDER
+    assert (
+        refusal(CODE, None, eva_herself, T0) == RefusalReason.OWN_ORDER
+    )  # the code names her even when her details are gone
 
 
 def test_an_affiliate_ordering_under_their_own_customer_id_is_an_own_order() -> None:
     code = Code("AFF-333-444", None, "aff_1", "affiliate")
     affiliate = Party("cus_anna", frozenset({email_identity("anna@shop.example")}))
 
-    assert refusal(code, affiliate, replace(FRIEND, customer_id="cus_anna"), T0) == OWN_ORDER
+    assert refusal(code, affiliate, replace(FRIEND, customer_id="cus_anna"), T0) == RefusalReason.OWN_ORDER
     assert refusal(code, affiliate, FRIEND, T0) is None
     assert refusal(code, None, FRIEND, T0) is None
 
@@ -278,27 +301,30 @@ def test_an_affiliate_ordering_under_their_own_customer_id_is_an_own_order() -> 
 def test_the_referrers_email_with_a_plus_tag_is_an_own_order() -> None:
     second_account = replace(FRIEND, email_identity=email_identity("Eva+deal@example.sk"))
 
-    assert refusal(CODE, EVA, second_account, T0) == OWN_ORDER
+    assert refusal(CODE, EVA, second_account, T0) == RefusalReason.OWN_ORDER
 
 
 def test_the_referrers_gmail_with_dots_is_an_own_order() -> None:
     eva = replace(EVA, emails=frozenset({email_identity("eva.novak@gmail.com")}))
     second_account = replace(FRIEND, email_identity=email_identity("e.v.a.n.o.v.a.k@gmail.com"))
 
-    assert refusal(CODE, eva, second_account, T0) == OWN_ORDER
+    assert refusal(CODE, eva, second_account, T0) == RefusalReason.OWN_ORDER
 
 
 def test_the_referrers_gmail_as_googlemail_is_an_own_order() -> None:
     eva = replace(EVA, emails=frozenset({email_identity("evanovak@gmail.com")}))
     second_account = replace(FRIEND, email_identity=email_identity("EvaNovak@googlemail.com"))
 
-    assert refusal(CODE, eva, second_account, T0) == OWN_ORDER
+    assert refusal(CODE, eva, second_account, T0) == RefusalReason.OWN_ORDER
 
 
 def test_any_of_the_referrers_known_emails_is_an_own_order() -> None:
     eva = replace(EVA, emails=frozenset({email_identity("eva@example.sk"), email_identity("eva@work.example")}))
 
-    assert refusal(CODE, eva, replace(FRIEND, email_identity=email_identity("eva@work.example")), T0) == OWN_ORDER
+    assert (
+        refusal(CODE, eva, replace(FRIEND, email_identity=email_identity("eva@work.example")), T0)
+        == RefusalReason.OWN_ORDER
+    )
 
 
 def test_dots_in_a_non_gmail_address_make_a_different_person() -> None:
@@ -310,7 +336,7 @@ def test_dots_in_a_non_gmail_address_make_a_different_person() -> None:
 def test_the_referrers_address_typed_differently_is_an_own_order() -> None:
     retyped = address_identity("HLAVNA 1 / flat 4", "04001", "kosice", "sk")
 
-    assert refusal(CODE, EVA, replace(FRIEND, address_identity=retyped), T0) == OWN_ORDER
+    assert refusal(CODE, EVA, replace(FRIEND, address_identity=retyped), T0) == RefusalReason.OWN_ORDER
 
 
 def test_the_same_address_known_on_one_side_only_is_not_an_own_order() -> None:
@@ -322,17 +348,17 @@ def test_the_same_address_known_on_one_side_only_is_not_an_own_order() -> None:
 
 
 def test_a_returning_customer_is_refused() -> None:
-    assert refusal(CODE, EVA, replace(FRIEND, has_ordered_before=True), T0) == RETURNING_CUSTOMER
+    assert refusal(CODE, EVA, replace(FRIEND, has_ordered_before=True), T0) == RefusalReason.RETURNING_CUSTOMER
 
 
 def test_a_customer_referred_before_is_refused() -> None:
-    assert refusal(CODE, EVA, replace(FRIEND, was_referred_before=True), T0) == ALREADY_REFERRED
+    assert refusal(CODE, EVA, replace(FRIEND, was_referred_before=True), T0) == RefusalReason.ALREADY_REFERRED
 
 
 def test_an_order_placed_after_the_code_expired_is_refused() -> None:
     expires_at = T0 + timedelta(days=30)
 
-    assert refusal(CODE, EVA, FRIEND, expires_at + timedelta(seconds=1)) == EXPIRED_CODE
+    assert refusal(CODE, EVA, FRIEND, expires_at + timedelta(seconds=1)) == RefusalReason.EXPIRED_CODE
     assert refusal(CODE, EVA, FRIEND, expires_at) is None
     assert refusal(replace(CODE, expires_at=None), EVA, FRIEND, T0 + timedelta(days=3650)) is None
 
@@ -341,12 +367,12 @@ def test_an_order_placed_at_the_expiry_in_another_offset_is_compared_as_the_same
     expires_at = T0 + timedelta(days=30)
     later_in_bratislava = (expires_at + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=1)))
 
-    assert refusal(CODE, EVA, FRIEND, later_in_bratislava) == EXPIRED_CODE
+    assert refusal(CODE, EVA, FRIEND, later_in_bratislava) == RefusalReason.EXPIRED_CODE
 
 
 def test_a_code_at_its_cap_is_refused() -> None:
-    assert refusal(replace(CODE, conversions=5), EVA, FRIEND, T0) == CAPPED_CODE
-    assert refusal(replace(CODE, conversions=6), EVA, FRIEND, T0) == CAPPED_CODE
+    assert refusal(replace(CODE, conversions=5), EVA, FRIEND, T0) == RefusalReason.CAPPED_CODE
+    assert refusal(replace(CODE, conversions=6), EVA, FRIEND, T0) == RefusalReason.CAPPED_CODE
     assert refusal(replace(CODE, conversions=4), EVA, FRIEND, T0) is None
     assert refusal(replace(CODE, max_conversions=None, conversions=10_000), EVA, FRIEND, T0) is None
 
@@ -354,15 +380,30 @@ def test_a_code_at_its_cap_is_refused() -> None:
 # --- attribution: precedence ---------------------------------------------------------------
 
 
-def test_refusal_reasons_are_listed_in_the_order_they_are_checked() -> None:
-    assert REFUSAL_REASONS == (
-        UNKNOWN_CODE,
-        OWN_ORDER,
-        RETURNING_CUSTOMER,
-        ALREADY_REFERRED,
-        EXPIRED_CODE,
-        CAPPED_CODE,
-    )
+def test_refusal_reasons_are_listed_in_the_order_refusal_checks_them() -> None:
+    # Everything is wrong at once: lifting whichever reason refusal() gives, one at a time, walks the list in order.
+    late = T0 + timedelta(days=31)
+    code: Code | None = None
+    referee = Referee("cus_eva", email_identity("eva@example.sk"), HOME, True, True)
+    lift = {
+        RefusalReason.UNKNOWN_CODE: lambda: (replace(CODE, conversions=5), referee, late),
+        RefusalReason.OWN_ORDER: lambda: (
+            code,
+            replace(FRIEND, has_ordered_before=True, was_referred_before=True),
+            late,
+        ),
+        RefusalReason.RETURNING_CUSTOMER: lambda: (code, replace(referee, has_ordered_before=False), late),
+        RefusalReason.ALREADY_REFERRED: lambda: (code, replace(referee, was_referred_before=False), late),
+        RefusalReason.EXPIRED_CODE: lambda: (code, referee, T0),
+        RefusalReason.CAPPED_CODE: lambda: (replace(CODE, conversions=0), referee, T0),
+    }
+    given = []
+    placed_at = late
+    while (reason := refusal(code, EVA, referee, placed_at)) is not None:
+        given.append(reason)
+        code, referee, placed_at = lift[reason]()
+
+    assert given == list(REFUSAL_REASONS)
 
 
 def test_the_first_reason_that_applies_wins_and_fraud_comes_before_the_codes_limits() -> None:
@@ -371,15 +412,15 @@ def test_the_first_reason_that_applies_wins_and_fraud_comes_before_the_codes_lim
     late = T0 + timedelta(days=31)
     eva_again = Referee("cus_eva", email_identity("eva@example.sk"), HOME, True, True)
 
-    assert refusal(None, EVA, eva_again, late) == UNKNOWN_CODE
-    assert refusal(expired_and_capped, EVA, eva_again, late) == OWN_ORDER
+    assert refusal(None, EVA, eva_again, late) == RefusalReason.UNKNOWN_CODE
+    assert refusal(expired_and_capped, EVA, eva_again, late) == RefusalReason.OWN_ORDER
     not_eva = replace(eva_again, customer_id="cus_jan", email_identity="jan@example.sk", address_identity=None)
-    assert refusal(expired_and_capped, EVA, not_eva, late) == RETURNING_CUSTOMER
+    assert refusal(expired_and_capped, EVA, not_eva, late) == RefusalReason.RETURNING_CUSTOMER
     first_order = replace(not_eva, has_ordered_before=False)
-    assert refusal(expired_and_capped, EVA, first_order, late) == ALREADY_REFERRED
+    assert refusal(expired_and_capped, EVA, first_order, late) == RefusalReason.ALREADY_REFERRED
     never_referred = replace(first_order, was_referred_before=False)
-    assert refusal(expired_and_capped, EVA, never_referred, late) == EXPIRED_CODE
-    assert refusal(expired_and_capped, EVA, never_referred, T0) == CAPPED_CODE
+    assert refusal(expired_and_capped, EVA, never_referred, late) == RefusalReason.EXPIRED_CODE
+    assert refusal(expired_and_capped, EVA, never_referred, T0) == RefusalReason.CAPPED_CODE
     assert refusal(CODE, EVA, never_referred, T0) is None
 
 
@@ -490,9 +531,9 @@ def test_nothing_is_clawed_back_on_a_zero_total_and_a_negative_refund_is_refused
 
 
 def test_clawbacks_follow_the_refunds_in_the_order_they_were_made_not_heard_of() -> None:
-    first = Refund("r-1", Decimal("7.00"), T0)
-    second = Refund("r-2", Decimal("13.00"), T0 + timedelta(hours=1))
-    third = Refund("r-3", Decimal("10.00"), T0 + timedelta(hours=2))
+    first = Refund("r-1", Decimal("7.00"), T0, "EUR")
+    second = Refund("r-2", Decimal("13.00"), T0 + timedelta(hours=1), "EUR")
+    third = Refund("r-3", Decimal("10.00"), T0 + timedelta(hours=2), "EUR")
     expected = Clawbacks(
         (("r-1", Decimal("2.33")), ("r-2", Decimal("4.34")), ("r-3", Decimal("3.33"))),
         Decimal("0.00"),
@@ -504,7 +545,7 @@ def test_clawbacks_follow_the_refunds_in_the_order_they_were_made_not_heard_of()
 
 
 def test_a_contested_conversion_earns_nothing_whatever_refunds_took_already() -> None:
-    refunds = [Refund("r-1", Decimal("7.00"), T0)]
+    refunds = [Refund("r-1", Decimal("7.00"), T0, "EUR")]
 
     taken = clawbacks(Decimal("10.00"), Decimal("30.00"), refunds, contested=True)
 
@@ -515,7 +556,10 @@ def test_a_contested_conversion_earns_nothing_whatever_refunds_took_already() ->
 
 
 def test_a_fully_refunded_and_contested_conversion_takes_back_the_commission_once() -> None:
-    refunds = [Refund("r-1", Decimal("30.00"), T0), Refund("r-2", Decimal("5.00"), T0 + timedelta(days=1))]
+    refunds = [
+        Refund("r-1", Decimal("30.00"), T0, "EUR"),
+        Refund("r-2", Decimal("5.00"), T0 + timedelta(days=1), "EUR"),
+    ]
 
     taken = clawbacks(Decimal("10.00"), Decimal("30.00"), refunds, contested=True)
 
@@ -577,7 +621,13 @@ def test_k_factor_overall_and_by_month_on_a_hand_computed_example() -> None:
         at("2026-03-04T10:00:00+00:00"),
     ]
 
-    stats = program_stats(invitations, conversions, {OWN_ORDER: 2, EXPIRED_CODE: 1}, customers=30, codes_shared=12)
+    stats = program_stats(
+        invitations,
+        conversions,
+        {RefusalReason.OWN_ORDER: 2, RefusalReason.EXPIRED_CODE: 1},
+        customers=30,
+        codes_shared=12,
+    )
 
     # 10 invitations, 4 conversions, 30 customers:
     # rate 4/10 = 0.4000, invitations per customer 10/30 = 0.3333, K = 0.3333… × 0.4 = 4/30 = 0.1333
@@ -594,12 +644,12 @@ def test_k_factor_overall_and_by_month_on_a_hand_computed_example() -> None:
         MonthStats("2026-03", 0, 1, None, None),
     )
     assert dict(stats.refusals) == {
-        UNKNOWN_CODE: 0,
-        OWN_ORDER: 2,
-        RETURNING_CUSTOMER: 0,
-        ALREADY_REFERRED: 0,
-        EXPIRED_CODE: 1,
-        CAPPED_CODE: 0,
+        RefusalReason.UNKNOWN_CODE: 0,
+        RefusalReason.OWN_ORDER: 2,
+        RefusalReason.RETURNING_CUSTOMER: 0,
+        RefusalReason.ALREADY_REFERRED: 0,
+        RefusalReason.EXPIRED_CODE: 1,
+        RefusalReason.CAPPED_CODE: 0,
     }
 
 
@@ -656,3 +706,255 @@ def test_invitations_without_customers_have_a_rate_but_no_k_factor() -> None:
 def test_a_timestamp_without_an_offset_is_refused() -> None:
     with pytest.raises(ValueError, match="offset"):
         program_stats([datetime(2026, 2, 10, 10, 0)], [], {}, customers=1, codes_shared=0)
+
+
+# --- the whole decision on an order, and what later facts change ----------------------------------
+
+
+def order_placed(
+    customer_id: str = "cus_jan",
+    order_id: str = "o-jan1",
+    *,
+    code: str | None = "k7q xm4 pa9",
+    email: str = "jan@example.sk",
+    total: str = "80.00",
+    at: datetime = T0,
+) -> OrderPlaced:
+    return OrderPlaced(
+        order_id=order_id,
+        customer=EventCustomer(customer_id=customer_id, email=email),
+        placed_at=at,
+        currency="EUR",
+        total=Decimal(total),
+        line_items=[LineItem(sku="TEA", name="Tea", quantity=1, unit_price=Decimal(total))],
+        referral_code=code,
+        shipping_address=ShippingAddress(line1="Mlynská 7", postal_code="040 01", city="Košice", country="SK"),
+    )
+
+
+AFFILIATE = Affiliate(
+    "aff_1", "Anna's blog", "anna@blog.example", "anna@blog.example", "cus_anna", None, "AFF-333-444", T0
+)
+AFFILIATE_CODE = Code("AFF-333-444", None, "aff_1", "affiliate")
+
+
+def test_an_order_remembers_the_first_order_and_only_new_identities() -> None:
+    later, earlier = PlacedOrder(T0, "o-2"), PlacedOrder(T0 - timedelta(days=1), "o-1")
+    once = remember_order(Customer("cus_jan"), later, order_placed(order_id="o-2", email="Jan+x@example.sk"))
+    twice = remember_order(once.customer, earlier, order_placed(order_id="o-1"))
+
+    assert (once.new_emails, once.new_addresses) == (("jan@example.sk",), (FRIEND_HOME,))
+    assert (twice.new_emails, twice.new_addresses) == ((), ())
+    assert twice.customer == replace(once.customer, first_order=earlier)
+
+
+def test_a_converting_order_is_kept_counted_on_its_code_and_published_naming_the_referrer() -> None:
+    order = order_placed()
+
+    decision = attribute(
+        order, PlacedOrder(T0, order.order_id), Customer("cus_jan"), CODE, EVA, Decimal("0.10"), [], T0
+    )
+
+    assert isinstance(decision, Converted)
+    conversion = decision.conversion
+    assert (conversion.code, conversion.program, conversion.referee_customer_id) == (
+        "K7Q-XM4-PA9",
+        "customer",
+        "cus_jan",
+    )
+    assert (conversion.referee_email, conversion.referee_address, conversion.commission) == (
+        "jan@example.sk",
+        FRIEND_HOME,
+        None,
+    )
+    assert decision.code == replace(CODE, conversions=1)
+    assert decision.event.model_dump() == {
+        "referral_id": referral_id("o-jan1"),
+        "code": "K7Q-XM4-PA9",
+        "referrer_customer_id": "cus_eva",
+        "referee_customer_id": "cus_jan",
+        "order_id": "o-jan1",
+        "order_total": "80.00",  # money travels as a decimal string
+        "currency": "EUR",
+        "converted_at": T0,
+        "program": "customer",
+        "commission": None,
+    }
+    assert referred_by(Customer("cus_jan"), conversion).referred == Referred("o-jan1", T0, referral_id("o-jan1"))
+
+
+def test_an_affiliate_conversion_pays_the_affiliate_by_id_less_the_refunds_heard_of_before() -> None:
+    order = order_placed(code="AFF-333-444", total="50.00")
+    refunds = [Refund("r-1", Decimal("10.00"), T0, "EUR"), Refund("r-2", Decimal("5.00"), T0, "USD")]
+    rate = commission_rate(AFFILIATE, Decimal("0.10"))
+    referrer = referrer_of(AFFILIATE_CODE, None, AFFILIATE)
+
+    decision = attribute(
+        order, PlacedOrder(T0, order.order_id), Customer("cus_jan"), AFFILIATE_CODE, referrer, rate, refunds, T0
+    )
+
+    assert isinstance(decision, Converted)
+    earned = decision.conversion.commission
+    assert earned is not None
+    assert (earned.rate, earned.earned, earned.taken.total, earned.due) == (
+        Decimal("0.10"),
+        Decimal("5.00"),
+        Decimal("1.00"),
+        Decimal("4.00"),
+    )
+    assert [r.refund_id for r in earned.refunds] == ["r-1"]  # a refund in dollars is not set against euros
+    assert (decision.event.referrer_customer_id, decision.event.commission) == ("aff_1", Decimal("5.00"))
+
+
+def test_a_refused_order_keeps_the_reason_and_an_unknown_or_revoked_code_names_no_one() -> None:
+    order = order_placed()
+    placed = PlacedOrder(T0, order.order_id)
+    revoked = replace(CODE, revoked_at=T0 - timedelta(days=1))
+
+    own = attribute(order, placed, Customer("cus_eva"), CODE, EVA, Decimal("0.10"), [], T0)
+    gone = attribute(order, placed, Customer("cus_jan"), revoked, EVA, Decimal("0.10"), [], T0)
+
+    assert isinstance(own, Refusal)
+    assert (own.reason, own.program, own.referrer_customer_id) == (RefusalReason.OWN_ORDER, "customer", "cus_eva")
+    assert isinstance(gone, Refusal)
+    assert (gone.reason, gone.program, gone.referrer_customer_id) == (RefusalReason.UNKNOWN_CODE, None, None)
+    assert code_status(revoked, T0) == "revoked"
+
+
+def test_a_customer_who_ordered_or_was_referred_before_is_refused_from_their_record() -> None:
+    order = order_placed()
+    placed = PlacedOrder(T0, order.order_id)
+    returning = Customer("cus_jan", first_order=PlacedOrder(T0 - timedelta(days=1), "o-0"))
+    referred = Customer("cus_jan", referred=Referred("o-9", T0 - timedelta(days=1), referral_id("o-9")))
+
+    for customer, reason in ((returning, RefusalReason.RETURNING_CUSTOMER), (referred, RefusalReason.ALREADY_REFERRED)):
+        decision = attribute(order, placed, customer, CODE, EVA, Decimal("0.10"), [], T0)
+        assert isinstance(decision, Refusal)
+        assert decision.reason == reason
+
+
+def converted_affiliate_sale() -> Conversion:
+    order = order_placed(code="AFF-333-444", total="30.00")
+    decision = attribute(
+        order, PlacedOrder(T0, order.order_id), Customer("cus_jan"), AFFILIATE_CODE, None, Decimal("0.10"), [], T0
+    )
+    assert isinstance(decision, Converted)
+    return decision.conversion
+
+
+def test_a_contest_is_kept_once_and_takes_the_whole_commission_back() -> None:
+    refunds = [Refund("r-1", Decimal("7.00"), T0, "EUR")]
+
+    contested = contest(converted_affiliate_sale(), RefusalReason.RETURNING_CUSTOMER, "o-0", T0, refunds)
+
+    assert contested is not None
+    assert contested.contest == Contest(RefusalReason.RETURNING_CUSTOMER, "o-0", T0)
+    assert contested.commission is not None
+    # 3.00 earned, 0.70 of it taken back by the refund: the contest takes the other 2.30
+    assert (contested.commission.taken.contested, contested.commission.due) == (Decimal("2.30"), Decimal("0.00"))
+    assert contest(contested, RefusalReason.OWN_ORDER, "o-x", T0, refunds) is None  # the first fact stands
+    refused = attribute(
+        order_placed(code="ZZZ"), PlacedOrder(T0, "o-jan1"), Customer("cus_jan"), None, None, Decimal("0.10"), [], T0
+    )
+    assert contest(refused, RefusalReason.OWN_ORDER, "o-x", T0, []) is None
+    assert contest(None, RefusalReason.OWN_ORDER, "o-x", T0, []) is None
+
+
+def test_a_refund_claws_back_from_an_affiliates_commission_only_in_the_orders_currency() -> None:
+    sale = converted_affiliate_sale()
+    euros = Refund("r-1", Decimal("15.00"), T0, "EUR")
+    dollars = Refund("r-2", Decimal("15.00"), T0 + timedelta(hours=1), "USD")
+
+    refunds = with_refund([], euros)
+    assert refunds is not None
+    first = claw_back(sale, refunds, euros)
+    both = with_refund(refunds, dollars)
+    assert both is not None
+    second = claw_back(sale, both, dollars)
+
+    assert first is not None
+    assert second is not None
+    assert (first.in_another_currency, second.in_another_currency) == (False, True)
+    assert first.conversion.commission == second.conversion.commission
+    assert first.conversion.commission is not None
+    assert first.conversion.commission.due == Decimal("1.50")
+    assert with_refund(both, euros) is None  # the same refund told again
+    customer_sale = attribute(
+        order_placed(), PlacedOrder(T0, "o-jan1"), Customer("cus_jan"), CODE, EVA, Decimal("0.10"), [], T0
+    )
+    assert isinstance(customer_sale, Converted)
+    assert claw_back(customer_sale.conversion, refunds, euros) is None  # no commission to claw back
+
+
+def test_commission_totals_add_up_per_currency() -> None:
+    sale = converted_affiliate_sale()  # 3.00 on 30.00
+    refunded = claw_back(sale, [Refund("r-1", Decimal("10.00"), T0, "EUR")], Refund("r-1", Decimal("10.00"), T0, "EUR"))
+    assert refunded is not None
+
+    totals = commission_totals([sale, refunded.conversion])
+
+    assert totals == {"EUR": CommissionTotals(Decimal("6.00"), Decimal("1.00"), Decimal("5.00"))}
+
+
+def test_an_affiliate_is_known_under_their_contact_email_and_their_customer_account() -> None:
+    anna = Customer("cus_anna", emails=(email_identity("anna@home.example"),), addresses=(HOME,))
+
+    party = referrer_of(AFFILIATE_CODE, anna, AFFILIATE)
+
+    assert party == Party("cus_anna", frozenset({"anna@home.example", "anna@blog.example"}), frozenset({HOME}))
+    assert referring_customer(AFFILIATE_CODE, AFFILIATE) == "cus_anna"
+    assert referrer_of(AFFILIATE_CODE, None, None) == Party(None)
+    assert referrer_of(CODE, None, None) == Party("cus_eva")
+
+
+def test_the_commission_rate_is_the_affiliates_own_or_the_shops_default() -> None:
+    assert commission_rate(replace(AFFILIATE, commission_rate=Decimal("0.15")), Decimal("0.10")) == Decimal("0.15")
+    assert commission_rate(AFFILIATE, Decimal("0.10")) == Decimal("0.10")
+    assert commission_rate(None, Decimal("0.12")) == Decimal("0.12")
+
+
+def test_an_affiliate_enrols_with_their_own_code_and_limits() -> None:
+    enrolled = enrol(
+        "aff_2",
+        "K7Q-XM4-PA9",
+        name="Bo",
+        email="Bo+x@Shop.example",
+        customer_id=None,
+        commission_rate=None,
+        default_rate=Decimal("0.10"),
+        expires_at=T0 + timedelta(days=30),
+        max_conversions=3,
+        at=T0,
+    )
+
+    assert (enrolled.affiliate.email_identity, enrolled.affiliate.commission_rate) == (
+        "bo@shop.example",
+        Decimal("0.10"),
+    )
+    assert enrolled.code == Code("K7Q-XM4-PA9", None, "aff_2", "affiliate", T0 + timedelta(days=30), 3, created_at=T0)
+
+
+def test_a_code_is_shared_by_any_order_but_the_referrers_own() -> None:
+    assert shares_code("customer", None)
+    assert shares_code("customer", RefusalReason.CAPPED_CODE)
+    assert not shares_code("customer", RefusalReason.OWN_ORDER)
+    assert not shares_code("affiliate", None)
+    assert not shares_code(None, RefusalReason.UNKNOWN_CODE)
+
+
+def test_a_promoter_is_invited_with_their_code_at_the_moment_of_the_feedback() -> None:
+    customer = with_own_code(Customer("cus_p"), "K7Q-XM4-PA9")
+
+    invited = invite(customer, "K7Q-XM4-PA9", "fb-1", T0, timedelta(days=90))
+
+    assert invited is not None
+    assert invited.invitation == Invitation("fb-1", "cus_p", "K7Q-XM4-PA9", T0)
+    assert invited.customer == replace(customer, last_invited_at=T0)
+    assert invited.event.model_dump() == {"customer_id": "cus_p", "code": "K7Q-XM4-PA9", "feedback_id": "fb-1"}
+    assert invite(invited.customer, "K7Q-XM4-PA9", "fb-2", T0 + timedelta(days=89), timedelta(days=90)) is None
+
+
+def test_an_erased_customer_keeps_their_counts_under_the_alias_and_no_identity() -> None:
+    customer = Customer("cus_eva", PlacedOrder(T0, "o-1"), ("eva@example.sk",), (HOME,), "K7Q-XM4-PA9")
+
+    assert anonymised(customer, "erased-abc") == replace(customer, customer_id="erased-abc", emails=(), addresses=())
