@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.followups import domain, service, store
-from services.followups.domain import Contact, FeedbackLinkUsed, Kind, Status
+from services.followups.domain import Contact, FeedbackLinkUnknown, FeedbackLinkUsed, Kind, Status
 from services.followups.jobs import BREACHED
 from services.followups.settings import FollowupsSettings, FollowupsUnit, settings_of
 from services.followups.store import FollowUp
@@ -304,6 +304,8 @@ async def post_feedback(request: Request, rt: Rt) -> FeedbackOut:
         claims = _claims(body.token, settings)
         if body.customer_id not in (None, claims.customer_id):
             raise field_error("customer_id", "does not match the token", body.customer_id)
+        if body.order_id not in (None, claims.order_id):
+            raise field_error("order_id", "does not match the token", body.order_id)
         fields |= {"customer_id": claims.customer_id, "order_id": claims.order_id}
         followup_id = claims.followup_id
     try:
@@ -319,6 +321,8 @@ async def post_feedback(request: Request, rt: Rt) -> FeedbackOut:
         taken = await store.once_per_link(rt, take)
     except FeedbackLinkUsed as used:
         raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used") from used
+    except FeedbackLinkUnknown as unknown:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token: names no feedback request of this shop") from unknown
     return FeedbackOut(**taken.feedback.model_dump(), followup_id=taken.followup_id, escalation_id=taken.escalation_id)
 
 

@@ -246,6 +246,20 @@ class FeedbackLinkUsed(Exception):
     """The feedback link was used before: each link takes one answer."""
 
 
+class FeedbackLinkUnknown(Exception):
+    """The link names no feedback request this shop planned for that customer (or one erased since)."""
+
+
+def link_fits(
+    followup_customer_id: str | None,
+    followup_order_id: str | None,
+    claims_customer_id: str,
+    claims_order_id: str | None,
+) -> bool:
+    """Whether a signed link's follow-up is the one it claims: planned, for that customer and that order."""
+    return followup_customer_id == claims_customer_id and followup_order_id == claims_order_id
+
+
 @dataclass(frozen=True)
 class Escalation:
     """Unhappy feedback a person must answer by `due_by`."""

@@ -181,10 +181,17 @@ async def take_feedback(
 ) -> FeedbackTaken:
     """Store feedback, publish FeedbackReceived, and open an escalation when it is unhappy.
 
-    Raises FeedbackLinkUsed when the feedback came through a link that was used before.
+    Raises FeedbackLinkUsed when the feedback came through a link that was used before, FeedbackLinkUnknown
+    when the link names no feedback request planned for that customer and order (an erased customer's among them).
     """
-    if followup_id is not None and await store.link_used(unit, followup_id):
-        raise domain.FeedbackLinkUsed
+    if followup_id is not None:
+        planned = await store.find_followup(unit, followup_id)
+        if planned is None or not domain.link_fits(
+            planned.customer_id, planned.order_id, feedback.customer_id, feedback.order_id
+        ):
+            raise domain.FeedbackLinkUnknown
+        if await store.link_used(unit, followup_id):
+            raise domain.FeedbackLinkUsed
     store.save_feedback(unit, feedback, followup_id)
     received = unit.publish(feedback, subject=feedback.customer_id)
     sla = timedelta(minutes=unit.settings.escalation_sla_minutes)

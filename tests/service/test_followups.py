@@ -192,6 +192,26 @@ async def test_feedback_request_fourteen_days_after_fulfilment_and_its_link_work
     assert (report["responses"], report["detractors"], report["nps"], report["response_rate"]) == (1, 1, -100.0, 1.0)
 
 
+async def test_a_token_files_feedback_only_for_its_own_order_and_an_existing_feedback_request(
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
+) -> None:
+    rt, http, _inbox = followups
+    await deliver(rt, tap, placed("cus-ta", "o-ta"), fulfilled("cus-ta", "o-ta", NOW))
+    token = issue_token(SECRET, followup_id="feedback_request:o-ta", customer_id="cus-ta", order_id="o-ta")
+    other_order = await http.post("/feedback", json={"token": token, "order_id": "o-tb", "ratings": {"overall": 5}})
+    assert other_order.status_code == 422
+    assert other_order.json()["detail"][0]["loc"] == ["body", "order_id"]
+    # Correctly signed, but naming a feedback request this shop never planned (or one of another customer).
+    for followup_id, customer_id in (("feedback_request:o-none", "cus-ta"), ("feedback_request:o-ta", "cus-tb")):
+        stray = issue_token(SECRET, followup_id=followup_id, customer_id=customer_id, order_id="o-ta")
+        refused = await http.post("/feedback", json={"token": stray, "ratings": {"overall": 1}})
+        assert refused.status_code == 401, followup_id
+        assert "token" in refused.text
+    assert await rt.db["feedback"].count_documents({"customer_id": {"$in": ["cus-ta", "cus-tb"]}}) == 0
+    accepted = await http.post("/feedback", json={"token": token, "order_id": "o-ta", "ratings": {"overall": 5}})
+    assert accepted.status_code == 201, accepted.text
+
+
 @pytest.mark.parametrize(
     ("token", "status", "reason"),
     [
@@ -424,6 +444,27 @@ async def test_erasure_forgets_the_contact_and_cancels_pending_messages(
     assert "cus-gone" not in str(stored)
     statuses = [f["status"] async for f in rt.db[FOLLOWUPS].find({})]
     assert statuses == ["cancelled"]
+
+
+async def test_a_feedback_link_mailed_before_the_erasure_no_longer_works(
+    followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
+) -> None:
+    rt, http, _inbox = followups
+    await deliver(rt, tap, placed("cus-old-link", "o-old-link"), fulfilled("cus-old-link", "o-old-link", NOW))
+    mailed = issue_token(
+        SECRET, followup_id="feedback_request:o-old-link", customer_id="cus-old-link", order_id="o-old-link"
+    )
+    erased = CustomerErasedEvent.new(
+        CustomerErased(customer_id="cus-old-link", requested_at=NOW), source="orders", subject="cus-old-link"
+    )
+    await deliver(rt, tap, erased)
+    late = await http.post("/feedback", json={"token": mailed, "ratings": {"overall": 1}, "comment": "I am Jana N."})
+    assert late.status_code == 401
+    assert await rt.db["feedback"].count_documents({}) == await rt.db["feedback"].count_documents(
+        {"customer_id": {"$ne": "cus-old-link"}}
+    )
+    assert "Jana N." not in str([d async for d in rt.db["feedback"].find({})])
+    assert "Jana N." not in str([d async for d in rt.db[OUTBOX].find({})])
 
 
 async def test_erasure_removes_the_sent_feedback_event_that_carries_the_customers_words(
