@@ -130,12 +130,16 @@ async def tell_order_news(unit: OrdersUnit, news: OrderNews, shop: str | None) -
     """Tell the others what this webhook adds to the order's story (each fact once); why nothing, if nothing."""
     known = await store.get_known_order(unit, known_order_key(news.platform, news.order_id), news.order_id)
     decision = decide(known, news, at=unit.now(), shop=shop)
-    store.save_known_order(unit, decision.known)
+    kept = decision.known
+    if kept.customer_id is not None and kept.customer_id != known.customer_id:
+        # A customer erased before this webhook is kept under their alias here too (a guest id is an e-mail).
+        kept = replace(kept, customer_id=await _owner(unit, kept.customer_id))
+    store.save_known_order(unit, kept)
     for told in decision.events:
         data = told.data
         subject = data.customer.customer_id if isinstance(data, OrderPlaced) else data.customer_id
         unit.publish(data, subject=subject, event_id=told.event_id)
-    log.info("order_news_told", key=decision.known.key, events=[told.event_id for told in decision.events])
+    log.info("order_news_told", key=kept.key, events=[told.event_id for told in decision.events])
     return decision.note
 
 
