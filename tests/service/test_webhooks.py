@@ -392,6 +392,14 @@ async def test_an_orders_whole_life_shuffled_and_resent_has_each_effect_once(
     if counted:
         assert types[0] == "OrderPlaced"
         assert types[-1] == "OrderCancelled"
+
+        async def cancelled_in_history() -> dict[str, Any] | None:
+            profile = await _customer(http, "207119551")
+            return profile if profile and profile["orders"] and profile["orders"][0]["cancelled_at"] else None
+
+        profile = await eventually(cancelled_in_history)
+        assert [order["order_id"] for order in profile["orders"]] == ["450789469"]
+        assert (profile["orders_count"], profile["total_spent"]) == (0, {})
     for event_type in set(types):
         ids = [e["id"] for e in await outbox(rt, event_type)]
         assert len(ids) == len(set(ids))
