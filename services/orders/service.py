@@ -143,8 +143,22 @@ async def tell_order_news(unit: OrdersUnit, news: OrderNews, shop: str | None) -
     return decision.note
 
 
+SHOP_ERASURE_BATCH = 100
+
+
+async def erase_shop_customers(unit: OrdersUnit, shop: str) -> int:
+    """Erase a batch of the customers whose orders came from this shop; how many (0: none is left).
+
+    A shop's every customer would make one transaction too large: the caller runs batches until none is left.
+    """
+    customer_ids = await store.customers_of_shop(unit, shop, limit=SHOP_ERASURE_BATCH)
+    for customer_id in customer_ids:
+        await erase_customer(unit, customer_id, unit.now())
+    return len(customer_ids)
+
+
 async def answer_privacy_request(unit: OrdersUnit, request: PrivacyRequest) -> str | None:
-    """A platform's privacy request: erase a customer, erase a shop's customers, or keep a data request."""
+    """A platform's privacy request: erase a customer, or keep a data request (a shop: `erase_shop_customers`)."""
     now = unit.now()
     if request.topic == "customers/redact":
         account, *also = request.customer_ids or ("",)
@@ -153,10 +167,8 @@ async def answer_privacy_request(unit: OrdersUnit, request: PrivacyRequest) -> s
             if customer_id:
                 await erase_customer(unit, customer_id, now)
         return None
-    if request.topic == "shop/redact":
-        for customer_id in await store.customers_of_shop(unit, request.shop):
-            await erase_customer(unit, customer_id, now)
-        return None
+    if request.topic != "customers/data_request":
+        raise ValueError(f"{request.topic} is not answered here (a shop is erased by erase_shop_customers)")
     customer_id = request.customer_ids[0] if request.customer_ids else ""
     request_id = request.request_id or f"{customer_id}:{now.isoformat()}"
     store.record_data_request(

@@ -47,6 +47,7 @@ from services.orders.domain import (
 from services.orders.insight import History, Rfm
 from services.orders.platforms import KnownOrder, RefundNews
 from services.orders.settings import OrdersSettings, OrdersUnit
+from shared.aliases import ALIAS_PREFIX
 from shared.erasure import customer_erased, forget_sent_events, is_alias, mark_erased, preload_customers
 from shared.events import OrderPlaced, is_no_email
 from shared.leases import claim, release
@@ -585,12 +586,11 @@ def _moment(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-async def customers_of_shop(unit: OrdersUnit, shop: str) -> list[str]:
-    """The customers (not erased yet) whose orders came from this shop's webhooks."""
-    found = await unit.find(
-        PLATFORM_ORDERS, {"shop": shop, "customer_id": {"$ne": None}}, projection={"customer_id": 1}
-    )
-    return sorted({doc["customer_id"] for doc in found if not is_alias(doc["customer_id"])})
+async def customers_of_shop(unit: OrdersUnit, shop: str, *, limit: int) -> list[str]:
+    """Up to `limit` customers (not erased yet) whose orders came from this shop's webhooks."""
+    query = {"shop": shop, "customer_id": {"$ne": None, "$not": {"$regex": f"^{ALIAS_PREFIX}"}}}
+    found = await unit.find(PLATFORM_ORDERS, query, projection={"customer_id": 1}, limit=limit)
+    return sorted({doc["customer_id"] for doc in found})
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,9 @@ async def _receive(rt: Runtime, platform: str, topic: str, fact: str, webhook: W
         log.info("webhook_ignored", platform=platform, topic=topic, reason=webhook.reason)
         return Received(duplicate=False, published=[], ignored=webhook.reason)
 
+    if isinstance(webhook, PrivacyRequest) and webhook.topic == "shop/redact":
+        return await _redact_shop(rt, webhook.shop)
+
     def tell(webhook: OrderNews | PrivacyRequest) -> Callable[[OrdersUnit], Awaitable[str | None]]:
         if isinstance(webhook, OrderNews):
             return lambda unit: service.tell_order_news(unit, webhook, shop)
@@ -210,6 +213,20 @@ async def _receive(rt: Runtime, platform: str, topic: str, fact: str, webhook: W
     outcome = received or Received(duplicate=True, published=[])
     log.info("webhook_received", platform=platform, topic=topic, fact=fact, **outcome.model_dump(exclude_none=True))
     return outcome
+
+
+async def _redact_shop(rt: Runtime, shop: str) -> Received:
+    """Erase every customer that came from the shop, a batch per transaction (erasing twice changes nothing)."""
+    published: list[Published] = []
+
+    async def erase_batch(unit: OrdersUnit) -> list[Published]:
+        await service.erase_shop_customers(unit, shop)
+        return [Published(id=event.id, type=event.type) for event in unit.pending_events]
+
+    while batch := await rt.transaction(erase_batch):
+        published.extend(batch)
+    log.info("shop_redacted", shop=shop, erased=len(published))
+    return Received(duplicate=False, published=published)
 
 
 def _digest(body: bytes) -> str:
