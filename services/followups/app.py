@@ -11,10 +11,9 @@ from services.followups.store import ensure_indexes
 from shared.events import FeedbackEscalatedEvent, FeedbackReceivedEvent, FollowUpSentEvent
 from shared.service import ServiceSpec
 
-# What anyone may call, each route checking its own token: POST /feedback and the customer's pages.
-PUBLIC = APIRouter()
-PUBLIC.include_router(public)
-PUBLIC.include_router(pages)
+# What anyone may call, each route checking its own token: POST /feedback and the customer's pages. The routes
+# themselves, not included routers: the 405 answers (shared.http.answer_405_with_every_method) look at routes.
+PUBLIC = APIRouter(routes=[*public.routes, *pages.routes])
 
 SPEC = ServiceSpec(
     name="followups",
