@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.followups import domain, service, store
 from services.followups.domain import FeedbackLinkUnknown, FeedbackLinkUsed
@@ -76,6 +77,7 @@ def _form_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any
     }
 
 
+UNREADABLE = _html("The body cannot be read as a form (a broken multipart body, say).")
 LINK_ANSWERS: dict[int | str, dict[str, Any]] = {
     401: _html("The link's token is missing, forged or garbled (a page saying so)."),
     410: _html("The link has expired, or names nothing this shop still holds (an erased customer's)."),
@@ -109,12 +111,13 @@ def _page(
     return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
 
 
-Problem = Literal["invalid", "expired", "gone", "not_unsubscribe"]
+Problem = Literal["invalid", "expired", "gone", "not_unsubscribe", "unreadable"]
 _PROBLEM_STATUS = {
     "invalid": status.HTTP_401_UNAUTHORIZED,
     "expired": status.HTTP_410_GONE,
     "gone": status.HTTP_410_GONE,
     "not_unsubscribe": status.HTTP_422_UNPROCESSABLE_CONTENT,
+    "unreadable": status.HTTP_400_BAD_REQUEST,
 }
 
 
@@ -135,6 +138,15 @@ def _problem(problem: Problem, language: str, settings: FollowupsSettings) -> HT
 
 def _browser_language(request: Request, wanted: str | None = None) -> str:
     return choose_language(wanted, request.headers.get("accept-language"))
+
+
+async def _form_fields(request: Request) -> dict[str, str] | None:
+    """The text fields of a posted form; None when the body cannot be read as one (a broken multipart, say)."""
+    try:
+        form = await request.form()
+    except StarletteHTTPException:  # Starlette's answer to a body it cannot parse: ours is a page
+        return None
+    return {name: value for name, value in form.items() if isinstance(value, str)}
 
 
 def _redirect(page: str, token: str) -> RedirectResponse:
@@ -237,6 +249,7 @@ async def feedback_form(request: Request, rt: Rt, token: str | None = None) -> R
             "description": "Recorded: on to the thank-you page (or, for a link used before, back to the form's "
             "page, which says the answers arrived)."
         },
+        400: UNREADABLE,
         422: _html("An answer is missing or out of range: the form again, the error next to the field."),
         **LINK_ANSWERS,
     },
@@ -244,11 +257,10 @@ async def feedback_form(request: Request, rt: Rt, token: str | None = None) -> R
 async def send_feedback(request: Request, rt: Rt) -> Response:
     """The form's answers become FeedbackReceived, exactly as through `POST /feedback` (one per link)."""
     settings = settings_of(rt)
-    form = await request.form()
-    raw = {name: value for name, value in form.items() if isinstance(value, str)}
-    link = await _feedback_link(rt, request, raw.get("token"))
-    if isinstance(link, Response):
-        return link
+    posted = await _posted(rt, request)
+    if isinstance(posted, Response):
+        return posted
+    link, raw = posted
     answers, errors = _answers(raw, CATALOGUES.words(link.language))
     if errors:
         kept: dict[str, str] = {
@@ -271,6 +283,15 @@ async def send_feedback(request: Request, rt: Rt) -> Response:
     except FeedbackLinkUnknown:
         return _problem("gone", link.language, settings)
     return _redirect("thanks", link.token)
+
+
+async def _posted(rt: Runtime, request: Request) -> tuple[FeedbackLink, dict[str, str]] | HTMLResponse:
+    """The posted form and the feedback link its token names; or the page saying what is wrong with them."""
+    raw = await _form_fields(request)
+    if raw is None:
+        return _problem("unreadable", _browser_language(request), settings_of(rt))
+    link = await _feedback_link(rt, request, raw.get("token"))
+    return link if isinstance(link, Response) else (link, raw)
 
 
 def _answers(raw: dict[str, str], words: Any) -> tuple[dict[str, Any], dict[str, str]]:
@@ -404,6 +425,7 @@ async def unsubscribe_page(request: Request, rt: Rt, token: str | None = None) -
     responses={
         200: _html("Unsubscribed (a mail client's one-click POST, or the page's button); said in their language."),
         401: LINK_ANSWERS[401],
+        400: UNREADABLE,
         422: _html("The body is not `List-Unsubscribe=One-Click`: nothing changed."),
     },
 )
@@ -414,7 +436,9 @@ async def unsubscribe(request: Request, rt: Rt, token: str | None = None) -> Res
         return found
     customer_id, language = found
     settings = settings_of(rt)
-    form = await request.form()
+    form = await _form_fields(request)
+    if form is None:
+        return _problem("unreadable", language, settings)
     if form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
         return _problem("not_unsubscribe", language, settings)
 

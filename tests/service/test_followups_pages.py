@@ -181,6 +181,13 @@ async def test_a_bad_expired_or_erased_link_gets_a_page_that_says_so_in_the_righ
         assert page.status_code == 401, broken
         assert page.headers["content-type"].startswith("text/html")
         assert "Tento odkaz nefunguje" in page.text
+    broken_body = await http.post(
+        "/feedback/form",
+        content=b"token=abc",
+        headers={"Content-Type": "multipart/form-data", "Accept-Language": "sk"},  # no boundary: unreadable
+    )
+    assert broken_body.status_code == 400
+    assert "Formulár sa nepodarilo prečítať" in broken_body.text
     forged = issue_token(
         "not-our-secret", followup_id="feedback_request:o-cus-old", customer_id="cus-old", order_id=None
     )
