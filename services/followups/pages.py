@@ -27,7 +27,7 @@ from services.followups.domain import FeedbackLinkUnknown, FeedbackLinkUsed
 from services.followups.settings import FollowupsSettings, FollowupsUnit, settings_of
 from services.followups.store import FollowUp
 from services.followups.tokens import InvalidToken, TokenClaims, read_token, read_unsubscribe_token
-from shared.i18n import Catalogues, Formats, choose_language, direction
+from shared.i18n import Catalogues, Formats, Words, choose_language, direction
 from shared.service import Runtime, runtime
 
 FOLDER = Path(__file__).parent / "pages"
@@ -123,9 +123,8 @@ _PROBLEM_STATUS = {
 
 def _problem(problem: Problem, language: str, settings: FollowupsSettings) -> HTMLResponse:
     words = CATALOGUES.words(language)
-    message = words(
-        f"problem.{problem}_body", **({"days": settings.feedback_token_days} if problem == "expired" else {})
-    )
+    days = Formats(language).number(settings.feedback_token_days)  # in the language's own digits
+    message = words(f"problem.{problem}_body", **({"days": days} if problem == "expired" else {}))
     return _page(
         "problem.html",
         language,
@@ -261,7 +260,7 @@ async def send_feedback(request: Request, rt: Rt) -> Response:
     if isinstance(posted, Response):
         return posted
     link, raw = posted
-    answers, errors = _answers(raw, CATALOGUES.words(link.language))
+    answers, errors = _answers(raw, CATALOGUES.words(link.language), Formats(link.language))
     if errors:
         kept: dict[str, str] = {
             name: raw[name] for name in ("overall", "product", "service", "nps", "comment") if name in raw
@@ -294,7 +293,7 @@ async def _posted(rt: Runtime, request: Request) -> tuple[FeedbackLink, dict[str
     return link if isinstance(link, Response) else (link, raw)
 
 
-def _answers(raw: dict[str, str], words: Any) -> tuple[dict[str, Any], dict[str, str]]:
+def _answers(raw: dict[str, str], words: Words, formats: Formats) -> tuple[dict[str, Any], dict[str, str]]:
     """The form's answers as FeedbackReceived's fields, and an error message per field that is wrong."""
     errors: dict[str, str] = {}
     ratings: dict[str, int] = {}
@@ -317,7 +316,7 @@ def _answers(raw: dict[str, str], words: Any) -> tuple[dict[str, Any], dict[str,
             errors["nps"] = words("error.nps_range")
     comment = raw.get("comment", "").strip()
     if len(comment) > COMMENT_LIMIT:
-        errors["comment"] = words("error.comment_long", limit=COMMENT_LIMIT)
+        errors["comment"] = words("error.comment_long", limit=formats.number(COMMENT_LIMIT))
     return {"ratings": ratings, "nps": nps, "comment": comment or None}, errors
 
 

@@ -166,6 +166,9 @@ async def test_a_missing_or_wrong_answer_shows_the_form_again_with_the_error_and
     assert "Lūdzu, izvēlieties skaitli no 0 līdz 10." in again.text
     assert 'value="4" checked' in again.text  # what was chosen stays chosen
     assert "Skaista tējkanna</textarea>" in again.text
+    too_long = await http.post("/feedback/form", data={"token": token_of(link), "overall": "4", "comment": "x" * 5001})
+    assert too_long.status_code == 422
+    assert "Lūdzu, lai komentārs būtu īsāks par" in too_long.text
     assert await rt.db["feedback"].count_documents({}) == 0
     assert (await http.get(f"/feedback/thanks?token={token_of(link)}")).status_code == 303  # nothing to thank for
 
