@@ -374,7 +374,6 @@ def _followup(followup: FollowUp, contact: Contact | None) -> FollowupOut:
 
 # --- the relationship log and the brief (DESIGN.md §1: remember personal facts and what each customer said) ---
 
-customers = APIRouter(tags=["customers"])
 CustomerId = Annotated[str, Path(min_length=1, max_length=128, description="The shop's id of the customer.")]
 Limit = Annotated[int, Query(ge=1, le=200, description="How many to return.")]
 Offset = Annotated[int, Query(ge=0, le=100_000, description="How many to skip (newest first).")]
@@ -510,14 +509,14 @@ async def _in_unit(rt: Runtime, work: Callable[[FollowupsUnit], Awaitable[T]]) -
         raise HTTPException(status.HTTP_410_GONE, "customer_id: erased; nothing more is kept about them") from gone
 
 
-@customers.get("/customers/{customer_id}/notes", openapi_extra=ADMIN_ONLY)
+@api.get("/customers/{customer_id}/notes", openapi_extra=ADMIN_ONLY)
 async def list_notes(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset: Offset = 0) -> NotesPage:
     """The owner's notes about the customer, newest first."""
     found = await store.notes(rt, customer_id, limit=limit, offset=offset)
     return NotesPage(notes=[NoteOut(**vars(n)) for n in found], next_offset=_next(offset, limit, len(found)))
 
 
-@customers.post(
+@api.post(
     "/customers/{customer_id}/notes",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
@@ -533,13 +532,13 @@ async def write_note(customer_id: CustomerId, note: NoteIn, rt: Rt) -> NoteOut:
     return NoteOut(**vars(await _in_unit(rt, write)))
 
 
-@customers.get("/customers/{customer_id}/facts", openapi_extra=ADMIN_ONLY)
+@api.get("/customers/{customer_id}/facts", openapi_extra=ADMIN_ONLY)
 async def list_facts(customer_id: CustomerId, rt: Rt) -> Facts:
     """The customer's personal facts (birthday, family, interests, …), oldest noted first."""
     return Facts(facts=[FactOut(**vars(f)) for f in await store.facts(rt, customer_id)])
 
 
-@customers.post(
+@api.post(
     "/customers/{customer_id}/facts",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
@@ -557,9 +556,7 @@ async def note_fact(customer_id: CustomerId, fact: FactIn, rt: Rt) -> FactOut:
 NO_FACT = error("The customer has no fact with this id.")
 
 
-@customers.put(
-    "/customers/{customer_id}/facts/{fact_id}", openapi_extra=ADMIN_ONLY, responses={400: BAD_BODY, 404: NO_FACT}
-)
+@api.put("/customers/{customer_id}/facts/{fact_id}", openapi_extra=ADMIN_ONLY, responses={400: BAD_BODY, 404: NO_FACT})
 async def change_fact(customer_id: CustomerId, fact_id: str, fact: FactIn, rt: Rt) -> FactOut:
     """Edit a personal fact (its kind and value)."""
     author = _author()
@@ -573,7 +570,7 @@ async def change_fact(customer_id: CustomerId, fact_id: str, fact: FactIn, rt: R
     return FactOut(**vars(changed))
 
 
-@customers.delete(
+@api.delete(
     "/customers/{customer_id}/facts/{fact_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     openapi_extra=ADMIN_ONLY,
@@ -589,14 +586,14 @@ async def remove_fact(customer_id: CustomerId, fact_id: str, rt: Rt) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"fact_id: the customer has no fact {fact_id!r}")
 
 
-@customers.get("/customers/{customer_id}/calls", openapi_extra=ADMIN_ONLY)
+@api.get("/customers/{customer_id}/calls", openapi_extra=ADMIN_ONLY)
 async def list_calls(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset: Offset = 0) -> CallsPage:
     """How the customer's calls went, newest first."""
     found = await store.calls(rt, customer_id, limit=limit, offset=offset)
     return CallsPage(calls=[CallOut(**vars(c)) for c in found], next_offset=_next(offset, limit, len(found)))
 
 
-@customers.post(
+@api.post(
     "/customers/{customer_id}/calls",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
@@ -628,7 +625,7 @@ async def record_call(customer_id: CustomerId, call: CallIn, rt: Rt) -> CallLogg
     return CallLogged(call=CallOut(**vars(logged.call)), task=task)
 
 
-@customers.get("/customers/{customer_id}/tasks", openapi_extra=ADMIN_ONLY)
+@api.get("/customers/{customer_id}/tasks", openapi_extra=ADMIN_ONLY)
 async def list_tasks(
     customer_id: CustomerId,
     rt: Rt,
@@ -642,7 +639,7 @@ async def list_tasks(
     return TasksPage(tasks=[_followup(f, contact) for f in found], next_offset=_next(offset, limit, len(found)))
 
 
-@customers.post(
+@api.post(
     "/customers/{customer_id}/tasks",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
@@ -658,14 +655,14 @@ async def add_task(customer_id: CustomerId, task: TaskIn, rt: Rt) -> FollowupOut
     return _followup(added, await store.contact_of(rt, customer_id))
 
 
-@customers.get("/customers/{customer_id}/reviews", openapi_extra=ADMIN_ONLY)
+@api.get("/customers/{customer_id}/reviews", openapi_extra=ADMIN_ONLY)
 async def list_reviews(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset: Offset = 0) -> ReviewsPage:
     """The customer's key-account reviews, newest first."""
     found = await store.reviews(rt, customer_id, limit=limit, offset=offset)
     return ReviewsPage(reviews=[ReviewOut(**vars(r)) for r in found], next_offset=_next(offset, limit, len(found)))
 
 
-@customers.post(
+@api.post(
     "/customers/{customer_id}/reviews",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
@@ -757,7 +754,7 @@ class Brief(BaseModel):
 BRIEF_ITEMS = 5  # notes and calls the brief shows; the lists have their own pages
 
 
-@customers.get(
+@api.get(
     "/customers/{customer_id}/brief",
     openapi_extra=ADMIN_ONLY,
     responses={404: error("Nothing is known of this customer (or they were erased).")},
@@ -834,6 +831,3 @@ async def brief(customer_id: CustomerId, rt: Rt) -> Brief:
             slipping_away=domain.is_slipping(standing, rules),
         ),
     )
-
-
-api.include_router(customers)
