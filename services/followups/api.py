@@ -377,7 +377,7 @@ def _followup(followup: FollowUp, contact: Contact | None) -> FollowupOut:
 CustomerId = Annotated[str, Path(min_length=1, max_length=128, description="The shop's id of the customer.")]
 Limit = Annotated[int, Query(ge=1, le=200, description="How many to return.")]
 Offset = Annotated[int, Query(ge=0, le=100_000, description="How many to skip (newest first).")]
-ERASED = error("The customer was erased; nothing more is kept about them.")
+ERASED = error("The customer was erased: nothing more is kept about them.")
 Text = Annotated[str, Field(min_length=1, max_length=5000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=500)]
 
@@ -506,7 +506,7 @@ async def _in_unit(rt: Runtime, work: Callable[[FollowupsUnit], Awaitable[T]]) -
     try:
         return await rt.transaction(work)
     except domain.CustomerErased as gone:
-        raise HTTPException(status.HTTP_410_GONE, "customer_id: erased; nothing more is kept about them") from gone
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "customer_id: erased; nothing more is kept about them") from gone
 
 
 @api.get("/customers/{customer_id}/notes", openapi_extra=ADMIN_ONLY)
@@ -520,7 +520,7 @@ async def list_notes(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset:
     "/customers/{customer_id}/notes",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
-    responses={400: BAD_BODY, 410: ERASED},
+    responses={400: BAD_BODY, 404: ERASED},
 )
 async def write_note(customer_id: CustomerId, note: NoteIn, rt: Rt) -> NoteOut:
     """Write a note about the customer; its author is the acting person (X-Rapport-Actor) or the key."""
@@ -542,7 +542,7 @@ async def list_facts(customer_id: CustomerId, rt: Rt) -> Facts:
     "/customers/{customer_id}/facts",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
-    responses={400: BAD_BODY, 410: ERASED},
+    responses={400: BAD_BODY, 404: ERASED},
 )
 async def note_fact(customer_id: CustomerId, fact: FactIn, rt: Rt) -> FactOut:
     author = _author()
@@ -597,7 +597,10 @@ async def list_calls(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset:
     "/customers/{customer_id}/calls",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
-    responses={400: BAD_BODY, 404: error("No pending call task of this customer under followup_id."), 410: ERASED},
+    responses={
+        400: BAD_BODY,
+        404: error("No pending call task of this customer under followup_id, or the customer was erased."),
+    },
 )
 async def record_call(customer_id: CustomerId, call: CallIn, rt: Rt) -> CallLogged:
     """Log a call's outcome; for a call task, reached or wrong number completes it, no answer or voicemail tries
@@ -643,7 +646,7 @@ async def list_tasks(
     "/customers/{customer_id}/tasks",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
-    responses={400: BAD_BODY, 410: ERASED},
+    responses={400: BAD_BODY, 404: ERASED},
 )
 async def add_task(customer_id: CustomerId, task: TaskIn, rt: Rt) -> FollowupOut:
     """Add a task by hand (a title and a due time); it is listed with the others (`GET /followups?kind=task`)."""
@@ -666,7 +669,7 @@ async def list_reviews(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offse
     "/customers/{customer_id}/reviews",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=ADMIN_ONLY,
-    responses={400: BAD_BODY, 410: ERASED},
+    responses={400: BAD_BODY, 404: ERASED},
 )
 async def record_review(customer_id: CustomerId, review: ReviewIn, rt: Rt) -> ReviewOut:
     """Record a key-account review: it closes the open review task; the next falls due ACCOUNT_REVIEW_DAYS later."""
