@@ -109,8 +109,16 @@ class Marked(BaseModel):
 )
 async def mark_done(followup_id: str, done: Done, rt: Rt) -> Marked:
     """A person did it (a call, a handwritten note)."""
-    if not await store.mark_done(rt, followup_id, rt.now(), done.note):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"followup_id: no pending task {followup_id!r} for a person")
+
+    async def finish(unit: FollowupsUnit) -> None:  # in a unit, so the audit trail records who did it
+        await service.mark_done(unit, followup_id, done.note)
+
+    try:
+        await rt.transaction(finish)
+    except domain.NoSuchTask as missing:  # raised inside: the refused call leaves no audit record
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"followup_id: no pending task {followup_id!r} for a person"
+        ) from missing
     return Marked(followup_id=followup_id, status="done")
 
 
@@ -502,11 +510,15 @@ class ReviewsPage(BaseModel):
 
 
 async def _in_unit(rt: Runtime, work: Callable[[FollowupsUnit], Awaitable[T]]) -> T:
-    """Run a change of the log in one transaction (with its audit record); an erased customer's is refused."""
+    """Run a change of the log in one transaction with its audit record; a refusal, raised inside, leaves none."""
     try:
         return await rt.transaction(work)
     except domain.CustomerErased as gone:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "customer_id: erased; nothing more is kept about them") from gone
+    except domain.NoSuchFact as missing:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"fact_id: the customer has no fact {missing.args[0]!r}"
+        ) from missing
 
 
 @api.get("/customers/{customer_id}/notes", openapi_extra=ADMIN_ONLY)
@@ -561,13 +573,10 @@ async def change_fact(customer_id: CustomerId, fact_id: str, fact: FactIn, rt: R
     """Edit a personal fact (its kind and value)."""
     author = _author()
 
-    async def change(unit: FollowupsUnit) -> store.Fact | None:
+    async def change(unit: FollowupsUnit) -> store.Fact:
         return await service.change_fact(unit, customer_id, fact_id, fact.kind, fact.value, author)
 
-    changed = await _in_unit(rt, change)
-    if changed is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"fact_id: the customer has no fact {fact_id!r}")
-    return FactOut(**vars(changed))
+    return FactOut(**vars(await _in_unit(rt, change)))
 
 
 @api.delete(
@@ -579,11 +588,10 @@ async def change_fact(customer_id: CustomerId, fact_id: str, fact: FactIn, rt: R
 async def remove_fact(customer_id: CustomerId, fact_id: str, rt: Rt) -> None:
     """Remove a personal fact."""
 
-    async def remove(unit: FollowupsUnit) -> bool:
-        return await service.remove_fact(unit, customer_id, fact_id)
+    async def remove(unit: FollowupsUnit) -> None:
+        await service.remove_fact(unit, customer_id, fact_id)
 
-    if not await _in_unit(rt, remove):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"fact_id: the customer has no fact {fact_id!r}")
+    await _in_unit(rt, remove)
 
 
 @api.get("/customers/{customer_id}/calls", openapi_extra=ADMIN_ONLY)

@@ -433,6 +433,10 @@ class NoSuchTask(Exception):
     """No pending task of that kind for this customer under that id."""
 
 
+class NoSuchFact(Exception):
+    """The customer has no personal fact under that id."""
+
+
 class CustomerErased(Exception):
     """The customer was erased: nothing more is kept about them."""
 

@@ -372,21 +372,27 @@ async def note_fact(
 
 async def change_fact(
     unit: FollowupsUnit, customer_id: str, fact_id: str, kind: domain.FactKind, value: str, author: str
-) -> store.Fact | None:
-    """The fact as edited; None when the customer has no such fact."""
+) -> store.Fact:
+    """The fact as edited; raises NoSuchFact when the customer has no such fact."""
     found = await store.find_fact(unit, customer_id, fact_id)
     if found is None:
-        return None
+        raise domain.NoSuchFact(fact_id)
     fact = replace(found, kind=kind, value=value, changed_at=unit.now(), changed_by=author)
     store.save_fact(unit, fact)
     return fact
 
 
-async def remove_fact(unit: FollowupsUnit, customer_id: str, fact_id: str) -> bool:
+async def remove_fact(unit: FollowupsUnit, customer_id: str, fact_id: str) -> None:
+    """Raises NoSuchFact when the customer has no such fact."""
     if await store.find_fact(unit, customer_id, fact_id) is None:
-        return False
+        raise domain.NoSuchFact(fact_id)
     store.remove_fact(unit, fact_id)
-    return True
+
+
+async def mark_done(unit: FollowupsUnit, followup_id: str, note: str) -> None:
+    """A person did the task (a call, a handwritten note); raises NoSuchTask when none is pending under this id."""
+    if not await store.mark_done(unit, followup_id, unit.now(), note):
+        raise domain.NoSuchTask(followup_id)
 
 
 @dataclass(frozen=True)

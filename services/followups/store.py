@@ -46,6 +46,7 @@ from services.followups.domain import (
     Plan,
     Standing,
     Status,
+    review_id,
 )
 from services.followups.settings import FollowupsUnit
 from shared.erasure import ERASED, customer_erased, erased_id, forget_sent_events, mark_erased, preload_customers
@@ -110,8 +111,14 @@ async def preload(
     customers = set(customer_ids)
     await preload_customers(unit, CUSTOMERS, customers)
     await unit.preload(STANDING, customers)
+    # A key account's latest review task: whether it is still open decides whether the next one is opened.
+    reviews = []
+    for customer_id in customers:
+        standing = await unit.find_one(STANDING, {"_id": customer_id})  # preloaded: no round trip
+        if standing is not None and standing.get("reviews_opened", 0) > 0:
+            reviews.append(review_id(customer_id, standing["reviews_opened"]))
     await unit.preload(ORDERS, order_ids)
-    await unit.preload(FOLLOWUPS, followup_ids)
+    await unit.preload(FOLLOWUPS, [*followup_ids, *reviews])
 
 
 # --- customers and orders -------------------------------------------------------------------
@@ -313,13 +320,13 @@ async def record_failed_send(rt: Runtime, followup: FollowUp, failure: FailedSen
     await rt.db[FOLLOWUPS].update_one(held, {"$set": change})
 
 
-async def mark_done(rt: Runtime, followup_id: str, at: datetime, note: str) -> bool:
+async def mark_done(unit: FollowupsUnit, followup_id: str, at: datetime, note: str) -> bool:
     """A person did the task; False when there is no pending task for a person under this id."""
-    found = await rt.db[FOLLOWUPS].find_one_and_update(
-        {"_id": followup_id, "channel": "person", "status": "pending"},
-        {"$set": {"status": "done", "done_at": at, "note": note}},
-    )
-    return found is not None
+    found = await unit.find_one(FOLLOWUPS, {"_id": followup_id})
+    if found is None or found["channel"] != "person" or found["status"] != "pending":
+        return False
+    finish_task(unit, _followup_of(found), at, note)
+    return True
 
 
 async def followups(
@@ -761,7 +768,7 @@ async def pending_task(
 
 
 async def open_review_task(unit: FollowupsUnit, customer_id: str, number: int) -> FollowUp | None:
-    found = await unit.find_one(FOLLOWUPS, {"_id": f"review:{customer_id}:{number}"})
+    found = await unit.find_one(FOLLOWUPS, {"_id": review_id(customer_id, number)})
     return None if found is None or found["status"] != "pending" else _followup_of(found)
 
 

@@ -190,6 +190,8 @@ async def test_notes_facts_and_tasks_keep_their_author_and_erasure_deletes_them_
     audit = await get(http, "/audit", target="cus-log")
     assert "admin/eva@shop.example" in {record["actor"] for record in audit}
     assert "POST /customers/{customer_id}/notes" in {record["action"] for record in audit}
+    deletes = [r for r in audit if r["action"] == "DELETE /customers/{customer_id}/facts/{fact_id}"]
+    assert len(deletes) == 1  # the refused second delete left no record
 
     erased = CustomerErasedEvent.new(
         CustomerErased(customer_id="cus-log", requested_at=NOW), source="orders", subject="cus-log"
