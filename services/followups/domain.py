@@ -206,6 +206,7 @@ class Plan:
     status: Literal["pending", "cancelled"]
     code: str | None = None  # the referral code an invitation carries
     title: str | None = None  # what a person's task says to do
+    cancelled_because: str | None = None  # planned for an order already cancelled or refunded in full
 
 
 def thank_you_id(order_id: str) -> str:
@@ -239,11 +240,21 @@ def plans_for_order(order: Order, schedule: Schedule, *, early_customer: bool) -
     cancelled. A milestone heard of only from the shop's history (imported) plans nothing: no note for an order of
     last year, no request, no call."""
     status: Literal["pending", "cancelled"] = "cancelled" if is_taken_back(order) else "pending"
-    plans = []
+    because = None if status == "pending" else "cancelled" if order.cancelled_at is not None else "refunded"
+    plans: list[Plan] = []
     if order.placed_at is not None and not order.placed_imported:
         due = thank_you_due(order.placed_at, schedule.thank_you_delay)
         plans.append(
-            Plan(thank_you_id(order.order_id), "thank_you", "email", order.customer_id, order.order_id, due, status)
+            Plan(
+                thank_you_id(order.order_id),
+                "thank_you",
+                "email",
+                order.customer_id,
+                order.order_id,
+                due,
+                status,
+                cancelled_because=because,
+            )
         )
     if order.fulfilled_at is not None and not order.fulfilled_imported:
         due = feedback_request_due(order.fulfilled_at, schedule.feedback_request_delay)
@@ -256,12 +267,22 @@ def plans_for_order(order: Order, schedule: Schedule, *, early_customer: bool) -
                 order.order_id,
                 due,
                 status,
+                cancelled_because=because,
             )
         )
         if early_customer:
             due = call_due(order.fulfilled_at, schedule.call_delay)
             plans.append(
-                Plan(call_id(order.customer_id), "call", "person", order.customer_id, order.order_id, due, status)
+                Plan(
+                    call_id(order.customer_id),
+                    "call",
+                    "person",
+                    order.customer_id,
+                    order.order_id,
+                    due,
+                    status,
+                    cancelled_because=because,
+                )
             )
     return plans
 

@@ -278,6 +278,8 @@ async def plan(unit: FollowupsUnit, planned: Plan) -> bool:
         document["code"] = planned.code
     if planned.title is not None:
         document["title"] = planned.title
+    if planned.cancelled_because is not None:
+        document["cancelled_because"] = planned.cancelled_because
     unit.replace(FOLLOWUPS, document)
     return True
 
