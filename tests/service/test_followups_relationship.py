@@ -415,6 +415,7 @@ async def test_history_builds_the_brief_but_plans_nothing_until_the_import_settl
         segment("cus-hist", "at_risk", NOW - timedelta(days=1)),
     ]
     await deliver(rt, tap, *(history(e) for e in told))
+    heard = datetime.now(UTC)  # the import settles IMPORT_SETTLE_MINUTES (10) after its last event arrived
     assert await rt.db[FOLLOWUPS].count_documents({"customer_id": "cus-hist"}) == 0
     brief = await get(http, "/customers/cus-hist/brief")
     assert (brief["orders"]["count"], brief["referrals"]["code"], brief["loyalty"]["tier"]) == (
@@ -423,12 +424,12 @@ async def test_history_builds_the_brief_but_plans_nothing_until_the_import_settl
         "vip",
     )
     assert (brief["account"]["key_account"], brief["account"]["slipping_away"]) == (True, True)
-    await review_accounts(rt, at=NOW + timedelta(minutes=5))  # the import may still be running
+    await review_accounts(rt, at=heard + timedelta(minutes=5))  # the import may still be running
     assert await rt.db[FOLLOWUPS].count_documents({"customer_id": "cus-hist"}) == 0
-    await review_accounts(rt, at=NOW + timedelta(minutes=11))
+    await review_accounts(rt, at=heard + timedelta(minutes=11))
     assert await kinds(rt, "cus-hist", "win_back") == {"win_back:cus-hist:1": "pending"}
     assert await kinds(rt, "cus-hist", "review") == {"review:cus-hist:1": "pending"}
-    await review_accounts(rt, at=NOW + timedelta(minutes=12))
+    await review_accounts(rt, at=heard + timedelta(minutes=12))
     assert await rt.db[FOLLOWUPS].count_documents({"customer_id": "cus-hist"}) == 2
     assert inbox.to("cus-hist@example.com") == []
 
