@@ -5,11 +5,12 @@ Collections:
   tier, and the replay's checkpoint after the latest fact (domain.Checkpoint),
   which is all an in-order fact needs.
 - member_facts: the members' history, one document per fact (a purchase, refund,
-  cancellation, activity or redemption; `_id` {member, fact}, `customer_id`,
+  cancellation, activity or redemption; `_id` {member, fact: "<kind>:<id>"},
   `kind`, the fact's fields under `fact`), so no document grows with a member's
-  orders; read only to replay a member in full when a fact arrives out of order.
-  Histories stored as one document per member (`_id` the customer id, a list per
-  kind) are split once as the service starts (`split_member_histories`).
+  orders; a member's history is a range of `_id`s, read through the `_id` index
+  only to replay a member in full when a fact arrives out of order. Histories
+  stored as one document per member (`_id` the customer id, a list per kind) are
+  split once as the service starts (`split_member_histories`).
 - ledger: append-only entries, one per change of a key.
 - config: the shop's rules (one document, `_id: "rules"`).
 - campaigns, rewards: what the owner configured.
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bson import MaxKey, MinKey
 from pymongo import (
     ASCENDING,
     DESCENDING,
@@ -96,7 +98,6 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # ru
     )
     await db[LEDGER].create_indexes([IndexModel([("customer_id", ASCENDING), ("at", DESCENDING)])])
     await db[CAMPAIGNS].create_indexes([IndexModel([("ends_at", ASCENDING)])])
-    await db[MEMBER_FACTS].create_indexes([IndexModel([("customer_id", ASCENDING)])])
     await move_inline_facts(db)
     await split_member_histories(db)
 
@@ -132,7 +133,7 @@ async def split_member_histories(db: Database) -> int:
     document per fact instead, once. Each member in its own transaction, so replicas starting together
     split each one once; the documents a fact gets are the same whoever writes them."""
     split = 0
-    async for old in db[MEMBER_FACTS].find({"customer_id": {"$exists": False}}, projection={"_id": 1}):
+    async for old in db[MEMBER_FACTS].find({"_id": {"$type": "string"}}, projection={"_id": 1}):
 
         async def move(session: AsyncClientSession, customer_id: Any = old["_id"]) -> int:
             doc = await db[MEMBER_FACTS].find_one({"_id": customer_id}, session=session)
@@ -164,8 +165,8 @@ async def preload_histories(unit: LoyaltyUnit, customer_ids: Iterable[str]) -> N
     if not missing:
         return
     read: dict[str, list[dict[str, Any]]] = {customer_id: [] for customer_id in missing}
-    for doc in await unit.find(MEMBER_FACTS, {"customer_id": {"$in": missing}}):
-        read[doc["customer_id"]].append(doc)
+    for doc in await unit.find(MEMBER_FACTS, {"$or": [_history_of(customer_id) for customer_id in missing]}):
+        read[doc["_id"]["member"]].append(doc)
     histories.update({customer_id: {"facts": docs} for customer_id, docs in read.items()})
 
 
@@ -248,7 +249,7 @@ def erase_member(unit: LoyaltyUnit, customer_id: str, at: datetime) -> None:
     """Delete who the member is and what they bought; their ledger stays, under an anonymous alias."""
     mark_erased(unit, customer_id, at)
     unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
-    unit.write(MEMBER_FACTS, DeleteMany({"customer_id": customer_id}), DeleteOne({"_id": customer_id}))  # and old shape
+    unit.write(MEMBER_FACTS, DeleteMany(_history_of(customer_id)), DeleteOne({"_id": customer_id}))  # and old shape
     _histories(unit).pop(customer_id, None)
     unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": erased_alias(customer_id)}}))
     unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))
@@ -408,11 +409,14 @@ def _award(doc: dict[str, Any]) -> PurchaseAward:
 
 
 def _fact_document(customer_id: str, fact: Fact) -> dict[str, Any]:
+    return {"_id": {"member": customer_id, "fact": seen_id(fact)}, "kind": fact_kind(fact), "fact": fact_doc(fact)}
+
+
+def _history_of(customer_id: str) -> dict[str, Any]:
+    """The query for every fact of one member: the `_id`s from {member, fact: MinKey} to {member, fact: MaxKey},
+    since MongoDB orders embedded documents field by field; so the `_id` index serves it and no other is kept."""
     return {
-        "_id": {"member": customer_id, "fact": seen_id(fact)},
-        "customer_id": customer_id,
-        "kind": fact_kind(fact),
-        "fact": fact_doc(fact),
+        "_id": {"$gte": {"member": customer_id, "fact": MinKey()}, "$lte": {"member": customer_id, "fact": MaxKey()}}
     }
 
 

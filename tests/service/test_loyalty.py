@@ -551,19 +551,21 @@ async def test_customer_erased_removes_the_member_and_keeps_anonymous_totals(
 ) -> None:
     rt, http = loyalty_service
     await earn(tap, order("cus-gone", "ord-g1", "70", NOW - timedelta(days=2)))
+    await earn(tap, order("cus-gone2", "ord-g9", "10", NOW - timedelta(days=2)))  # an id they are a prefix of
     sent_about_them = {"body.subject": "cus-gone", "status": "sent"}
     await eventually(lambda: _count(rt, OUTBOX, sent_about_them, at_least=1))
     erased = CustomerErasedEvent.new(CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders")
-    assert await rt.db[MEMBER_FACTS].find_one({"customer_id": "cus-gone"}) is not None
+    assert await rt.db[MEMBER_FACTS].find_one({"_id.member": "cus-gone"}) is not None
     await tap.publish(erased)
-    await eventually(lambda: consumed(rt) == 2)
+    await eventually(lambda: consumed(rt) == 3)
     assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
-    assert await rt.db[MEMBER_FACTS].find_one({"customer_id": "cus-gone"}) is None  # what they bought
+    assert await rt.db[MEMBER_FACTS].find_one({"_id.member": "cus-gone"}) is None  # what they bought
+    assert await rt.db[MEMBER_FACTS].find_one({"_id.member": "cus-gone2"}) is not None  # only theirs
     assert await rt.db[OUTBOX].count_documents(sent_about_them) == 0  # PointsAwarded named them
     assert await rt.db[LEDGER].count_documents({"customer_id": "cus-gone"}) == 0
     assert await rt.db[LEDGER].count_documents({"customer_id": {"$regex": "^erased-"}, "points": 70}) == 1
     await tap.publish(order("cus-gone", "ord-g2", "50", NOW))  # a late event does not bring the member back
-    await eventually(lambda: consumed(rt) == 3)
+    await eventually(lambda: consumed(rt) == 4)
     assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
     assert (await http.get("/members/cus-gone", headers=ADMIN)).status_code == 404
 
@@ -600,7 +602,7 @@ async def test_a_member_stored_before_the_checkpoint_is_read_and_moved_to_the_ne
     assert stored is not None
     assert "checkpoint" in stored
     assert "purchases" not in stored
-    facts = rt.db[MEMBER_FACTS].find({"customer_id": "cus-old", "kind": "purchases"}, sort=[("fact.placed_at", 1)])
+    facts = rt.db[MEMBER_FACTS].find({"_id.member": "cus-old", "kind": "purchases"}, sort=[("fact.placed_at", 1)])
     assert [doc["fact"]["order_id"] async for doc in facts] == ["ord-old", "ord-new"]
     # an order placed before both arrives late: the full replay needs the moved facts, and lifts both to silver
     earlier = order("cus-old", "ord-early", "500", NOW - timedelta(days=20))
@@ -621,11 +623,11 @@ async def test_a_history_stored_as_one_document_per_member_is_split_once_and_sti
     rt, http = loyalty_service
     first, second = order("cus-big", "ord-1", "300", NOW - timedelta(days=10)), refund("cus-big", "ord-1", "100", NOW)
     await deliver(rt, tap, first, second)
-    member_doc = await rt.db[MEMBER_FACTS].find({"customer_id": "cus-big"}).to_list()
+    member_doc = await rt.db[MEMBER_FACTS].find({"_id.member": "cus-big"}).to_list()
     old_shape: dict[str, Any] = {"_id": "cus-big"}
     for doc in member_doc:
         old_shape.setdefault(doc["kind"], []).append(doc["fact"])
-    await rt.db[MEMBER_FACTS].delete_many({"customer_id": "cus-big"})
+    await rt.db[MEMBER_FACTS].delete_many({"_id.member": "cus-big"})
     await rt.db[MEMBER_FACTS].insert_one(old_shape)
     assert set(old_shape) == {"_id", "purchases", "refunds"}
 
@@ -633,7 +635,7 @@ async def test_a_history_stored_as_one_document_per_member_is_split_once_and_sti
     await SPEC.ensure_indexes(rt.db, rt.settings)
     await SPEC.ensure_indexes(rt.db, rt.settings)  # a second replica starting: nothing left to split
     assert await rt.db[MEMBER_FACTS].find_one({"_id": "cus-big"}) is None
-    split = await rt.db[MEMBER_FACTS].find({"customer_id": "cus-big"}).to_list()
+    split = await rt.db[MEMBER_FACTS].find({"_id.member": "cus-big"}).to_list()
     assert sorted(doc["_id"]["fact"] for doc in split) == sorted(doc["_id"]["fact"] for doc in member_doc)
 
     assert (await member(http, "cus-big"))["balance"] == 200
