@@ -53,7 +53,10 @@ REFUSALS = Counter(
     "referrals_refusals", "Orders whose referral code was refused, by reason.", ["reason"], registry=METRICS
 )
 CONTESTED = Counter(
-    "referrals_contested", "Conversions contested by a fact heard of later, by reason.", ["reason"], registry=METRICS
+    "referrals_contested",
+    "Conversions contested by a fact that disproves them (heard of later, or the order cancelled), by reason.",
+    ["reason"],
+    registry=METRICS,
 )
 INVITED = Counter("referrals_invitations", "Happy customers invited to refer friends.", registry=METRICS)
 
@@ -136,7 +139,7 @@ async def convert_referral(
         "referral_converted", referral_id=conversion.referral_id, order_id=order.order_id, program=conversion.program
     )
     if conversion.contest is not None:  # the shop cancelled the order before we heard of it
-        _contested(unit, conversion)
+        _note_contest(unit, conversion)
     return conversion
 
 
@@ -179,10 +182,11 @@ async def contest_referral(unit: ReferralsUnit, order_id: str, reason: ContestRe
     contested = domain.contest(referral, reason, evidence, unit.now(), refunds)
     if contested is not None:
         store.save_referral(unit, contested)
-        _contested(unit, contested)
+        _note_contest(unit, contested)
 
 
-def _contested(unit: ReferralsUnit, conversion: Conversion) -> None:
+def _note_contest(unit: ReferralsUnit, conversion: Conversion) -> None:
+    """Count and log a conversion just contested, once its transaction commits."""
     contest = conversion.contest
     assert contest is not None
     unit.on_commit(CONTESTED.labels(reason=contest.reason.value).inc)
@@ -204,7 +208,7 @@ async def contest_cancelled_order(unit: ReferralsUnit, event: OrderCancelledEven
     contested = domain.contested_as_cancelled(referral, cancellation, refunds)
     if contested is not None:
         store.save_referral(unit, contested)
-        _contested(unit, contested)
+        _note_contest(unit, contested)
 
 
 async def _customer_unless_erased(unit: ReferralsUnit, customer_id: str) -> Customer | None:
