@@ -7,8 +7,8 @@ Collections:
 - member_facts: the members' history, one document per fact (a purchase, refund,
   cancellation, activity or redemption; `_id` {member, fact: "<kind>:<id>"},
   `kind`, the fact's fields under `fact`), so no document grows with a member's
-  orders; a member's history is a range of `_id`s, read through the `_id` index
-  only to replay a member in full when a fact arrives out of order. Histories
+  orders; read by `_id.member` (indexed), all of a batch's late members in one
+  query, only to replay a member in full when a fact arrives out of order. Histories
   stored as one document per member (`_id` the customer id, a list per kind) are
   split once as the service starts (`split_member_histories`).
 - ledger: append-only entries, one per change of a key.
@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bson import MaxKey, MinKey
 from pymongo import (
     ASCENDING,
     DESCENDING,
@@ -98,6 +97,7 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # ru
     )
     await db[LEDGER].create_indexes([IndexModel([("customer_id", ASCENDING), ("at", DESCENDING)])])
     await db[CAMPAIGNS].create_indexes([IndexModel([("ends_at", ASCENDING)])])
+    await db[MEMBER_FACTS].create_indexes([IndexModel([("_id.member", ASCENDING)])])
     await move_inline_facts(db)
     await split_member_histories(db)
 
@@ -165,7 +165,7 @@ async def preload_histories(unit: LoyaltyUnit, customer_ids: Iterable[str]) -> N
     if not missing:
         return
     read: dict[str, list[dict[str, Any]]] = {customer_id: [] for customer_id in missing}
-    for doc in await unit.find(MEMBER_FACTS, {"$or": [_history_of(customer_id) for customer_id in missing]}):
+    for doc in await unit.find(MEMBER_FACTS, {"_id.member": {"$in": missing}}):
         read[doc["_id"]["member"]].append(doc)
     histories.update({customer_id: {"facts": docs} for customer_id, docs in read.items()})
 
@@ -249,7 +249,7 @@ def erase_member(unit: LoyaltyUnit, customer_id: str, at: datetime) -> None:
     """Delete who the member is and what they bought; their ledger stays, under an anonymous alias."""
     mark_erased(unit, customer_id, at)
     unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
-    unit.write(MEMBER_FACTS, DeleteMany(_history_of(customer_id)), DeleteOne({"_id": customer_id}))  # and old shape
+    unit.write(MEMBER_FACTS, DeleteMany({"_id.member": customer_id}), DeleteOne({"_id": customer_id}))  # and old shape
     _histories(unit).pop(customer_id, None)
     unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": erased_alias(customer_id)}}))
     unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))
@@ -410,14 +410,6 @@ def _award(doc: dict[str, Any]) -> PurchaseAward:
 
 def _fact_document(customer_id: str, fact: Fact) -> dict[str, Any]:
     return {"_id": {"member": customer_id, "fact": seen_id(fact)}, "kind": fact_kind(fact), "fact": fact_doc(fact)}
-
-
-def _history_of(customer_id: str) -> dict[str, Any]:
-    """The query for every fact of one member: the `_id`s from {member, fact: MinKey} to {member, fact: MaxKey},
-    since MongoDB orders embedded documents field by field; so the `_id` index serves it and no other is kept."""
-    return {
-        "_id": {"$gte": {"member": customer_id, "fact": MinKey()}, "$lte": {"member": customer_id, "fact": MaxKey()}}
-    }
 
 
 def _fact_writes(customer_id: str, facts: Iterable[Fact]) -> list[ReplaceOne[Any]]:

@@ -703,7 +703,7 @@ async def test_an_imported_order_converts_as_history_and_an_imported_promoter_is
     code = await issue(http, "cus-old-friend")
     order = placed("cus-h", "o-h", code=code, at=NOW - timedelta(days=300)).model_copy(update={"imported": True})
     happy = feedback("cus-h", 10, NOW - timedelta(days=290)).model_copy(update={"imported": True})
-    await deliver(rt, tap, order, happy, order)
+    await deliver(rt, tap, happy, order, order)  # the feedback before its order, the order twice
 
     assert outcomes(await code_page(http, code)) == {"o-h": ("converted", None)}  # history builds state
     [converted] = await published(rt, "ReferralConverted", referee_customer_id="cus-h")
