@@ -284,14 +284,18 @@ class Envelope(BaseModel, Generic[DataT]):
         correlationid: str | None = None,
         event_id: str | None = None,
         time: datetime | None = None,
+        imported: bool | None = None,
     ) -> Self:
         """A fresh event; with `cause`, it continues the cause's correlation chain.
 
         `event_id` gives it a deterministic id (say, from a platform's own ids) so
         that telling the same thing twice yields the same event; otherwise a UUID.
+        What an imported event causes is history too: it carries `imported: true` on
+        (DESIGN.md §3), so no consumer plans a message to the customer from it.
         """
         if cause is not None:
             correlationid = correlationid or cause.correlationid or cause.id
+            imported = imported or cause.imported
         return cls(
             id=event_id or str(uuid.uuid4()),
             source=source,
@@ -299,6 +303,7 @@ class Envelope(BaseModel, Generic[DataT]):
             subject=subject,
             correlationid=correlationid,
             causationid=cause.id if cause is not None else None,
+            imported=imported,
             data=data,
         )
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from shared.events import (
     FeedbackReceived,
+    OrderCancelled,
     OrderPlaced,
     OrderRefunded,
     PointsAwarded,
@@ -169,6 +170,14 @@ class Refund:
 
 
 @dataclass(frozen=True)
+class Cancellation:
+    """The shop cancelled an order (an OrderCancelled): what it still counted for is taken back, once."""
+
+    order_id: str
+    cancelled_at: datetime
+
+
+@dataclass(frozen=True)
 class Activity:
     """Points earned at one moment: for a review, a survey answer or a referral (or, in the replay, a purchase)."""
 
@@ -188,8 +197,9 @@ class Redemption:
     at: datetime
 
 
-Fact = Purchase | Refund | Activity | Redemption
-FactKind = Literal["purchases", "refunds", "activities", "redemptions"]
+Fact = Purchase | Refund | Cancellation | Activity | Redemption
+FactKind = Literal["purchases", "refunds", "cancellations", "activities", "redemptions"]
+FACT_KINDS: tuple[FactKind, ...] = ("purchases", "refunds", "cancellations", "activities", "redemptions")
 
 
 def fact_moment(fact: Fact) -> datetime:
@@ -197,11 +207,14 @@ def fact_moment(fact: Fact) -> datetime:
         return fact.placed_at
     if isinstance(fact, Refund):
         return fact.refunded_at
+    if isinstance(fact, Cancellation):
+        return fact.cancelled_at
     return fact.at
 
 
 def fact_id(fact: Fact) -> str:
-    if isinstance(fact, Purchase):
+    """The fact's id within its kind; an order is cancelled once, so a cancellation goes by its order's id."""
+    if isinstance(fact, Purchase | Cancellation):
         return fact.order_id
     if isinstance(fact, Refund):
         return fact.refund_id
@@ -216,6 +229,8 @@ def fact_kind(fact: Fact) -> FactKind:
         return "purchases"
     if isinstance(fact, Refund):
         return "refunds"
+    if isinstance(fact, Cancellation):
+        return "cancellations"
     if isinstance(fact, Activity):
         return "activities"
     return "redemptions"
@@ -229,6 +244,10 @@ class Facts:
     refunds: tuple[Refund, ...] = ()
     activities: tuple[Activity, ...] = ()
     redemptions: tuple[Redemption, ...] = ()
+    cancellations: tuple[Cancellation, ...] = ()
+
+    def every(self) -> list[Fact]:
+        return [*self.purchases, *self.refunds, *self.cancellations, *self.activities, *self.redemptions]
 
     def adding(self, *new: Fact) -> "Facts | None":
         """These facts added to the known ones; None when all were known (a repeat changes nothing)."""
@@ -310,9 +329,17 @@ def purchase_points(
     return base, {cid: points for cid, points in split.items() if points > 0}
 
 
-def refund_reversal(order_points: int, order_total: Decimal, refunded: Decimal) -> int:
-    """Points to take back for `refunded` (cumulative) of an order: never past the award."""
-    if order_total <= 0 or order_points <= 0:
+def refund_reversal(order_points: int, order_total: Decimal, refunded: Decimal, *, cancelled: bool = False) -> int:
+    """Points to take back for `refunded` (cumulative) of an order: never past the award.
+
+    A cancelled order counts for nothing any more: all its points go back, however much
+    was refunded before (DESIGN.md §2: like a full refund of what the order still counted for).
+    """
+    if order_points <= 0:
+        return 0
+    if cancelled:
+        return order_points
+    if order_total <= 0:
         return 0
     return floor_points(Decimal(order_points) * min(refunded, order_total) / order_total)
 
@@ -369,23 +396,24 @@ def purchase_of(order: OrderPlaced, rules: Rules, campaigns: Sequence[Campaign])
     )
 
 
-def facts_of(
-    data: OrderPlaced | OrderRefunded | FeedbackReceived | ReferralConverted, scheme: Scheme
-) -> list[tuple[str, Fact]]:
+ToldEvent = OrderPlaced | OrderRefunded | OrderCancelled | FeedbackReceived | ReferralConverted
+
+
+def facts_of(data: ToldEvent, scheme: Scheme) -> list[tuple[str, Fact]]:
     """What an event tells loyalty, as (customer id, fact) pairs."""
     rules = scheme.rules
     if isinstance(data, OrderPlaced):
         return [(data.customer.customer_id, purchase_of(data, rules, scheme.campaigns))]
     if isinstance(data, OrderRefunded):
         return [(data.customer_id, Refund(data.refund_id, data.order_id, data.amount, as_stored(data.refunded_at)))]
+    if isinstance(data, OrderCancelled):
+        return [(data.customer_id, Cancellation(data.order_id, as_stored(data.cancelled_at)))]
     if isinstance(data, FeedbackReceived):
         return [(data.customer_id, activity) for activity in feedback_activities(data, rules)]
     return [*referral_activities(data, rules)]
 
 
-def facts_by_member(
-    data: OrderPlaced | OrderRefunded | FeedbackReceived | ReferralConverted, scheme: Scheme
-) -> dict[str, list[Fact]]:
+def facts_by_member(data: ToldEvent, scheme: Scheme) -> dict[str, list[Fact]]:
     """What an event tells loyalty about each member it concerns."""
     by_member: dict[str, list[Fact]] = {}
     for customer_id, fact in facts_of(data, scheme):
@@ -418,6 +446,7 @@ class PurchaseAward:
     refunded: Decimal = Decimal(0)
     reversed: int = 0
     refund_ids: list[str] = field(default_factory=list)  # the refunds taken into account
+    cancelled: bool = False  # the shop cancelled the order: it counts for nothing any more
 
 
 # Where a fact stands in the member's timeline: (moment, rank of its kind, id); facts are replayed in this order.
@@ -444,6 +473,7 @@ class Checkpoint:
     purchases: dict[str, PurchaseAward] = field(default_factory=dict)  # by order id
     pending_refunds: dict[str, list[Refund]] = field(default_factory=dict)  # of orders not known yet, or placed later
     folded_window_days: int | None = None  # the tier window purchases were folded out under; None: none was
+    pending_cancellations: dict[str, Cancellation] = field(default_factory=dict)  # by order id, as pending refunds
 
 
 @dataclass(frozen=True)
@@ -509,7 +539,14 @@ class Ledger:
         )
 
 
-_RANK_OF_KIND: dict[FactKind, int] = {"purchases": 0, "activities": 1, "refunds": 2, "redemptions": 3}
+# At one moment: the order, then what was said of it, its refunds, spending, and last its cancellation.
+_RANK_OF_KIND: dict[FactKind, int] = {
+    "purchases": 0,
+    "activities": 1,
+    "refunds": 2,
+    "redemptions": 3,
+    "cancellations": 4,
+}
 
 
 def timeline_position(fact: Fact) -> TimelinePosition:
@@ -533,7 +570,7 @@ def needs_full_replay(checkpoint: Checkpoint, fact: Fact) -> bool:
     folded = checkpoint.folded_window_days
     if folded is None:
         return False
-    if isinstance(fact, Refund):
+    if isinstance(fact, Refund | Cancellation):
         return fact.order_id not in checkpoint.purchases
     if isinstance(fact, Activity) and fact.reason in (Reason.REVIEW, Reason.SURVEY) and fact.order_id is not None:
         return fact.order_id not in checkpoint.purchases  # once per order: the first may be in the history
@@ -542,8 +579,7 @@ def needs_full_replay(checkpoint: Checkpoint, fact: Fact) -> bool:
 
 def replay(facts: Facts, now: datetime, current_tiers: Sequence[Tier] = DEFAULT_TIERS) -> Ledger:
     """Replay all of a member's facts in the order they happened and say what the ledger should hold."""
-    every: list[Fact] = [*facts.purchases, *facts.activities, *facts.refunds, *facts.redemptions]
-    return _Replay(None).run(every, now, current_tiers, recorded={})
+    return _Replay(None).run(facts.every(), now, current_tiers, recorded={})
 
 
 def continue_replay(
@@ -577,6 +613,7 @@ class _Replay:
             else {}
         )
         self.pending_refunds = {o: list(r) for o, r in start.pending_refunds.items()} if start else {}
+        self.pending_cancellations = dict(start.pending_cancellations) if start else {}
         self.folded_window_days = start.folded_window_days if start else None
         # What this replay says about the keys it goes through; keys it does not touch keep what is recorded.
         self.amounts: dict[str, int] = {}
@@ -618,7 +655,15 @@ class _Replay:
     def checkpoint(self, now: datetime) -> Checkpoint:
         """The state now; only the lots change after this (expiry up to `now`), so only they are copied."""
         lots = [replace(lot) for lot in self.lots if lot.remaining > 0]
-        kept = Checkpoint(self.last, self.seen, lots, self.purchases, self.pending_refunds, self.folded_window_days)
+        kept = Checkpoint(
+            self.last,
+            self.seen,
+            lots,
+            self.purchases,
+            self.pending_refunds,
+            self.folded_window_days,
+            self.pending_cancellations,
+        )
         return fold_purchases(kept, now, self.longest_window())
 
     def apply(self, fact: Fact) -> None:
@@ -631,6 +676,11 @@ class _Replay:
                 self.take_back(fact)
             else:  # the order is not known yet, or came later by the shop's clock
                 self.pending_refunds.setdefault(fact.order_id, []).append(fact)
+        elif isinstance(fact, Cancellation):
+            if fact.order_id in self.purchases:
+                self.cancel(fact)
+            else:  # as a refund: it waits for its order
+                self.pending_cancellations[fact.order_id] = fact
         else:
             key = f"redeem:{fact.redemption_id}"
             self.set(key, -fact.points, KeyInfo(EntryKind.REDEEM, Reason.REDEMPTION, redemption=fact))
@@ -661,6 +711,9 @@ class _Replay:
             self.earn(Activity(key, Reason.BONUS, bonus, moment, lifetimes[campaign_id], fact.order_id))
         for refund in self.pending_refunds.pop(fact.order_id, []):
             self.take_back(refund)
+        cancellation = self.pending_cancellations.pop(fact.order_id, None)
+        if cancellation is not None:
+            self.cancel(cancellation)
 
     def expire_until(self, moment: datetime) -> None:
         for lot in self.lots:
@@ -677,10 +730,20 @@ class _Replay:
         )
 
     def take_back(self, refund: Refund) -> None:
-        order_id, award = refund.order_id, self.purchases[refund.order_id]
+        award = self.purchases[refund.order_id]
         award.refunded += refund.amount
         award.refund_ids.append(refund.refund_id)
-        target = refund_reversal(award.points, award.total, award.refunded)
+        self.reverse(refund.order_id, award)
+
+    def cancel(self, cancellation: Cancellation) -> None:
+        """What the order still counted for goes back; with nothing left of it, it counts for no tier either."""
+        award = self.purchases[cancellation.order_id]
+        award.cancelled = True
+        self.reverse(cancellation.order_id, award)
+
+    def reverse(self, order_id: str, award: PurchaseAward) -> None:
+        """Take back what the order's refunds (and cancellation) now say, beyond what was taken back already."""
+        target = refund_reversal(award.points, award.total, award.refunded, cancelled=award.cancelled)
         delta = target - award.reversed
         if delta <= 0:
             return
@@ -720,6 +783,7 @@ def fold_purchases(checkpoint: Checkpoint, now: datetime, window_days: int) -> C
             f"purchases:{order_id}",
             f"activities:review:{order_id}",
             f"activities:survey:{order_id}",
+            f"cancellations:{order_id}",
             *(f"refunds:{refund_id}" for refund_id in p.refund_ids),
         )
     }
@@ -1084,6 +1148,5 @@ def _event_for(
 
 def checkpoint_after(facts: Facts) -> Checkpoint:
     """Where the replay of `facts` stands after the latest of them (for a member stored before the checkpoint)."""
-    every: list[Fact] = [*facts.purchases, *facts.refunds, *facts.activities, *facts.redemptions]
-    moments = [fact_moment(fact) for fact in every]
+    moments = [fact_moment(fact) for fact in facts.every()]
     return replay(facts, max(moments, default=datetime(1970, 1, 1, tzinfo=UTC))).checkpoint

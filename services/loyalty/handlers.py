@@ -6,6 +6,7 @@ from shared.consumer import Handlers
 from shared.events import (
     CustomerErasedEvent,
     FeedbackReceivedEvent,
+    OrderCancelledEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
     ReferralConvertedEvent,
@@ -18,6 +19,10 @@ async def on_order_placed(event: OrderPlacedEvent, unit: LoyaltyUnit) -> None:
 
 async def on_order_refunded(event: OrderRefundedEvent, unit: LoyaltyUnit) -> None:
     await service.reverse_refunded_points(unit, event)
+
+
+async def on_order_cancelled(event: OrderCancelledEvent, unit: LoyaltyUnit) -> None:
+    await service.take_back_cancelled_points(unit, event)
 
 
 async def on_feedback_received(event: FeedbackReceivedEvent, unit: LoyaltyUnit) -> None:
@@ -35,6 +40,7 @@ async def on_customer_erased(event: CustomerErasedEvent, unit: LoyaltyUnit) -> N
 HANDLERS: Handlers = {
     OrderPlacedEvent: on_order_placed,
     OrderRefundedEvent: on_order_refunded,
+    OrderCancelledEvent: on_order_cancelled,
     FeedbackReceivedEvent: on_feedback_received,
     ReferralConvertedEvent: on_referral_converted,
     CustomerErasedEvent: on_customer_erased,

@@ -35,6 +35,7 @@ from shared.events import (
     CustomerErasedEvent,
     Envelope,
     FeedbackReceivedEvent,
+    OrderCancelledEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
     ReferralConvertedEvent,
@@ -121,6 +122,11 @@ async def award_purchase_points(unit: LoyaltyUnit, event: OrderPlacedEvent) -> N
 
 
 async def reverse_refunded_points(unit: LoyaltyUnit, event: OrderRefundedEvent) -> None:
+    await _update_members(unit, event, *await _facts_by_member(unit, event))
+
+
+async def take_back_cancelled_points(unit: LoyaltyUnit, event: OrderCancelledEvent) -> None:
+    """A cancelled order gives back what it still counted for, and counts towards no tier any more."""
     await _update_members(unit, event, *await _facts_by_member(unit, event))
 
 

@@ -4,9 +4,13 @@ Collections:
 - members: one document per member: what the ledger records per key, balance,
   tier, and the replay's checkpoint after the latest fact (domain.Checkpoint),
   which is all an in-order fact needs.
-- member_facts: one document per member: their history (purchases, refunds,
-  activities, redemptions), read only to replay a member in full when a fact
-  arrives out of order.
+- member_facts: the members' history, one document per fact (a purchase, refund,
+  cancellation, activity or redemption; `_id` {member, fact: "<kind>:<id>"},
+  `kind`, the fact's fields under `fact`), so no document grows with a member's
+  orders; read by `_id.member` (indexed), all of a batch's late members in one
+  query, only to replay a member in full when a fact arrives out of order. Histories
+  stored as one document per member (`_id` the customer id, a list per kind) are
+  split once as the service starts (`split_member_histories`).
 - ledger: append-only entries, one per change of a key.
 - config: the shop's rules (one document, `_id: "rules"`).
 - campaigns, rewards: what the owner configured.
@@ -25,12 +29,24 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, DeleteMany, DeleteOne, IndexModel, InsertOne, UpdateMany, UpdateOne
+from pymongo import (
+    ASCENDING,
+    DESCENDING,
+    DeleteMany,
+    DeleteOne,
+    IndexModel,
+    InsertOne,
+    ReplaceOne,
+    UpdateMany,
+    UpdateOne,
+)
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from services.loyalty.domain import (
+    FACT_KINDS,
     Activity,
     Campaign,
+    Cancellation,
     Checkpoint,
     Decision,
     EntryKind,
@@ -56,6 +72,7 @@ from services.loyalty.domain import (
     TimelinePosition,
     checkpoint_after,
     fact_kind,
+    seen_id,
 )
 from services.loyalty.settings import LoyaltyUnit
 from shared.erasure import customer_erased, erased_alias, forget_sent_events, mark_erased, preload_customers
@@ -73,8 +90,6 @@ CAMPAIGNS = "campaigns"
 REWARDS = "rewards"
 REDEMPTION_REQUESTS = "redemption_requests"
 
-FACT_KINDS = ("purchases", "refunds", "activities", "redemptions")
-
 
 async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # runs as the service starts
     await db[MEMBERS].create_indexes(
@@ -82,7 +97,9 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # ru
     )
     await db[LEDGER].create_indexes([IndexModel([("customer_id", ASCENDING), ("at", DESCENDING)])])
     await db[CAMPAIGNS].create_indexes([IndexModel([("ends_at", ASCENDING)])])
+    await db[MEMBER_FACTS].create_indexes([IndexModel([("_id.member", ASCENDING)])])
     await move_inline_facts(db)
+    await split_member_histories(db)
 
 
 async def move_inline_facts(db: Database) -> int:
@@ -97,17 +114,40 @@ async def move_inline_facts(db: Database) -> int:
             doc = await db[MEMBERS].find_one({"_id": customer_id, "checkpoint": {"$exists": False}}, session=session)
             if doc is None:  # another replica moved it
                 return 0
-            inline = {kind: doc.pop(kind) for kind in FACT_KINDS if kind in doc}
-            doc["checkpoint"] = _checkpoint_doc(checkpoint_after(_facts(inline)))
-            pushes = {kind: {"$each": docs} for kind, docs in inline.items() if docs}
-            if pushes:
-                await db[MEMBER_FACTS].update_one({"_id": customer_id}, {"$push": pushes}, upsert=True, session=session)
+            inline: dict[str, list[dict[str, Any]]] = {kind: doc.pop(kind) for kind in FACT_KINDS if kind in doc}
+            facts = _facts(inline)
+            doc["checkpoint"] = _checkpoint_doc(checkpoint_after(facts))
+            writes = _fact_writes(customer_id, facts.every())
+            if writes:
+                await db[MEMBER_FACTS].bulk_write(writes, session=session)
             await db[MEMBERS].replace_one({"_id": customer_id}, doc, session=session)
             return 1
 
         async with db.client.start_session() as session:
             moved += await session.with_transaction(move)
     return moved
+
+
+async def split_member_histories(db: Database) -> int:
+    """Histories stored as one document per member (a list per kind, growing with every order): one
+    document per fact instead, once. Each member in its own transaction, so replicas starting together
+    split each one once; the documents a fact gets are the same whoever writes them."""
+    split = 0
+    async for old in db[MEMBER_FACTS].find({"_id": {"$type": "string"}}, projection={"_id": 1}):
+
+        async def move(session: AsyncClientSession, customer_id: Any = old["_id"]) -> int:
+            doc = await db[MEMBER_FACTS].find_one({"_id": customer_id}, session=session)
+            if doc is None:  # another replica split it
+                return 0
+            writes = _fact_writes(customer_id, _facts(doc).every())
+            if writes:
+                await db[MEMBER_FACTS].bulk_write(writes, session=session)
+            await db[MEMBER_FACTS].delete_one({"_id": customer_id}, session=session)
+            return 1
+
+        async with db.client.start_session() as session:
+            split += await session.with_transaction(move)
+    return split
 
 
 # --- members, their history and their ledger ------------------------------------------------------
@@ -119,7 +159,24 @@ async def preload_members(unit: LoyaltyUnit, customer_ids: Iterable[str]) -> Non
 
 
 async def preload_histories(unit: LoyaltyUnit, customer_ids: Iterable[str]) -> None:
-    await unit.preload(MEMBER_FACTS, customer_ids)
+    """Read the histories of these members in one query, for the full replays of a batch's late facts."""
+    histories = _histories(unit)
+    missing = list({customer_id for customer_id in customer_ids if customer_id not in histories})
+    if not missing:
+        return
+    read: dict[str, list[dict[str, Any]]] = {customer_id: [] for customer_id in missing}
+    for doc in await unit.find(MEMBER_FACTS, {"_id.member": {"$in": missing}}):
+        read[doc["_id"]["member"]].append(doc)
+    histories.update({customer_id: {"facts": docs} for customer_id, docs in read.items()})
+
+
+# Not a collection: the histories a unit has read, by member, kept current with the facts it adds (as the
+# unit keeps the documents it read by _id), so a batch reads each history once; they go with the unit.
+_HISTORIES = f"{MEMBER_FACTS}:by_member"
+
+
+def _histories(unit: LoyaltyUnit) -> dict[Any, dict[str, Any] | None]:
+    return unit.known.setdefault(_HISTORIES, {})
 
 
 async def latest_position(unit: LoyaltyUnit, customer_id: str) -> TimelinePosition | None:
@@ -152,7 +209,9 @@ async def member_erased(unit: LoyaltyUnit, customer_id: str) -> bool:
 async def history(unit: LoyaltyUnit, member: Member) -> History:
     """Every fact known of the member and, when the member document keeps only the ledger keys that can
     still change, what the ledger records per key (summed from its entries)."""
-    facts = _facts(await unit.find_one(MEMBER_FACTS, {"_id": member.customer_id}) or {})
+    await preload_histories(unit, [member.customer_id])
+    read = _histories(unit)[member.customer_id]
+    facts = _history_facts(read["facts"] if read is not None else [])
     if member.checkpoint.folded_window_days is None:
         return History(facts)
     recorded: dict[str, int] = {}
@@ -180,17 +239,18 @@ def save_decision(unit: LoyaltyUnit, decision: Decision, *, cause: Envelope[Any]
             "updated_at": at,
         },
     )
-    appended: dict[str, list[dict[str, Any]]] = {}
-    for fact in decision.facts:
-        appended.setdefault(fact_kind(fact), []).append(fact_doc(fact))
-    unit.append(MEMBER_FACTS, member.customer_id, appended)
+    unit.write(MEMBER_FACTS, *_fact_writes(member.customer_id, decision.facts))
+    read = _histories(unit).get(member.customer_id)
+    if read is not None:
+        read["facts"].extend(_fact_document(member.customer_id, fact) for fact in decision.facts)
 
 
 def erase_member(unit: LoyaltyUnit, customer_id: str, at: datetime) -> None:
     """Delete who the member is and what they bought; their ledger stays, under an anonymous alias."""
     mark_erased(unit, customer_id, at)
     unit.write(MEMBERS, DeleteOne({"_id": customer_id}))
-    unit.write(MEMBER_FACTS, DeleteOne({"_id": customer_id}))
+    unit.write(MEMBER_FACTS, DeleteMany({"_id.member": customer_id}), DeleteOne({"_id": customer_id}))  # and old shape
+    _histories(unit).pop(customer_id, None)
     unit.write(LEDGER, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": erased_alias(customer_id)}}))
     unit.write(REDEMPTION_REQUESTS, DeleteMany({"customer_id": customer_id}))
     forget_sent_events(unit, customer_id)  # PointsAwarded and the rest name the member
@@ -283,10 +343,12 @@ def _checkpoint_doc(checkpoint: Checkpoint) -> dict[str, Any]:
                 "refunded": str(award.refunded),
                 "reversed": award.reversed,
                 "refund_ids": award.refund_ids,
+                "cancelled": award.cancelled,
             }
             for order_id, award in checkpoint.purchases.items()
         ],
         "pending_refunds": [_refund_doc(r) for refunds in checkpoint.pending_refunds.values() for r in refunds],
+        "pending_cancellations": [_cancellation_doc(c) for c in checkpoint.pending_cancellations.values()],
         "folded_window_days": checkpoint.folded_window_days,
     }
 
@@ -309,6 +371,9 @@ def _checkpoint(doc: dict[str, Any]) -> Checkpoint:
         purchases={p["order_id"]: _award(p) for p in purchases},
         pending_refunds=pending,
         folded_window_days=doc.get("folded_window_days"),
+        pending_cancellations={
+            c.order_id: c for c in (_cancellation(stored) for stored in doc.get("pending_cancellations", []))
+        },
     )
 
 
@@ -335,10 +400,29 @@ def _award(doc: dict[str, Any]) -> PurchaseAward:
         refunded=Decimal(doc["refunded"]),
         reversed=int(doc["reversed"]),
         refund_ids=list(doc.get("refund_ids", [])),
+        cancelled=bool(doc.get("cancelled", False)),
     )
 
 
-# Facts as stored: written by fact_doc, read back by _facts.
+# Facts as stored: one document per fact (`_fact_document`), the fact's fields written by fact_doc, read back
+# by _history_facts; `_facts` reads the lists of the older shapes (inline in members, one document per member).
+
+
+def _fact_document(customer_id: str, fact: Fact) -> dict[str, Any]:
+    return {"_id": {"member": customer_id, "fact": seen_id(fact)}, "kind": fact_kind(fact), "fact": fact_doc(fact)}
+
+
+def _fact_writes(customer_id: str, facts: Iterable[Fact]) -> list[ReplaceOne[Any]]:
+    """Keep each fact in its own document; the same fact written twice is still one document."""
+    docs = [_fact_document(customer_id, fact) for fact in facts]
+    return [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in docs]
+
+
+def _history_facts(docs: Iterable[Mapping[str, Any]]) -> Facts:
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc["fact"])
+    return _facts(by_kind)
 
 
 def _facts(doc: Mapping[str, list[dict[str, Any]]]) -> Facts:
@@ -347,6 +431,7 @@ def _facts(doc: Mapping[str, list[dict[str, Any]]]) -> Facts:
         refunds=tuple(_refund(r) for r in doc.get("refunds", [])),
         activities=tuple(_activity(a) for a in doc.get("activities", [])),
         redemptions=tuple(_redemption(r) for r in doc.get("redemptions", [])),
+        cancellations=tuple(_cancellation(c) for c in doc.get("cancellations", [])),
     )
 
 
@@ -366,6 +451,8 @@ def fact_doc(fact: Fact) -> dict[str, Any]:
         }
     if isinstance(fact, Refund):
         return _refund_doc(fact)
+    if isinstance(fact, Cancellation):
+        return _cancellation_doc(fact)
     if isinstance(fact, Activity):
         return {
             "key": fact.key,
@@ -385,6 +472,14 @@ def _refund_doc(refund: Refund) -> dict[str, Any]:
         "amount": str(refund.amount),
         "refunded_at": refund.refunded_at,
     }
+
+
+def _cancellation_doc(cancellation: Cancellation) -> dict[str, Any]:
+    return {"order_id": cancellation.order_id, "cancelled_at": cancellation.cancelled_at}
+
+
+def _cancellation(doc: dict[str, Any]) -> Cancellation:
+    return Cancellation(doc["order_id"], doc["cancelled_at"])
 
 
 def _tier_doc(tier: Tier) -> dict[str, Any]:

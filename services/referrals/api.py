@@ -15,6 +15,7 @@ from services.referrals.domain import (
     Code,
     CodeLimits,
     CodeStatus,
+    ContestReason,
     Conversion,
     Outcome,
     Program,
@@ -58,7 +59,7 @@ class CodeOut(BaseModel):
 
 
 class ContestOut(BaseModel):
-    reason: RefusalReason
+    reason: ContestReason
     order_id: str
     at: datetime
 

@@ -396,10 +396,24 @@ def shares_code(program: Program | None, reason: RefusalReason | None) -> bool:
 
 Outcome = Literal["converted", "refused"]
 
-# A conversion, once published, stands: the contract has no event that takes it back and
-# loyalty has already rewarded it. A fact heard of later that would have refused it
-# contests it instead, for the owner to see and so that no affiliate commission is paid.
-ContestReason = Literal[RefusalReason.RETURNING_CUSTOMER, RefusalReason.OWN_ORDER]
+
+class ContestReason(StrEnum):
+    """Why a conversion was contested. A conversion, once published, stands: the contract has no event that
+    takes it back and loyalty has already rewarded it. A fact that disproves it contests it instead, for the
+    owner to see and so that no affiliate commission is paid: one heard of later that would have refused it
+    (the first two, named as the refusal), or the shop cancelling the order."""
+
+    RETURNING_CUSTOMER = RefusalReason.RETURNING_CUSTOMER.value
+    OWN_ORDER = RefusalReason.OWN_ORDER.value
+    ORDER_CANCELLED = "order_cancelled"
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """The shop cancelled an order (an OrderCancelled): a conversion on it is contested, whenever it is heard of."""
+
+    order_id: str
+    cancelled_at: datetime
 
 
 @dataclass(frozen=True)
@@ -482,12 +496,18 @@ def attribute(
     commission_rate: Decimal,
     refunds: Iterable["Refund"],
     at: datetime,
+    *,
+    cancellation: Cancellation | None = None,
 ) -> Converted | Refusal:
     """Decide whether `order` converts the code it carries; `referee` is their record before this order.
 
     `placed` is the order as kept (its `placed_at` as stored, so later comparisons
     agree); `commission_rate` and `refunds` count only for an affiliate code.
+    A `cancellation` heard of before the order converts it all the same and contests
+    it at once, so the conversion ends as it does when the cancellation comes after
+    it (the same event published, the same contest, nothing due).
     """
+    refunds = tuple(refunds)
     checked = referee_of(referee, placed, order)
     reason = refusal(code, referrer, checked, placed.placed_at)
     if reason is not None:
@@ -537,6 +557,8 @@ def attribute(
         program=code.program,
         commission=earned.earned if earned else None,
     )
+    if cancellation is not None:
+        conversion = contested_as_cancelled(conversion, cancellation, refunds) or conversion
     return Converted(conversion, replace(code, conversions=code.conversions + 1), event)
 
 
@@ -555,6 +577,14 @@ def contested_as_own(referrer: Party, referee_email: str | None, referee_address
     return (referee_email is not None and referee_email in referrer.emails) or (
         referee_address is not None and referee_address in referrer.addresses
     )
+
+
+def contested_as_cancelled(
+    referral: Referral | None, cancellation: Cancellation, refunds: Iterable["Refund"]
+) -> Conversion | None:
+    """The conversion on a cancelled order, contested as of the cancellation: the order is its own evidence, and
+    an affiliate's commission goes back whole (what refunds took already, and the rest). None: nothing to contest."""
+    return contest(referral, ContestReason.ORDER_CANCELLED, cancellation.order_id, cancellation.cancelled_at, refunds)
 
 
 def contest(

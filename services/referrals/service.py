@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from services.referrals import domain, store
 from services.referrals.domain import (
+    Cancellation,
     Code,
     CodeLimits,
     ContestReason,
@@ -31,7 +32,6 @@ from services.referrals.domain import (
     PlacedOrder,
     Refund,
     Refusal,
-    RefusalReason,
 )
 from services.referrals.settings import ReferralsUnit
 from shared.erasure import erased_alias, forget_sent_events, mark_erased
@@ -39,6 +39,7 @@ from shared.events import (
     CustomerErasedEvent,
     Envelope,
     FeedbackReceivedEvent,
+    OrderCancelledEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
 )
@@ -52,7 +53,10 @@ REFUSALS = Counter(
     "referrals_refusals", "Orders whose referral code was refused, by reason.", ["reason"], registry=METRICS
 )
 CONTESTED = Counter(
-    "referrals_contested", "Conversions contested by a fact heard of later, by reason.", ["reason"], registry=METRICS
+    "referrals_contested",
+    "Conversions contested by a fact that disproves them (heard of later, or the order cancelled), by reason.",
+    ["reason"],
+    registry=METRICS,
 )
 INVITED = Counter("referrals_invitations", "Happy customers invited to refer friends.", registry=METRICS)
 
@@ -72,7 +76,7 @@ async def prefetch_referrals(unit: ReferralsUnit, events: list[Envelope[Any]]) -
             if typed:
                 codes.add(typed)
                 orders.add(event.data.order_id)
-        elif isinstance(event, OrderRefundedEvent):
+        elif isinstance(event, OrderRefundedEvent | OrderCancelledEvent):
             orders.add(event.data.order_id)
         elif isinstance(event, FeedbackReceivedEvent | CustomerErasedEvent):
             customers.add(event.data.customer_id)
@@ -117,7 +121,10 @@ async def convert_referral(
     referrer = await _referrer(unit, code, affiliate)
     refunds = await store.find_refunds(unit, order.order_id) if code and code.program == "affiliate" else ()
     rate = domain.commission_rate(affiliate, unit.settings.default_commission_rate)
-    decision = domain.attribute(order, placed, referee, code, referrer, rate, refunds, unit.now())
+    cancellation = await store.find_cancellation(unit, order.order_id)
+    decision = domain.attribute(
+        order, placed, referee, code, referrer, rate, refunds, unit.now(), cancellation=cancellation
+    )
     if isinstance(decision, Refusal):
         store.save_referral(unit, decision)
         unit.on_commit(REFUSALS.labels(reason=decision.reason.value).inc)
@@ -131,6 +138,8 @@ async def convert_referral(
     log.info(
         "referral_converted", referral_id=conversion.referral_id, order_id=order.order_id, program=conversion.program
     )
+    if conversion.contest is not None:  # the shop cancelled the order before we heard of it
+        _note_contest(unit, conversion)
     return conversion
 
 
@@ -147,7 +156,7 @@ async def _contest_if_ordered_before(unit: ReferralsUnit, customer: Customer, pl
     """An order placed before the one the customer converted on shows they were not a new customer."""
     referred = customer.referred
     if referred is not None and domain.contested_as_returning(referred.order, placed):
-        await contest_referral(unit, referred.order_id, RefusalReason.RETURNING_CUSTOMER, evidence=placed.order_id)
+        await contest_referral(unit, referred.order_id, ContestReason.RETURNING_CUSTOMER, evidence=placed.order_id)
 
 
 async def _contest_own_referrals(
@@ -162,7 +171,7 @@ async def _contest_own_referrals(
     suspects = await store.open_conversions_referred_under(unit, customer.customer_id, new_emails, new_addresses)
     for suspect in suspects:
         if domain.contested_as_own(referrer, suspect.referee_email, suspect.referee_address):
-            await contest_referral(unit, suspect.order_id, RefusalReason.OWN_ORDER, evidence=placed.order_id)
+            await contest_referral(unit, suspect.order_id, ContestReason.OWN_ORDER, evidence=placed.order_id)
 
 
 async def contest_referral(unit: ReferralsUnit, order_id: str, reason: ContestReason, *, evidence: str) -> None:
@@ -171,11 +180,35 @@ async def contest_referral(unit: ReferralsUnit, order_id: str, reason: ContestRe
     earns = isinstance(referral, Conversion) and referral.commission is not None
     refunds = await store.find_refunds(unit, order_id) if earns else ()
     contested = domain.contest(referral, reason, evidence, unit.now(), refunds)
-    if contested is None:
+    if contested is not None:
+        store.save_referral(unit, contested)
+        _note_contest(unit, contested)
+
+
+def _note_contest(unit: ReferralsUnit, conversion: Conversion) -> None:
+    """Count and log a conversion just contested, once its transaction commits."""
+    contest = conversion.contest
+    assert contest is not None
+    unit.on_commit(CONTESTED.labels(reason=contest.reason.value).inc)
+    log.warning(
+        "referral_contested", referral_id=conversion.referral_id, reason=contest.reason.value, evidence=contest.order_id
+    )
+
+
+async def contest_cancelled_order(unit: ReferralsUnit, event: OrderCancelledEvent) -> None:
+    """Remember the cancellation; a conversion on the order is contested, now or when it converts, and an
+    affiliate's commission on it goes back whole. The same cancellation told again changes nothing."""
+    data = event.data
+    if await store.find_cancellation(unit, data.order_id) is not None:
         return
-    store.save_referral(unit, contested)
-    unit.on_commit(CONTESTED.labels(reason=reason.value).inc)
-    log.warning("referral_contested", referral_id=contested.referral_id, reason=reason.value, evidence=evidence)
+    cancellation = Cancellation(data.order_id, as_stored(data.cancelled_at))
+    store.save_cancellation(unit, cancellation)
+    referral = await store.find_referral(unit, data.order_id)
+    refunds = await store.find_refunds(unit, data.order_id) if isinstance(referral, Conversion) else ()
+    contested = domain.contested_as_cancelled(referral, cancellation, refunds)
+    if contested is not None:
+        store.save_referral(unit, contested)
+        _note_contest(unit, contested)
 
 
 async def _customer_unless_erased(unit: ReferralsUnit, customer_id: str) -> Customer | None:
@@ -278,8 +311,8 @@ async def set_code_limits(unit: ReferralsUnit, code: str, limits: CodeLimits) ->
 async def invite_promoter(unit: ReferralsUnit, event: FeedbackReceivedEvent) -> None:
     """A promoter gets a code if they have none, and an invitation to refer friends unless asked recently."""
     data = event.data
-    if not domain.is_promoter(data.nps):
-        return
+    if event.imported or not domain.is_promoter(data.nps):
+        return  # history (DESIGN.md §7) is no happy moment now: no code, no invitation
     customer = await _customer_unless_erased(unit, data.customer_id)
     if customer is None:
         return

@@ -11,6 +11,9 @@ Collections:
   later contest; erased), and an affiliate's commission with its clawbacks.
 - refunds: the refunds heard of per order (`_id` the order id), so a refund
   heard of before the conversion still claws back.
+- cancellations: the orders the shop cancelled (`_id` the order id, when), so a
+  cancellation heard of before the conversion still contests it. No one's
+  personal data: the customer is not kept.
 - invitations: one per invitation to refer friends (`_id` the feedback id).
 - affiliates: partners paid a commission, each with a code.
 - erased: sha256 of erased customer ids, so late events do not bring them back (shared/erasure.py).
@@ -30,6 +33,7 @@ from pymongo.errors import BulkWriteError
 
 from services.referrals.domain import (
     Affiliate,
+    Cancellation,
     Clawbacks,
     Code,
     Commission,
@@ -58,6 +62,7 @@ CUSTOMERS = "customers"
 CODES = "codes"
 REFERRALS = "referrals"
 REFUNDS = "refunds"
+CANCELLATIONS = "cancellations"
 INVITATIONS = "invitations"
 AFFILIATES = "affiliates"
 
@@ -118,6 +123,7 @@ async def preload(unit: ReferralsUnit, *, customers: set[str], codes: set[str], 
     await preload_customers(unit, CUSTOMERS, wanted)
     await unit.preload(REFERRALS, orders)
     await unit.preload(REFUNDS, orders)
+    await unit.preload(CANCELLATIONS, orders)
 
 
 # --- customers ------------------------------------------------------------------------------
@@ -331,10 +337,7 @@ def _referral(doc: Document) -> Referral:
 
 
 def _contest_reason(stored: str) -> ContestReason:
-    reason = RefusalReason(stored)
-    if reason is RefusalReason.RETURNING_CUSTOMER or reason is RefusalReason.OWN_ORDER:
-        return reason
-    raise ValueError(f"a conversion is not contested as {stored!r}")
+    return ContestReason(stored)  # a value no ContestReason has is an error, not a silent default
 
 
 def _commission(doc: Document) -> Commission:
@@ -476,6 +479,18 @@ def save_refunds(unit: ReferralsUnit, order_id: str, refunds: Iterable[Refund]) 
         for r in refunds
     ]
     unit.replace(REFUNDS, {"_id": order_id, "refunds": heard})
+
+
+# --- cancellations ---------------------------------------------------------------------------
+
+
+async def find_cancellation(unit: ReferralsUnit, order_id: str) -> Cancellation | None:
+    found = await unit.find_one(CANCELLATIONS, {"_id": order_id})
+    return None if found is None else Cancellation(order_id, found["cancelled_at"])
+
+
+def save_cancellation(unit: ReferralsUnit, cancellation: Cancellation) -> None:
+    unit.replace(CANCELLATIONS, {"_id": cancellation.order_id, "cancelled_at": cancellation.cancelled_at})
 
 
 # --- invitations ----------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from shared.events import (
     FeedbackReceived,
     FeedbackReceivedEvent,
     LineItem,
+    OrderCancelled,
+    OrderCancelledEvent,
     OrderPlaced,
     OrderPlacedEvent,
     OrderRefunded,
@@ -37,7 +39,7 @@ from shared.events import (
 from shared.mongo import OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
-from tests.service.delivery import consumed
+from tests.service.delivery import consumed, deliver
 from tests.support.running import running_service
 from tests.support.tap import EventTap, eventually
 
@@ -77,6 +79,21 @@ def refund(customer_id: str, order_id: str, amount: str, at: datetime) -> OrderR
         refunded_at=at,
     )
     return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
+
+
+def cancelled(customer_id: str, order_id: str, at: datetime) -> OrderCancelledEvent:
+    data = OrderCancelled(order_id=order_id, customer_id=customer_id, cancelled_at=at, reason="customer")
+    return OrderCancelledEvent.new(data, source="shop", subject=customer_id)
+
+
+def told_again(event: Envelope[Any]) -> Envelope[Any]:
+    """The same fact told once more under a new event id (say by a webhook and by the backend)."""
+    return event.model_copy(update={"id": str(uuid.uuid4())})
+
+
+def imported(event: Envelope[Any]) -> Envelope[Any]:
+    """The event as a shop's history import sends it (DESIGN.md §3: `imported: true`)."""
+    return event.model_copy(update={"imported": True})
 
 
 def feedback(
@@ -534,19 +551,21 @@ async def test_customer_erased_removes_the_member_and_keeps_anonymous_totals(
 ) -> None:
     rt, http = loyalty_service
     await earn(tap, order("cus-gone", "ord-g1", "70", NOW - timedelta(days=2)))
+    await earn(tap, order("cus-gone2", "ord-g9", "10", NOW - timedelta(days=2)))  # an id they are a prefix of
     sent_about_them = {"body.subject": "cus-gone", "status": "sent"}
     await eventually(lambda: _count(rt, OUTBOX, sent_about_them, at_least=1))
     erased = CustomerErasedEvent.new(CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders")
-    assert await rt.db[MEMBER_FACTS].find_one({"_id": "cus-gone"}) is not None
+    assert await rt.db[MEMBER_FACTS].find_one({"_id.member": "cus-gone"}) is not None
     await tap.publish(erased)
-    await eventually(lambda: consumed(rt) == 2)
+    await eventually(lambda: consumed(rt) == 3)
     assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
-    assert await rt.db[MEMBER_FACTS].find_one({"_id": "cus-gone"}) is None  # their orders, with what they bought
+    assert await rt.db[MEMBER_FACTS].find_one({"_id.member": "cus-gone"}) is None  # what they bought
+    assert await rt.db[MEMBER_FACTS].find_one({"_id.member": "cus-gone2"}) is not None  # only theirs
     assert await rt.db[OUTBOX].count_documents(sent_about_them) == 0  # PointsAwarded named them
     assert await rt.db[LEDGER].count_documents({"customer_id": "cus-gone"}) == 0
     assert await rt.db[LEDGER].count_documents({"customer_id": {"$regex": "^erased-"}, "points": 70}) == 1
     await tap.publish(order("cus-gone", "ord-g2", "50", NOW))  # a late event does not bring the member back
-    await eventually(lambda: consumed(rt) == 3)
+    await eventually(lambda: consumed(rt) == 4)
     assert await rt.db[MEMBERS].find_one({"_id": "cus-gone"}) is None
     assert (await http.get("/members/cus-gone", headers=ADMIN)).status_code == 404
 
@@ -583,9 +602,8 @@ async def test_a_member_stored_before_the_checkpoint_is_read_and_moved_to_the_ne
     assert stored is not None
     assert "checkpoint" in stored
     assert "purchases" not in stored
-    facts = await rt.db[MEMBER_FACTS].find_one({"_id": "cus-old"})
-    assert facts is not None
-    assert [p["order_id"] for p in facts["purchases"]] == ["ord-old", "ord-new"]
+    facts = rt.db[MEMBER_FACTS].find({"_id.member": "cus-old", "kind": "purchases"}, sort=[("fact.placed_at", 1)])
+    assert [doc["fact"]["order_id"] async for doc in facts] == ["ord-old", "ord-new"]
     # an order placed before both arrives late: the full replay needs the moved facts, and lifts both to silver
     earlier = order("cus-old", "ord-early", "500", NOW - timedelta(days=20))
     await tap.publish(earlier)
@@ -595,3 +613,118 @@ async def test_a_member_stored_before_the_checkpoint_is_read_and_moved_to_the_ne
     expected = replay(everything, datetime.now(UTC))
     page = await member(http, "cus-old")
     assert (page["balance"], page["tier"]) == (expected.balance, expected.tier.name) == (500 + 125 + 62, "silver")
+
+
+async def test_a_history_stored_as_one_document_per_member_is_split_once_and_still_replayed(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    """member_facts as it was (one document per member, a list per kind): split into one document per fact
+    as the service starts, and a late order's full replay still reads every fact."""
+    rt, http = loyalty_service
+    first, second = order("cus-big", "ord-1", "300", NOW - timedelta(days=10)), refund("cus-big", "ord-1", "100", NOW)
+    await deliver(rt, tap, first, second)
+    member_doc = await rt.db[MEMBER_FACTS].find({"_id.member": "cus-big"}).to_list()
+    old_shape: dict[str, Any] = {"_id": "cus-big"}
+    for doc in member_doc:
+        old_shape.setdefault(doc["kind"], []).append(doc["fact"])
+    await rt.db[MEMBER_FACTS].delete_many({"_id.member": "cus-big"})
+    await rt.db[MEMBER_FACTS].insert_one(old_shape)
+    assert set(old_shape) == {"_id", "purchases", "refunds"}
+
+    assert SPEC.ensure_indexes is not None
+    await SPEC.ensure_indexes(rt.db, rt.settings)
+    await SPEC.ensure_indexes(rt.db, rt.settings)  # a second replica starting: nothing left to split
+    assert await rt.db[MEMBER_FACTS].find_one({"_id": "cus-big"}) is None
+    split = await rt.db[MEMBER_FACTS].find({"_id.member": "cus-big"}).to_list()
+    assert sorted(doc["_id"]["fact"] for doc in split) == sorted(doc["_id"]["fact"] for doc in member_doc)
+
+    assert (await member(http, "cus-big"))["balance"] == 200
+    early = order("cus-big", "ord-0", "500", NOW - timedelta(days=20))  # late: before both, so a full replay
+    await deliver(rt, tap, early)
+    # ord-0 500 at bronze; ord-1 then at silver: 375, a third refunded (125); 500 + 375 - 125
+    assert (await member(http, "cus-big"))["balance"] == 750
+
+
+async def test_a_cancellation_gives_back_what_the_order_still_counted_for_once_in_any_order(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    # In order: 100 points, a refund of 30 takes 30, the cancellation the other 70; told again, nothing more.
+    cancel = cancelled("cus-x1", "ord-x1", NOW - timedelta(hours=1))
+    await deliver(rt, tap, order("cus-x1", "ord-x1", "100", NOW - timedelta(hours=3)))
+    await deliver(rt, tap, refund("cus-x1", "ord-x1", "30", NOW - timedelta(hours=2)), cancel, cancel)
+    await deliver(rt, tap, told_again(cancel))
+    page = await member(http, "cus-x1")
+    assert (page["balance"], page["tier_points"]) == (0, 0)
+    reversed_ = [e["data"] for e in tap.bodies("PointsReversed") if e["data"]["customer_id"] == "cus-x1"]
+    assert sorted((e["points"], e["reason"]) for e in reversed_) == [(30, "refund"), (70, "refund")]
+    assert sorted(e["cause"] for e in page["recent_entries"]) == ["OrderCancelled", "OrderPlaced", "OrderRefunded"]
+
+    # Out of order: the cancellation, then its order, then the refund: the same ledger.
+    await deliver(rt, tap, cancelled("cus-x2", "ord-x2", NOW - timedelta(hours=1)))
+    await deliver(rt, tap, order("cus-x2", "ord-x2", "100", NOW - timedelta(hours=3)))
+    await deliver(rt, tap, refund("cus-x2", "ord-x2", "30", NOW - timedelta(hours=2)))
+    assert (await member(http, "cus-x2"))["balance"] == 0
+    entries = rt.db[LEDGER].find({"customer_id": "cus-x2"}, sort=[("at", 1)])
+    assert sorted([(e["key"], e["points"]) async for e in entries]) == [
+        ("purchase:ord-x2", 100),
+        ("refund:ord-x2", -100),
+    ]
+
+    # A cancelled order counts towards no tier: silver goes, and the next order earns at bronze.
+    await deliver(rt, tap, order("cus-x3", "ord-x3a", "600", NOW - timedelta(days=3)))
+    await deliver(rt, tap, cancelled("cus-x3", "ord-x3a", NOW - timedelta(days=2)))
+    await deliver(rt, tap, order("cus-x3", "ord-x3b", "100", NOW - timedelta(days=1)))
+    await tap.wait_for(lambda e: e["type"] == "TierChanged" and e["data"]["customer_id"] == "cus-x3", count=2)
+    changes = [
+        (e["data"]["from_tier"], e["data"]["to_tier"])
+        for e in tap.distinct("TierChanged")
+        if e["data"]["customer_id"] == "cus-x3"
+    ]
+    assert changes == [("bronze", "silver"), ("silver", "bronze")]
+    page = await member(http, "cus-x3")
+    assert (page["balance"], page["tier"], page["tier_points"]) == (100, "bronze", 100)
+
+
+async def test_an_imported_history_builds_points_with_their_true_dates_and_tells_it_is_history(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    """A shop's history (imported: true): points earned when the orders were placed, so the old ones have expired
+    already; the tier from the orders of the last 365 days; what it publishes says it is history."""
+    rt, http = loyalty_service
+    history = [
+        imported(order("cus-h1", "ord-h1", "500", NOW - timedelta(days=400))),  # expired 35 days ago
+        imported(order("cus-h1", "ord-h2", "600", NOW - timedelta(days=100))),  # silver then (ord-h1 in window)
+        imported(refund("cus-h1", "ord-h2", "60", NOW - timedelta(days=90))),
+        imported(order("cus-h1", "ord-h3", "80", NOW - timedelta(days=50))),
+        imported(cancelled("cus-h1", "ord-h3", NOW - timedelta(days=49))),
+    ]
+    await deliver(rt, tap, *history, history[1])  # in the order it happened, one told twice
+    page = await member(http, "cus-h1")
+    # ord-h1 500 (expired); ord-h2 at silver 750, a tenth refunded (75); ord-h3 at silver 100, cancelled
+    assert (page["balance"], page["tier"], page["tier_points"]) == (675, "silver", 675)
+    await tap.wait_for(lambda e: e["type"] == "PointsExpired" and e["data"]["customer_id"] == "cus-h1")
+    about_them = [e for e in tap.distinct() if e["source"] != "shop" and e.get("subject") == "cus-h1"]
+    assert {e["type"] for e in about_them} == {"PointsAwarded", "PointsReversed", "PointsExpired", "TierChanged"}
+    assert all(e["imported"] is True for e in about_them)
+    expiry = next(e["data"] for e in about_them if e["type"] == "PointsExpired")
+    assert expiry["points"] == 500
+    awarded = {e["data"]["order_id"]: e["data"]["expires_at"] for e in about_them if e["type"] == "PointsAwarded"}
+    true_expiry = NOW - timedelta(days=100) + timedelta(days=365)  # from when it was placed, not from the import
+    assert abs(datetime.fromisoformat(awarded["ord-h2"]) - true_expiry) < timedelta(seconds=1)
+
+    # Shuffled, the same history ends the same.
+    shuffled = [
+        imported(order("cus-h2", "ord-i3", "80", NOW - timedelta(days=50))),
+        imported(cancelled("cus-h2", "ord-i3", NOW - timedelta(days=49))),
+        imported(refund("cus-h2", "ord-i2", "60", NOW - timedelta(days=90))),
+        imported(order("cus-h2", "ord-i2", "600", NOW - timedelta(days=100))),
+        imported(order("cus-h2", "ord-i1", "500", NOW - timedelta(days=400))),
+    ]
+    await deliver(rt, tap, *shuffled)
+    again = await member(http, "cus-h2")
+    assert (again["balance"], again["tier"], again["tier_points"]) == (675, "silver", 675)
+
+    # A live order afterwards earns at the tier the history left, and is not history.
+    live = await earn(tap, order("cus-h1", "ord-h4", "100", NOW))
+    assert (live["data"]["points"], live["imported"]) == (125, None)

@@ -22,6 +22,8 @@ from shared.events import (
     FeedbackReceived,
     FeedbackReceivedEvent,
     LineItem,
+    OrderCancelled,
+    OrderCancelledEvent,
     OrderPlaced,
     OrderPlacedEvent,
     OrderRefunded,
@@ -91,6 +93,11 @@ def refunded(customer_id: str, order_id: str, amount: str, at: datetime, refund_
         refunded_at=at,
     )
     return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
+
+
+def cancelled(customer_id: str, order_id: str, at: datetime) -> OrderCancelledEvent:
+    data = OrderCancelled(order_id=order_id, customer_id=customer_id, cancelled_at=at)
+    return OrderCancelledEvent.new(data, source="shop", subject=customer_id)
 
 
 def feedback(customer_id: str, nps: int | None, at: datetime) -> FeedbackReceivedEvent:
@@ -627,3 +634,84 @@ async def test_the_api_needs_the_admin_key(referrals: Service) -> None:
     _rt, http = referrals
     assert (await http.post("/referrers/cus-a/code")).status_code == 401
     assert (await http.get("/stats", headers={"Authorization": "Bearer wrong"})).status_code == 401
+
+
+# --- cancellations and history ----------------------------------------------------------------------
+
+
+async def test_a_cancelled_order_contests_its_conversion_and_the_commission_goes_back_whole(
+    referrals: Service, tap: EventTap
+) -> None:
+    rt, http = referrals
+    affiliate = await enrol(http)  # 10 %
+    affiliate_id, code = affiliate["affiliate_id"], affiliate["code"]["code"]
+    before = counted("referrals_contested_total", reason="order_cancelled")
+    await deliver(rt, tap, placed("cus-c1", "o-c1", code=code, total="80.00"))
+    await deliver(rt, tap, refunded("cus-c1", "o-c1", "20.00", NOW, "r-c1"))  # 2.00 of the 8.00 back
+    cancel = cancelled("cus-c1", "o-c1", NOW + timedelta(minutes=5))
+    await deliver(rt, tap, cancel, cancel)
+    await deliver(rt, tap, cancel.model_copy(update={"id": str(uuid.uuid4())}))  # the same cancellation told again
+
+    [sale] = (await commissions(http, affiliate_id))["commissions"]
+    assert (sale["contested"]["reason"], sale["contested"]["order_id"]) == ("order_cancelled", "o-c1")
+    assert (sale["commission"], sale["contest_clawback"], sale["clawed_back"], sale["commission_due"]) == (
+        "8.00",
+        "6.00",
+        "8.00",
+        "0.00",
+    )
+    await deliver(rt, tap, refunded("cus-c1", "o-c1", "60.00", NOW + timedelta(hours=1), "r-c2"))  # the money back
+    [after] = (await commissions(http, affiliate_id))["commissions"]
+    assert (after["clawed_back"], after["commission_due"]) == ("8.00", "0.00")  # taken back once
+    stats = (await http.get("/stats", headers=ADMIN)).json()
+    assert (stats["affiliate_conversions"], stats["contested"]) == (1, {"order_cancelled": 1})
+    assert counted("referrals_contested_total", reason="order_cancelled") == before + 1
+    assert len(await published(rt, "ReferralConverted", referee_customer_id="cus-c1")) == 1
+
+
+async def test_a_cancellation_heard_of_before_the_order_ends_as_when_it_comes_after(
+    referrals: Service, tap: EventTap
+) -> None:
+    rt, http = referrals
+    affiliate = await enrol(http)
+    affiliate_id, code = affiliate["affiliate_id"], affiliate["code"]["code"]
+    friend_code = await issue(http, "cus-f")
+    await deliver(rt, tap, cancelled("cus-c2", "o-c2", NOW), refunded("cus-c2", "o-c2", "20.00", NOW, "r-c3"))
+    early = placed("cus-c2", "o-c2", code=code, total="80.00", at=NOW - timedelta(hours=1))
+    await deliver(rt, tap, early, early)
+    await deliver(rt, tap, cancelled("cus-c3", "o-c3", NOW), placed("cus-c3", "o-c3", code=friend_code))
+
+    [sale] = (await commissions(http, affiliate_id))["commissions"]
+    assert (sale["contested"]["reason"], sale["contest_clawback"], sale["clawed_back"], sale["commission_due"]) == (
+        "order_cancelled",
+        "6.00",
+        "8.00",
+        "0.00",
+    )
+    [converted] = await published(rt, "ReferralConverted", referee_customer_id="cus-c2")
+    assert converted["data"]["commission"] == "8.00"  # converted and published as when the order came first
+    [friend] = (await code_page(http, friend_code))["referrals"]
+    assert (friend["outcome"], friend["contested"]["reason"]) == ("converted", "order_cancelled")
+    stats = (await http.get("/stats", headers=ADMIN)).json()
+    assert (stats["conversions"], stats["affiliate_conversions"], stats["contested"]) == (1, 1, {"order_cancelled": 2})
+
+
+async def test_an_imported_order_converts_as_history_and_an_imported_promoter_is_not_invited(
+    referrals: Service, tap: EventTap
+) -> None:
+    rt, http = referrals
+    code = await issue(http, "cus-old-friend")
+    order = placed("cus-h", "o-h", code=code, at=NOW - timedelta(days=300)).model_copy(update={"imported": True})
+    happy = feedback("cus-h", 10, NOW - timedelta(days=290)).model_copy(update={"imported": True})
+    await deliver(rt, tap, happy, order, order)  # the feedback before its order, the order twice
+
+    assert outcomes(await code_page(http, code)) == {"o-h": ("converted", None)}  # history builds state
+    [converted] = await published(rt, "ReferralConverted", referee_customer_id="cus-h")
+    assert converted["imported"] is True  # so no one plans a message to the customer from it
+    assert datetime.fromisoformat(converted["data"]["converted_at"]) == order.data.placed_at  # its true date
+    assert await published(rt, "ReferralInvited", customer_id="cus-h") == []  # history is no happy moment now
+    assert (await http.get("/stats", headers=ADMIN)).json()["codes_issued"] == 1  # and no code was issued for it
+    live = feedback("cus-h", 10, NOW)
+    await deliver(rt, tap, live)
+    [invited] = await published(rt, "ReferralInvited", customer_id="cus-h")
+    assert (invited["data"]["feedback_id"], invited["imported"]) == (live.data.feedback_id, None)

@@ -21,4 +21,7 @@ def test_documents_describe_the_events_with_examples() -> None:
     loyalty = (DOCS / "loyalty.yaml").read_text()
     assert "crm.events:points.awarded" in loyalty
     assert "Points added." in loyalty  # a field description
-    assert "order.placed, order.refunded, feedback.received, referral.converted, customer.erased" in loyalty
+    assert (
+        "order.placed, order.refunded, order.cancelled, feedback.received, referral.converted, customer.erased"
+        in loyalty
+    )

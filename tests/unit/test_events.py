@@ -159,6 +159,16 @@ def test_new_event_continues_the_correlation_chain_of_its_cause() -> None:
     assert award.id != cause.id
     assert award.time.tzinfo is not None
     assert parse_event(award.model_dump_json()) == award
+    assert award.imported is None  # a live order causes live events
+
+
+def test_what_an_imported_event_causes_is_imported_too() -> None:
+    history = parse_event(sample("OrderPlaced") | {"imported": True})
+    points = parse_event(sample("PointsAwarded")).data
+    award = PointsAwardedEvent.new(points, source="loyalty", subject="cus_1001", cause=history)
+    assert award.imported is True
+    assert parse_event(award.model_dump_json()).imported is True
+    assert PointsAwardedEvent.new(points, source="loyalty").imported is None  # no cause (a scheduled expiry): live
 
 
 @pytest.mark.parametrize(

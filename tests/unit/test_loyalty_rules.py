@@ -11,6 +11,7 @@ from services.loyalty.domain import (
     DEFAULT_TIERS,
     Activity,
     Campaign,
+    Cancellation,
     Facts,
     History,
     IdempotencyKeyReused,
@@ -191,6 +192,93 @@ def test_a_refund_before_its_order_gives_the_same_ledger_as_after() -> None:
     assert replay(early, now).amounts == replay(in_order, now).amounts
 
 
+@pytest.mark.parametrize(
+    ("points", "total", "refunded", "reversed_points"),
+    [(49, "49.90", "0", 49), (49, "49.90", "12.50", 49), (49, "49.90", "80.00", 49), (0, "10", "0", 0)],
+)
+def test_a_cancelled_order_gives_back_all_its_points(
+    points: int, total: str, refunded: str, reversed_points: int
+) -> None:
+    assert refund_reversal(points, Decimal(total), Decimal(refunded), cancelled=True) == reversed_points
+
+
+def test_a_cancellation_takes_back_only_what_refunds_left_and_a_later_refund_nothing() -> None:
+    bought = decide(Member("c1"), [purchase("o1", "100", T0)], None, DEFAULT_TIERS, T0, ids())
+    assert bought is not None
+    part = decide(
+        bought.member, [Refund("r1", "o1", Decimal(30), T0 + timedelta(hours=1))], None, DEFAULT_TIERS, T0, ids()
+    )
+    assert part is not None
+    cancelled = decide(
+        part.member, [Cancellation("o1", T0 + timedelta(hours=2))], None, DEFAULT_TIERS, T0 + timedelta(hours=2), ids()
+    )
+    assert cancelled is not None
+    assert [(e.key, e.kind, e.reason, e.points) for e in cancelled.entries] == [("refund:o1", "reverse", "refund", -70)]
+    assert cancelled.events == (
+        PointsReversed(entry_id="le_1", customer_id="c1", points=70, reason="refund", order_id="o1", balance=0),
+    )
+    assert (cancelled.member.balance, cancelled.member.qualifying_points) == (0, 0)
+    again = decide(cancelled.member, [Cancellation("o1", T0 + timedelta(hours=2))], None, DEFAULT_TIERS, T0, ids())
+    assert again is None  # the same cancellation told again changes nothing
+    refunded = decide(
+        cancelled.member,
+        [Refund("r2", "o1", Decimal(70), T0 + timedelta(hours=3))],  # the money for the cancelled order
+        None,
+        DEFAULT_TIERS,
+        T0 + timedelta(hours=3),
+        ids(),
+    )
+    assert refunded is not None
+    assert (refunded.entries, refunded.events, refunded.member.balance) == ((), (), 0)  # taken back once
+
+
+def test_a_cancelled_order_stops_counting_towards_the_tier() -> None:
+    gold_order = purchase("o1", "600", T0)
+    facts = Facts(purchases=(gold_order,), cancellations=(Cancellation("o1", T0 + timedelta(days=1)),))
+    after = Facts(purchases=(*facts.purchases, purchase("o2", "100", T0 + timedelta(days=2))))
+    assert replay(after, T0 + timedelta(days=3)).amounts["purchase:o2"] == 125  # silver while o1 counts
+    cancelled = replay(Facts(purchases=after.purchases, cancellations=facts.cancellations), T0 + timedelta(days=3))
+    assert cancelled.amounts == {"purchase:o1": 600, "refund:o1": -600, "purchase:o2": 100}  # o2 at bronze
+    assert (cancelled.tier.name, cancelled.qualifying_points) == ("bronze", 100)
+    silver = decide(Member("c1"), [gold_order], None, DEFAULT_TIERS, T0, ids())
+    assert silver is not None
+    down = decide(silver.member, [Cancellation("o1", T0 + timedelta(days=1))], None, DEFAULT_TIERS, T0, ids())
+    assert down is not None
+    assert TierChanged(customer_id="c1", from_tier="silver", to_tier="bronze") in down.events
+
+
+@pytest.mark.parametrize(
+    "arrival",
+    [
+        ("order", "refund", "cancel"),
+        ("cancel", "order", "refund"),
+        ("refund", "cancel", "order"),
+        ("cancel", "refund", "order"),
+        ("order", "cancel", "refund", "cancel"),
+    ],
+)
+def test_a_cancellation_before_its_order_or_its_refunds_ends_in_the_same_ledger(arrival: tuple[str, ...]) -> None:
+    """Handled as the service does, from the checkpoint or the history, in any arrival order, twice told."""
+    told = {
+        "order": purchase("o1", "200", T0),
+        "refund": Refund("r1", "o1", Decimal(50), T0 + timedelta(hours=1)),
+        "cancel": Cancellation("o1", T0 + timedelta(hours=2)),
+    }
+    now = T0 + timedelta(days=1)
+    member, known, recorded = Member("c1"), Facts(), dict[str, int]()
+    for name in arrival:
+        fact = told[name]
+        history = History(known, recorded) if needs_history(member, [fact]) else None
+        decision = decide(member, [fact], history, DEFAULT_TIERS, now, ids())
+        if decision is None:
+            continue
+        for entry in decision.entries:
+            recorded[entry.key] = recorded.get(entry.key, 0) + entry.points
+        member, known = decision.member, known.adding(*decision.facts) or known
+    assert {k: v for k, v in recorded.items() if v} == {"purchase:o1": 200, "refund:o1": -200}
+    assert (member.balance, member.tier, member.qualifying_points) == (0, "bronze", 0)
+
+
 def test_the_tier_multiplier_is_the_tier_held_before_the_order() -> None:
     facts = Facts(
         purchases=(
@@ -326,16 +414,21 @@ def test_a_late_refund_undoes_the_expiry_of_the_points_it_takes_back() -> None:
     assert sum(recorded.values()) + sum(e.points for e in fixes) == 0
 
 
-def _random_facts(rng: random.Random, count: int) -> list[Purchase | Refund | Activity | Redemption]:
-    """A member's history over two years: orders, partial refunds (some before their order), reviews, spending."""
-    facts: list[Purchase | Refund | Activity | Redemption] = []
+def _random_facts(rng: random.Random, count: int) -> list[Purchase | Refund | Cancellation | Activity | Redemption]:
+    """A member's history over two years: orders, partial refunds (some before their order), cancellations (some
+    before their order or its refunds), reviews, spending."""
+    facts: list[Purchase | Refund | Cancellation | Activity | Redemption] = []
+    cancelled: set[str] = set()
     for n in range(count):
         at = T0 + timedelta(days=rng.randint(0, 730), minutes=rng.randint(0, 1440))
         kind = rng.random()
         if kind < 0.5:
             facts.append(purchase(f"o{n}", str(rng.randint(1, 900)), at))
-        elif kind < 0.7:
+        elif kind < 0.65:
             facts.append(Refund(f"r{n}", f"o{rng.randrange(count)}", Decimal(rng.randint(1, 300)), at))
+        elif kind < 0.7 and (order_id := f"o{rng.randrange(count)}") not in cancelled:
+            cancelled.add(order_id)  # an order is cancelled once
+            facts.append(Cancellation(order_id, at))
         elif kind < 0.85:
             facts.append(Activity(f"review:{n}", "review", 50, at, rng.choice([30, 365])))
         else:

@@ -8,6 +8,7 @@ from services.loyalty.domain import (
     DEFAULT_TIERS,
     Activity,
     Campaign,
+    Cancellation,
     Checkpoint,
     Facts,
     Line,
@@ -26,6 +27,9 @@ from services.loyalty.store import (
     _answer_stored_as_http,
     _checkpoint,
     _checkpoint_doc,
+    _fact_document,
+    _facts,
+    _history_facts,
     _purchase,
     _redemption,
     _refund,
@@ -92,10 +96,51 @@ def test_the_checkpoint_is_stored_with_named_fields_and_comes_back_exactly() -> 
         "refunded": "20.25",
         "reversed": 20,
         "refund_ids": ["rf-1"],
+        "cancelled": False,
     }
     assert stored["lots"][0]["key"] == "purchase:ord-1"
     assert stored["pending_refunds"] == [{"refund_id": "rf-9", "order_id": "ord-9", "amount": "5", "refunded_at": AT}]
     assert _checkpoint(stored) == checkpoint
+
+
+def test_a_cancelled_order_and_a_waiting_cancellation_are_kept_in_the_checkpoint() -> None:
+    facts = Facts(
+        purchases=(Purchase("ord-1", AT, "EUR", Decimal("80.50"), (), Decimal(1), DEFAULT_TIERS, (), 365, 365),),
+        cancellations=(Cancellation("ord-1", AT.replace(hour=11)), Cancellation("ord-9", AT.replace(hour=10))),
+    )
+    checkpoint = replay(facts, AT.replace(hour=12)).checkpoint
+    stored = _checkpoint_doc(checkpoint)
+    assert (stored["purchases"][0]["cancelled"], stored["purchases"][0]["reversed"]) == (True, 80)
+    assert stored["pending_cancellations"] == [{"order_id": "ord-9", "cancelled_at": AT.replace(hour=10)}]
+    assert _checkpoint(stored) == checkpoint
+
+
+def test_a_history_is_one_document_per_fact_and_reads_back_exactly() -> None:
+    facts = Facts(
+        purchases=(Purchase("ord/1", AT, "EUR", Decimal("80.50"), (), Decimal(1), DEFAULT_TIERS, (), 365, 365),),
+        refunds=(Refund("rf-1", "ord/1", Decimal("20.25"), AT),),
+        cancellations=(Cancellation("ord/1", AT),),
+        activities=(Activity("review:ord/1", Reason.REVIEW, 50, AT, 365, "ord/1"),),
+        redemptions=(Redemption("red-1", "rw-tote", 300, AT),),
+    )
+    docs = [_fact_document("cus/1", fact) for fact in facts.every()]
+    assert [doc["_id"] for doc in docs] == [
+        {"member": "cus/1", "fact": "purchases:ord/1"},
+        {"member": "cus/1", "fact": "refunds:rf-1"},
+        {"member": "cus/1", "fact": "cancellations:ord/1"},
+        {"member": "cus/1", "fact": "activities:review:ord/1"},
+        {"member": "cus/1", "fact": "redemptions:red-1"},
+    ]
+    assert [doc["kind"] for doc in docs] == ["purchases", "refunds", "cancellations", "activities", "redemptions"]
+    assert _history_facts(reversed(docs)) == Facts(
+        purchases=facts.purchases,
+        refunds=facts.refunds,
+        activities=facts.activities,
+        redemptions=facts.redemptions,
+        cancellations=facts.cancellations,
+    )
+    old_shape = {"_id": "cus/1", "purchases": [fact_doc(facts.purchases[0])], "refunds": [fact_doc(facts.refunds[0])]}
+    assert _facts(old_shape) == Facts(purchases=facts.purchases, refunds=facts.refunds)  # what the split reads
 
 
 def test_a_checkpoint_stored_as_positional_lists_is_still_read() -> None:

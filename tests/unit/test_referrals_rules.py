@@ -14,10 +14,12 @@ from services.referrals.domain import (
     CODE_ENTROPY_BITS,
     REFUSAL_REASONS,
     Affiliate,
+    Cancellation,
     Clawbacks,
     Code,
     CommissionTotals,
     Contest,
+    ContestReason,
     Conversion,
     Converted,
     Customer,
@@ -41,6 +43,7 @@ from services.referrals.domain import (
     commission_rate,
     commission_totals,
     contest,
+    contested_as_cancelled,
     contested_as_own,
     contested_as_returning,
     email_identity,
@@ -845,19 +848,60 @@ def converted_affiliate_sale() -> Conversion:
 def test_a_contest_is_kept_once_and_takes_the_whole_commission_back() -> None:
     refunds = [Refund("r-1", Decimal("7.00"), T0, "EUR")]
 
-    contested = contest(converted_affiliate_sale(), RefusalReason.RETURNING_CUSTOMER, "o-0", T0, refunds)
+    contested = contest(converted_affiliate_sale(), ContestReason.RETURNING_CUSTOMER, "o-0", T0, refunds)
 
     assert contested is not None
-    assert contested.contest == Contest(RefusalReason.RETURNING_CUSTOMER, "o-0", T0)
+    assert contested.contest == Contest(ContestReason.RETURNING_CUSTOMER, "o-0", T0)
     assert contested.commission is not None
     # 3.00 earned, 0.70 of it taken back by the refund: the contest takes the other 2.30
     assert (contested.commission.taken.contested, contested.commission.due) == (Decimal("2.30"), Decimal("0.00"))
-    assert contest(contested, RefusalReason.OWN_ORDER, "o-x", T0, refunds) is None  # the first fact stands
+    assert contest(contested, ContestReason.OWN_ORDER, "o-x", T0, refunds) is None  # the first fact stands
     refused = attribute(
         order_placed(code="ZZZ"), PlacedOrder(T0, "o-jan1"), Customer("cus_jan"), None, None, Decimal("0.10"), [], T0
     )
-    assert contest(refused, RefusalReason.OWN_ORDER, "o-x", T0, []) is None
-    assert contest(None, RefusalReason.OWN_ORDER, "o-x", T0, []) is None
+    assert contest(refused, ContestReason.OWN_ORDER, "o-x", T0, []) is None
+    assert contest(None, ContestReason.OWN_ORDER, "o-x", T0, []) is None
+
+
+def test_a_cancelled_order_contests_its_conversion_and_takes_back_the_rest_of_the_commission() -> None:
+    sale = converted_affiliate_sale()
+    refunds = [Refund("r-1", Decimal("7.00"), T0, "EUR")]
+    cancelled = Cancellation(sale.order_id, T0 + timedelta(hours=3))
+
+    contested = contested_as_cancelled(sale, cancelled, refunds)
+
+    assert contested is not None
+    assert contested.contest == Contest(ContestReason.ORDER_CANCELLED, sale.order_id, T0 + timedelta(hours=3))
+    assert contested.commission is not None
+    # 3.00 earned: the refund of 7.00 of 30.00 took 0.70, the cancellation takes the other 2.30, nothing is due
+    assert [amount for _, amount in contested.commission.taken.by_refund] == [Decimal("0.70")]
+    assert (contested.commission.taken.contested, contested.commission.due) == (Decimal("2.30"), Decimal("0.00"))
+    assert contested_as_cancelled(contested, cancelled, refunds) is None  # told again: nothing more
+    later_refund = claw_back(contested, [*refunds, Refund("r-2", Decimal("23.00"), T0, "EUR")], refunds[0])
+    assert later_refund is not None  # the rest of the money comes back too: the commission is taken back once
+    assert later_refund.clawed_back == Decimal("3.00")
+    assert later_refund.conversion.commission is not None
+    assert later_refund.conversion.commission.due == Decimal("0.00")
+    refused = attribute(
+        order_placed(code="ZZZ"), PlacedOrder(T0, "o-jan1"), Customer("cus_jan"), None, None, Decimal("0.10"), [], T0
+    )
+    assert contested_as_cancelled(refused, Cancellation("o-jan1", T0), []) is None
+
+
+def test_a_cancellation_heard_of_before_the_order_ends_as_when_it_comes_after() -> None:
+    order = order_placed(code="AFF-333-444", total="30.00")
+    placed = PlacedOrder(T0, order.order_id)
+    refunds = [Refund("r-1", Decimal("7.00"), T0, "EUR")]
+    cancelled = Cancellation(order.order_id, T0 + timedelta(hours=3))
+    args = (order, placed, Customer("cus_jan"), AFFILIATE_CODE, None, Decimal("0.10"), refunds, T0)
+
+    first = attribute(*args, cancellation=cancelled)
+    then = attribute(*args)
+
+    assert isinstance(first, Converted)
+    assert isinstance(then, Converted)
+    assert first.conversion == contested_as_cancelled(then.conversion, cancelled, refunds)
+    assert (first.event, first.code) == (then.event, then.code)  # converted, counted and published all the same
 
 
 def test_a_refund_claws_back_from_an_affiliates_commission_only_in_the_orders_currency() -> None:
