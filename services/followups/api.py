@@ -272,7 +272,7 @@ class FeedbackOut(FeedbackReceived):
         }
     },
     responses={
-        409: error("This feedback link was already used."),
+        409: error("This feedback link was already used, or the customer was erased."),
         410: error("The feedback link has expired."),
         422: {
             "description": "A field of the body is wrong: `loc` names it.",
@@ -321,6 +321,8 @@ async def post_feedback(request: Request, rt: Rt) -> FeedbackOut:
         taken = await store.once_per_link(rt, take)
     except FeedbackLinkUsed as used:
         raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used") from used
+    except domain.CustomerWasErased as erased:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"customer_id: {feedback.customer_id!r} was erased") from erased
     except FeedbackLinkUnknown as unknown:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token: names no feedback request of this shop") from unknown
     return FeedbackOut(**taken.feedback.model_dump(), followup_id=taken.followup_id, escalation_id=taken.escalation_id)

@@ -38,6 +38,7 @@ from services.followups.domain import (
     Order,
     Plan,
     Status,
+    call_id,
 )
 from services.followups.settings import FollowupsUnit
 from shared.erasure import customer_erased, forget_sent_events, mark_erased, preload_customers
@@ -459,8 +460,23 @@ def forget_customer(unit: FollowupsUnit, customer_id: str, alias: str, kept: Cus
             {"customer_id": customer_id, "status": "pending"},
             {"$set": {"status": "cancelled", "cancelled_because": "customer erased"}},
         ),
-        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+        # What a person noted after a call, and why a send failed, may name the customer.
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None, "last_error": None}}),
     )
     unit.write(FEEDBACK, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "comment": None}}))
     unit.write(ESCALATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None}}))
     forget_sent_events(unit, customer_id)  # FeedbackReceived carries the customer's own words
+
+
+async def rename_call_task(unit: FollowupsUnit, customer_id: str, alias: str) -> tuple[str, str] | None:
+    """Erasure, after `forget_customer`: the call task is kept under the alias's call id (its id named the customer).
+
+    Returns the (old, new) follow-up ids, for the audit trail to follow; None without a call task.
+    """
+    old, new = call_id(customer_id), call_id(alias)
+    found = await unit.find_one(FOLLOWUPS, {"_id": old})
+    if found is None:
+        return None
+    unit.write(FOLLOWUPS, DeleteOne({"_id": old}))
+    unit.replace(FOLLOWUPS, found | {"_id": new})
+    return old, new

@@ -316,7 +316,8 @@ def forget_customer(unit: OrdersUnit, customer_id: str, alias: str, kept: Custom
             {"customer_id": customer_id, "placed": {"$ne": None}},
             {"$set": {"placed.customer": {"customer_id": alias}, "placed.shipping_address": None}},
         ),
-        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+        # A refund's reason is the shop's free text ("call Zuzana at +421…"): it may name the customer.
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "refunds.$[].reason": None}}),
     )
     forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, at)
