@@ -444,6 +444,43 @@ def _escalation_of(doc: Mapping[str, Any]) -> EscalationRecord:
     )
 
 
+# --- a customer's data (their export) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredFeedback:
+    feedback: FeedbackReceived
+    followup_id: str | None  # the feedback request whose link it came through
+
+
+@dataclass(frozen=True)
+class CustomerRecords:
+    """Everything followups holds on one customer: contact, orders' milestones, follow-ups, feedback, escalations."""
+
+    customer: Customer | None
+    orders: list[Order]
+    followups: list[FollowUp]
+    feedback: list[StoredFeedback]
+    escalations: list[EscalationRecord]
+
+    @property
+    def empty(self) -> bool:
+        return self.customer is None and not (self.orders or self.followups or self.feedback or self.escalations)
+
+
+async def customer_records(unit: FollowupsUnit, customer_id: str) -> CustomerRecords:
+    theirs = {"customer_id": customer_id}
+    orders = await unit.find(ORDERS, theirs, projection={"_id": 1}, sort=[("placed_at", 1), ("_id", 1)])
+    feedback = await unit.find(FEEDBACK, theirs, sort=[("received_at", 1)])
+    return CustomerRecords(
+        customer=await find_customer(unit, customer_id),
+        orders=[await get_order(unit, doc["_id"], customer_id) for doc in orders],
+        followups=[_followup_of(doc) for doc in await unit.find(FOLLOWUPS, theirs, sort=[("created_at", 1)])],
+        feedback=[StoredFeedback(FeedbackReceived.model_validate(doc), doc.get("followup_id")) for doc in feedback],
+        escalations=[_escalation_of(doc) for doc in await unit.find(ESCALATIONS, theirs, sort=[("opened_at", 1)])],
+    )
+
+
 # --- erasure ------------------------------------------------------------------------------------
 
 

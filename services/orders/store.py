@@ -372,8 +372,10 @@ class OrderRecord:
 
 async def customer_figures(rt: Runtime, customer_id: str) -> CustomerFigures | None:
     found = await rt.db[CUSTOMERS].find_one({"_id": customer_id}, {"orders": 0})
-    if found is None:
-        return None
+    return None if found is None else _figures_of(found)
+
+
+def _figures_of(found: Mapping[str, Any]) -> CustomerFigures:
     return CustomerFigures(
         **vars(_summary_of(found)),
         refunded=money(found.get("refunded")),
@@ -427,6 +429,20 @@ def _record_of(doc: Mapping[str, Any]) -> OrderRecord:
         fulfilled_at=order.fulfilled_at,
         refunds=order.refunds,
     )
+
+
+@dataclass(frozen=True)
+class CustomerRecords:
+    """Everything orders holds on one customer (their export): the profile, and every order of theirs as told."""
+
+    profile: CustomerFigures | None
+    orders: list[Order]  # oldest first
+
+
+async def customer_records(unit: OrdersUnit, customer_id: str) -> CustomerRecords:
+    found = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    orders = await unit.find(ORDERS, {"customer_id": customer_id}, sort=[("placed.placed_at", 1), ("_id", 1)])
+    return CustomerRecords(None if found is None else _figures_of(found), [_order_of(doc) for doc in orders])
 
 
 # --- scoring round ----------------------------------------------------------------------------------
