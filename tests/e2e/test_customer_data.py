@@ -297,8 +297,10 @@ async def test_erasure_leaves_nothing_of_the_customer_anywhere_and_nothing_later
 
     erasures = await consumed(stack, "CustomerErased")
     erased = await http.post(f"{stack['orders'].url}/customers/{ZUZANA}/erase")
-    assert erased.status_code == 202, erased.text
+    assert (erased.status_code, erased.json()["already_erased"]) == (202, False), erased.text
     await all_taken(stack, erasures, "CustomerErased", ("followups", "loyalty", "referrals"))
+    again = await http.post(f"{stack['orders'].url}/customers/{ZUZANA}/erase")
+    assert again.json()["already_erased"] is True  # and no second CustomerErased: each service took one
     left = await settled_traces(mongo, stack)
     assert left == [], "\n".join(left)
 
@@ -309,6 +311,7 @@ async def test_erasure_leaves_nothing_of_the_customer_anywhere_and_nothing_later
     assert (refused.status_code, refused.json()["detail"]) == (401, "token: names no feedback request of this shop")
     code = await http.get(f"{stack['referrals'].url}/referrals/{zuzana.code}")
     assert code.json()["status"] == "revoked"
+    assert (await http.post(f"{stack['referrals'].url}/referrers/{ZUZANA}/code")).status_code == 409
     logged = {"customer_id": ZUZANA, "ratings": {"overall": 1}, "comment": "Zuzana called to complain."}
     assert (await http.post(f"{stack['followups'].url}/feedback", json=logged)).status_code == 409
 
