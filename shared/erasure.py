@@ -27,6 +27,7 @@ __all__ = [
     "customer_erased",
     "erased_alias",
     "erased_id",
+    "forget_once_sent_if_erased",
     "forget_sent_events",
     "is_alias",
     "mark_erased",
@@ -73,6 +74,20 @@ def forget_sent_events(unit: Unit[Any], customer_id: str, *also_naming: str) -> 
             for field in fields
         ),
     )
+
+
+async def forget_once_sent_if_erased(unit: Unit[Any]) -> None:
+    """Have this unit's events about an erased customer (a shop's late webhook, say) forgotten once sent.
+
+    The other services must hear of them (to keep them anonymous, or nothing); this outbox must not keep them.
+    """
+    subjects = {event.subject for event in unit.pending_events if event.subject is not None}
+    if not subjects:
+        return
+    marks = {erased_id(subject): subject for subject in subjects}
+    found = await unit.find(ERASED, {"_id": {"$in": list(marks)}}, projection={"_id": 1})
+    erased = {marks[doc["_id"]] for doc in found}
+    unit.forget_once_sent.update(event.id for event in unit.pending_events if event.subject in erased)
 
 
 async def _marked_erased(unit: Unit[Any], customer_id: str) -> bool:

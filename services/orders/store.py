@@ -41,7 +41,14 @@ from services.orders.domain import (
 )
 from services.orders.insight import History, Rfm
 from services.orders.settings import OrdersSettings, OrdersUnit
-from shared.erasure import customer_erased, forget_sent_events, is_alias, mark_erased, preload_customers
+from shared.erasure import (
+    customer_erased,
+    forget_once_sent_if_erased,
+    forget_sent_events,
+    is_alias,
+    mark_erased,
+    preload_customers,
+)
 from shared.events import OrderPlaced
 from shared.leases import claim, release
 from shared.mongo import Database, as_stored
@@ -495,6 +502,7 @@ async def once_per_delivery(
         if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": delivery}) is not None:
             return None
         result = await work(unit)
+        await forget_once_sent_if_erased(unit)  # a late order of an erased customer still names them
         unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": delivery, "topic": topic, "received_at": unit.now()}))
         return result
 

@@ -333,6 +333,25 @@ async def _outbox_empty(rt: Runtime) -> bool:
     return await rt.relay.backlog() == 0
 
 
+async def test_a_shop_order_for_an_erased_customer_goes_out_anonymous_and_its_event_is_not_kept(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    assert (await http.post("/customers/207119551/erase", headers=ADMIN)).status_code == 202
+    body = (WEBHOOKS / "shopify" / "orders_create.json").read_bytes()
+    answer = await http.post("/webhooks/shopify", content=body, headers=shopify_headers(body, "orders/create"))
+    assert answer.status_code == 200, answer.text
+    # The others hear of the order (and keep it anonymous); this outbox keeps no copy naming her once it is sent.
+    await tap.wait_for(lambda e: e["id"] == "shopify:order:450789469:placed")
+    await eventually(lambda: rt.db[ORDERS].find_one({"_id": "450789469"}))
+    await eventually(lambda: _outbox_empty(rt))
+    everything = json.dumps(
+        [doc for name in await rt.db.list_collection_names() async for doc in rt.db[name].find({})], default=str
+    )
+    for needle in ("eva.novakova@example.sk", "207119551", "Nováková"):
+        assert needle not in everything, needle
+
+
 async def test_a_refund_webhook_waits_for_its_order_then_names_the_customer(
     orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
 ) -> None:
