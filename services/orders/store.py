@@ -324,7 +324,10 @@ def forget_customer(unit: OrdersUnit, customer_id: str, alias: str, kept: Custom
             {"$set": {"placed.customer": {"customer_id": alias}, "placed.shipping_address": None}},
         ),
         # A refund's reason is the shop's free text ("call Zuzana at +421…"): it may name the customer.
-        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "refunds.$[].reason": None}}),
+        UpdateMany(
+            {"customer_id": customer_id, "refunds.0": {"$exists": True}}, {"$set": {"refunds.$[].reason": None}}
+        ),
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
     )
     forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, at)
