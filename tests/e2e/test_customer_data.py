@@ -226,12 +226,12 @@ async def traces(mongo: AsyncMongoClient[dict[str, Any]], stack: ServiceStack) -
 # --- the gatherer ------------------------------------------------------------------------------------------
 
 
-def gather(stack: ServiceStack, out: Path, *, urls: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def gather(stack: ServiceStack, out: Path) -> subprocess.CompletedProcess[str]:
     """Run `python -m shared.export` as the shop's operator would, with the services' URLs and a key."""
     env = {
         **os.environ,
         "RAPPORT_API_KEY": ADMIN_KEY,
-        **{f"{service.upper()}_URL": (urls or {}).get(service, stack[service].url) for service in SERVICES},
+        **{f"{service.upper()}_URL": stack[service].url for service in SERVICES},
     }
     return subprocess.run(
         [sys.executable, "-m", "shared.export", ZUZANA, "--out", str(out)],
