@@ -18,6 +18,7 @@ run: install
 
 test: install
 	deploy/local/ensure-rabbitmq.sh --tests
+	deploy/local/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 test-unit: install
@@ -29,6 +30,7 @@ test-service: install
 
 test-e2e: install
 	deploy/local/ensure-rabbitmq.sh --tests
+	deploy/local/ensure-chromium.sh
 	$(BIN)/python -m pytest -m e2e
 
 lint: install

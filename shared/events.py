@@ -4,6 +4,7 @@ These models are the only definition of the contract the services use. Unknown
 fields are ignored (additive evolution within version 1).
 """
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
@@ -26,6 +27,22 @@ def _field(description: str, example: Any = _NO_EXAMPLE, **constraints: Any) -> 
 
 
 # --- shared parts of payloads -------------------------------------------------
+
+# A customer the shop has no e-mail address for (an admin order, a POS sale) still orders: OrderPlaced requires
+# `customer.email`, so such an order carries a stand-in at this domain, which RFC 2606 reserves (nothing is ever
+# delivered there). Every consumer treats an address at it as "no e-mail": no mail is planned to it, and it is
+# nobody's address (two customers with stand-ins do not share an e-mail).
+NO_EMAIL_DOMAIN = "no-email.example"
+
+
+def no_email_for(customer_id: str) -> str:
+    """The stand-in address of a customer with no e-mail: one per customer, at `NO_EMAIL_DOMAIN`."""
+    return f"{hashlib.sha256(customer_id.encode()).hexdigest()[:24]}@{NO_EMAIL_DOMAIN}"
+
+
+def is_no_email(email: str) -> bool:
+    """Whether the address is the stand-in of a customer with no e-mail (`no_email_for`)."""
+    return email.lower().endswith("@" + NO_EMAIL_DOMAIN)
 
 
 class Customer(Payload):

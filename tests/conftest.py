@@ -6,8 +6,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, Page
 
 from shared.topology import Topology
+from tests.support.browser import chromium
 from tests.support.infra import Infrastructure, provide, remove_declared
 
 SERVICES = ("orders", "followups", "loyalty", "referrals")
@@ -47,3 +49,19 @@ async def infra(
         print(f"\ninfrastructure: {found.how}")
         yield found
         await remove_declared(found, topology, used_services)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium for the run's page tests (tests/support/browser.py)."""
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context and page per test: no cookies or storage carried over."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = await context.new_page()
+    yield opened
+    await context.close()

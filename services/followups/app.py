@@ -1,12 +1,19 @@
 """The followups service: thank-you notes, calls, feedback requests, NPS and escalations."""
 
+from fastapi import APIRouter
+
 from services.followups.api import api, public
 from services.followups.handlers import HANDLERS
 from services.followups.jobs import METRICS, run_scheduler
+from services.followups.pages import pages
 from services.followups.service import prefetch_followups
 from services.followups.store import ensure_indexes
 from shared.events import FeedbackEscalatedEvent, FeedbackReceivedEvent, FollowUpSentEvent
 from shared.service import ServiceSpec
+
+# What anyone may call, each route checking its own token: POST /feedback and the customer's pages. The routes
+# themselves, not included routers: the 405 answers (shared.http.answer_405_with_every_method) look at routes.
+PUBLIC = APIRouter(routes=[*public.routes, *pages.routes])
 
 SPEC = ServiceSpec(
     name="followups",
@@ -14,7 +21,7 @@ SPEC = ServiceSpec(
     handlers=HANDLERS,
     publishes=(FeedbackReceivedEvent, FeedbackEscalatedEvent, FollowUpSentEvent),
     api=api,
-    public_api=public,
+    public_api=PUBLIC,
     ensure_indexes=ensure_indexes,
     background=(run_scheduler,),
     metrics=METRICS,

@@ -290,6 +290,75 @@ def escalation_for(feedback: FeedbackReceived, escalation_id: str, sla: timedelt
     )
 
 
+# --- what mail a customer agreed to (DESIGN.md §7 "Mail kinds") ---------------------------
+
+# The thank-you note is about the order (transactional); feedback requests and referral invitations are
+# relationship mail: they carry a one-click unsubscribe and are not sent to a customer who unsubscribed.
+RELATIONSHIP_MAIL: frozenset[str] = frozenset({"feedback_request", "referral_invite"})
+# Referral invitations are marketing: they also need the customer's consent.
+MARKETING_MAIL: frozenset[str] = frozenset({"referral_invite"})
+
+NotSentBecause = Literal["unsubscribed", "no marketing consent"]
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What a customer said about mail: their latest order's marketing answer, and whether they unsubscribed."""
+
+    customer_id: str
+    accepts_marketing: bool | None = None  # from the latest order that said (None: no order said)
+    said_at: datetime | None = None  # when that order was placed
+    unsubscribed_at: datetime | None = None  # one-click or the page; it stands whatever orders say later
+
+
+def carries_unsubscribe(kind: str) -> bool:
+    """Whether mail of this kind carries a one-click unsubscribe (RFC 8058) and a visible link to it."""
+    return kind in RELATIONSHIP_MAIL
+
+
+def with_marketing_answer(consent: Consent, accepts: bool | None, said_at: datetime) -> Consent:
+    """The consent once an order placed at `said_at` is known: the latest order that says anything counts.
+
+    An order that says nothing (a platform without the field, say) leaves the last answer standing, so a
+    customer who said no is not asked again because a later order was silent.
+    """
+    if accepts is None or (consent.said_at is not None and said_at < consent.said_at):
+        return consent
+    return replace(consent, accepts_marketing=accepts, said_at=said_at)
+
+
+def unsubscribed(consent: Consent, at: datetime) -> Consent:
+    """The consent once the customer unsubscribed at `at`; unsubscribing twice keeps the first time."""
+    return consent if consent.unsubscribed_at is not None else replace(consent, unsubscribed_at=at)
+
+
+def may_market_to(consent: Consent, consent_default: bool) -> bool:
+    """Whether the customer agreed to marketing: their answer, else the shop's `MARKETING_CONSENT_DEFAULT`."""
+    return consent_default if consent.accepts_marketing is None else consent.accepts_marketing
+
+
+def why_not_sent(
+    kind: str, consent: Consent, *, address_unsubscribed: bool, consent_default: bool
+) -> NotSentBecause | None:
+    """Why mail of `kind` must not go to this customer, or None when it may.
+
+    Transactional mail always goes; relationship mail not after an unsubscribe (theirs, or one from their
+    address kept after an erasure); marketing mail only with consent.
+    """
+    if kind not in RELATIONSHIP_MAIL:
+        return None
+    if consent.unsubscribed_at is not None or address_unsubscribed:
+        return "unsubscribed"
+    if kind in MARKETING_MAIL and not may_market_to(consent, consent_default):
+        return "no marketing consent"
+    return None
+
+
+def normalised_address(email: str) -> str:
+    """An e-mail address as the unsubscribe list compares it (case and surrounding spaces do not count)."""
+    return email.strip().lower()
+
+
 # --- sending ------------------------------------------------------------------------------
 
 

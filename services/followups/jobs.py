@@ -22,7 +22,7 @@ from services.followups.domain import Contact
 from services.followups.mail import SmtpServer, email_of
 from services.followups.settings import FollowupsSettings, FollowupsUnit, settings_of
 from services.followups.store import FollowUp
-from services.followups.tokens import issue_token
+from services.followups.tokens import issue_token, issue_unsubscribe_token
 from shared.events import FollowUpSent
 from shared.service import Runtime
 
@@ -33,6 +33,12 @@ SENT_TOTAL = Counter("followups_sent", "Follow-up e-mails accepted by the SMTP s
 SEND_FAILURES = Counter("followups_send_failures", "Failed send attempts (retried).", ["kind"], registry=METRICS)
 GAVE_UP = Counter("followups_failed", "Follow-ups marked failed after the last attempt.", ["kind"], registry=METRICS)
 BREACHED = Counter("followups_escalations_breached", "Escalations not resolved within their SLA.", registry=METRICS)
+NOT_SENT = Counter(
+    "followups_not_sent",
+    "Relationship mail not sent, by reason (unsubscribed, no marketing consent).",
+    ["kind", "reason"],
+    registry=METRICS,
+)
 
 
 class NotSendable(Exception):
@@ -58,8 +64,23 @@ async def send_due(rt: Runtime, *, at: datetime | None = None, limit: int = 500)
 
 async def _send(rt: Runtime, settings: FollowupsSettings, smtp: SmtpServer, followup: FollowUp) -> None:
     try:
-        message, to = _message(settings, followup, await store.contact_of(rt, followup.customer_id))
-        email = email_of(message, sender=settings.mail_from, to=to, followup_id=followup.followup_id, sent_at=rt.now())
+        contact = await store.contact_of(rt, followup.customer_id)
+        because = await _not_to_send(rt, settings, followup, contact)
+        if because is not None:
+            await store.skip_email(rt, followup, because)
+            NOT_SENT.labels(kind=followup.kind, reason=because).inc()
+            log.info("followup_not_sent", followup_id=followup.followup_id, reason=because)
+            return
+        unsubscribe_url = _unsubscribe_url(settings, followup)
+        message, to = _message(settings, followup, contact, unsubscribe_url)
+        email = email_of(
+            message,
+            sender=settings.mail_from,
+            to=to,
+            followup_id=followup.followup_id,
+            sent_at=rt.now(),
+            unsubscribe_url=unsubscribe_url,
+        )
         await smtp.send(email)
     except Exception as error:  # noqa: BLE001 - every failure is retried, then recorded
         await _failed(rt, settings, followup, error)
@@ -83,7 +104,35 @@ async def _send(rt: Runtime, settings: FollowupsSettings, smtp: SmtpServer, foll
     log.info("followup_sent", followup_id=followup.followup_id, kind=followup.kind, locale=message.locale)
 
 
-def _message(settings: FollowupsSettings, followup: FollowUp, contact: Contact | None) -> tuple[messages.Message, str]:
+async def _not_to_send(
+    rt: Runtime, settings: FollowupsSettings, followup: FollowUp, contact: Contact | None
+) -> domain.NotSentBecause | None:
+    """Why the customer must not get this e-mail (DESIGN.md §7 "Mail kinds"), or None."""
+    if not domain.carries_unsubscribe(followup.kind):
+        return None  # transactional: no consent to look up
+    email = contact.get("email") if contact else None
+    consent, address_listed = await store.mail_consent(rt, followup.customer_id, email)
+    return domain.why_not_sent(
+        followup.kind,
+        consent,
+        address_unsubscribed=address_listed,
+        consent_default=settings.marketing_consent_default,
+    )
+
+
+def _unsubscribe_url(settings: FollowupsSettings, followup: FollowUp) -> str | None:
+    """The customer's one-click unsubscribe link, for relationship mail; None for transactional mail."""
+    if not domain.carries_unsubscribe(followup.kind):
+        return None
+    if settings.feedback_token_secret is None:
+        raise NotSendable("FEEDBACK_TOKEN_SECRET is not set, so no unsubscribe link can be signed")
+    token = issue_unsubscribe_token(settings.feedback_token_secret.get_secret_value(), customer_id=followup.customer_id)
+    return f"{settings.unsubscribe_url}?token={token}"
+
+
+def _message(
+    settings: FollowupsSettings, followup: FollowUp, contact: Contact | None, unsubscribe_url: str | None
+) -> tuple[messages.Message, str]:
     if not contact:
         raise NotSendable("the customer's contact details are not known (yet)")
     values: dict[str, Any] = {
@@ -93,6 +142,8 @@ def _message(settings: FollowupsSettings, followup: FollowUp, contact: Contact |
         "shop_name": settings.shop_name,
     }
     kind = followup.kind
+    if unsubscribe_url is not None:
+        values["unsubscribe_url"] = unsubscribe_url
     if kind in ("thank_you", "feedback_request"):
         values["order_id"] = followup.order_id
     if kind == "feedback_request":

@@ -47,6 +47,7 @@ async def prefetch_followups(unit: FollowupsUnit, events: list[Envelope[Any]]) -
     planned += [domain.call_id(customer) for customer in customers]
     planned += [domain.referral_invite_id(e.id) for e in events if isinstance(e, ReferralInvitedEvent)]
     await store.preload(unit, customers, orders, planned)
+    await store.preload_consents(unit, _marketing_answers(events))
 
 
 def _customer_of(event: Envelope[Any]) -> str:
@@ -67,6 +68,7 @@ async def note_order_placed(unit: FollowupsUnit, event: OrderPlacedEvent) -> Non
     )
     customer = await store.get_customer(unit, customer_id)
     store.save_customer(unit, domain.with_order_placed(customer, contact, placed_at))
+    await _note_marketing_answer(unit, customer_id, data.customer.accepts_marketing, placed_at)
     order = replace(
         await store.get_order(unit, data.order_id, customer_id),
         placed_at=placed_at,
@@ -214,6 +216,42 @@ async def take_feedback(
         log.info("feedback_escalated", escalation_id=escalation.escalation_id, due_by=escalation.due_by.isoformat())
     log.info("feedback_received", feedback_id=feedback.feedback_id, overall=feedback.ratings.overall, nps=feedback.nps)
     return FeedbackTaken(feedback, followup_id, None if escalation is None else escalation.escalation_id)
+
+
+# --- what mail customers agreed to ------------------------------------------------------------
+
+
+def _marketing_answers(events: list[Envelope[Any]]) -> list[str]:
+    """The customers whose orders in the batch say whether they accept marketing."""
+    return [
+        e.data.customer.customer_id
+        for e in events
+        if isinstance(e, OrderPlacedEvent) and e.data.customer.accepts_marketing is not None
+    ]
+
+
+async def _note_marketing_answer(unit: FollowupsUnit, customer_id: str, accepts: bool | None, at: datetime) -> None:
+    if accepts is None:
+        return  # the order does not say: the last answer stands (or MARKETING_CONSENT_DEFAULT)
+    consent = await store.get_consent(unit, customer_id)
+    store.save_consent(unit, domain.with_marketing_answer(consent, accepts, at))
+
+
+async def unsubscribe(unit: FollowupsUnit, customer_id: str) -> None:
+    """The customer asked for no more relationship mail (one click, or the page): recorded once, for good.
+
+    Their address goes on the suppression list too. An erased customer's link stores nothing: the erasure
+    already ended all mail to them.
+    """
+    if await store.customer_is_erased(unit, customer_id):
+        return
+    now = unit.now()
+    store.save_consent(unit, domain.unsubscribed(await store.get_consent(unit, customer_id), now))
+    customer = await store.find_customer(unit, customer_id)
+    email = None if customer is None or customer.contact is None else customer.contact.get("email")
+    if isinstance(email, str) and email:
+        store.unsubscribe_address(unit, email, now)
+    log.info("customer_unsubscribed", customer_id=customer_id)
 
 
 # --- erasure ------------------------------------------------------------------------------------

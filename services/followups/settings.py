@@ -16,11 +16,23 @@ class FollowupsSettings(ServiceSettings):
     mail_from: str = Field("Rapport <hello@example.com>", description="From: of every message.")
     shop_name: str = Field("our shop", description="The shop's name as messages say it.")
     feedback_url: str = Field(
-        "http://localhost:8002/feedback/form", description="Page the feedback link opens; the token is appended."
+        "http://localhost:8002/feedback/form",
+        description="The feedback page (followups serves it at /feedback/form); `?token=…` is appended.",
+    )
+    unsubscribe_url: str = Field(
+        "http://localhost:8002/unsubscribe",
+        description="The unsubscribe page and one-click endpoint (followups serves it at /unsubscribe); "
+        "`?token=…` is appended. Relationship mail carries it in List-Unsubscribe and in its text.",
+    )
+    marketing_consent_default: bool = Field(
+        True,
+        description="Whether a customer whose orders never said `accepts_marketing` gets referral invitations.",
     )
     referral_url: str = Field("http://localhost/r/", description="Link a referral code is appended to.")
     feedback_token_secret: OptionalSecret = Field(
-        None, description="Signs feedback links; unset: no feedback requests are sent and no token is accepted."
+        None,
+        description="Signs feedback and unsubscribe links; unset: no feedback request or referral invitation is "
+        "sent (they must carry a signed link) and no token is accepted.",
     )
     feedback_token_days: int = Field(30, ge=1, description="How long a feedback link stays valid.")
     thank_you_delay_seconds: float = Field(0, ge=0, description="Thank-you note after OrderPlaced.")

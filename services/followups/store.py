@@ -15,8 +15,13 @@ Collections:
   so a token is used once.
 - escalations: unhappy feedback with its deadline.
 - erased: sha256 of erased customer ids, so late events do not bring them back.
+- consents: per customer, the marketing answer of their latest order that gave one, and when they
+  unsubscribed (erasure deletes it).
+- unsubscribed_addresses: sha256 of each address a customer unsubscribed from, kept through an erasure
+  as the suppression list, so the same address is not mailed again under another customer id.
 """
 
+import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +33,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.followups.domain import (
     Channel,
+    Consent,
     Contact,
     Customer,
     Escalation,
@@ -35,10 +41,12 @@ from services.followups.domain import (
     FeedbackLinkUsed,
     FeedbackPoint,
     Kind,
+    NotSentBecause,
     Order,
     Plan,
     Status,
     call_id,
+    normalised_address,
 )
 from services.followups.settings import FollowupsUnit
 from shared.erasure import customer_erased, forget_sent_events, mark_erased, preload_customers
@@ -55,6 +63,8 @@ ORDERS = "orders"
 FOLLOWUPS = "followups"
 FEEDBACK = "feedback"
 ESCALATIONS = "escalations"
+CONSENTS = "consents"
+UNSUBSCRIBED_ADDRESSES = "unsubscribed_addresses"
 
 
 async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # the settings shape no index here
@@ -481,12 +491,90 @@ async def customer_records(unit: FollowupsUnit, customer_id: str) -> CustomerRec
     )
 
 
+# --- what mail customers agreed to, and the feedback page ----------------------------------------
+
+
+async def preload_consents(unit: FollowupsUnit, customer_ids: Iterable[str]) -> None:
+    await unit.preload(CONSENTS, customer_ids)
+
+
+async def get_consent(unit: FollowupsUnit, customer_id: str) -> Consent:
+    """What the customer said about mail, as far as known (nothing yet: a fresh Consent)."""
+    found = await unit.find_one(CONSENTS, {"_id": customer_id})
+    return Consent(customer_id) if found is None else _consent_of(found)
+
+
+def save_consent(unit: FollowupsUnit, consent: Consent) -> None:
+    unit.replace(
+        CONSENTS,
+        {
+            "_id": consent.customer_id,
+            "accepts_marketing": consent.accepts_marketing,
+            "said_at": consent.said_at,
+            "unsubscribed_at": consent.unsubscribed_at,
+        },
+    )
+
+
+def _address_id(email: str) -> str:
+    return hashlib.sha256(normalised_address(email).encode()).hexdigest()
+
+
+def unsubscribe_address(unit: FollowupsUnit, email: str, at: datetime) -> None:
+    """Keep the address (as its SHA-256) on the suppression list; the first unsubscribe's time stays."""
+    unit.write(
+        UNSUBSCRIBED_ADDRESSES,
+        UpdateOne({"_id": _address_id(email)}, {"$setOnInsert": {"unsubscribed_at": at}}, upsert=True),
+    )
+
+
+async def mail_consent(rt: Runtime, customer_id: str, email: str | None) -> tuple[Consent, bool]:
+    """The customer's consent, and whether their address is on the suppression list (for the scheduler)."""
+    found = await rt.db[CONSENTS].find_one({"_id": customer_id})
+    listed = email is not None and await rt.db[UNSUBSCRIBED_ADDRESSES].find_one({"_id": _address_id(email)}) is not None
+    return (Consent(customer_id) if found is None else _consent_of(found)), listed
+
+
+def _consent_of(doc: Mapping[str, Any]) -> Consent:
+    return Consent(doc["_id"], doc.get("accepts_marketing"), doc.get("said_at"), doc.get("unsubscribed_at"))
+
+
+async def skip_email(rt: Runtime, followup: FollowUp, because: NotSentBecause) -> None:
+    """The e-mail is not to be sent (the customer unsubscribed, say): cancelled with the reason, while held."""
+    held = {"_id": followup.followup_id, "lease_owner": followup.lease_owner}
+    await rt.db[FOLLOWUPS].update_one(held, {"$set": {"status": "cancelled", "cancelled_because": because}})
+
+
+async def followup_named(rt: Runtime, followup_id: str) -> FollowUp | None:
+    """The follow-up a customer's link names (read outside a unit: the pages only look)."""
+    found = await rt.db[FOLLOWUPS].find_one({"_id": followup_id})
+    return None if found is None else _followup_of(found)
+
+
+async def feedback_through(rt: Runtime, followup_id: str) -> FeedbackPoint | None:
+    """The feedback given through this follow-up's link, if any (its scores: what the thank-you page needs)."""
+    found = await rt.db[FEEDBACK].find_one({"followup_id": followup_id}, {"received_at": 1, "ratings": 1, "nps": 1})
+    if found is None:
+        return None
+    return FeedbackPoint(found["received_at"], found["ratings"]["overall"], found.get("nps"), answered_request=True)
+
+
+async def referral_code_of(rt: Runtime, customer_id: str) -> str | None:
+    """The code of the customer's latest referral invitation, as ReferralInvited brought it (None: none yet)."""
+    found = await rt.db[FOLLOWUPS].find_one(
+        {"customer_id": customer_id, "kind": "referral_invite", "code": {"$type": "string"}},
+        sort=[("created_at", -1)],
+    )
+    return None if found is None else str(found["code"])
+
+
 # --- erasure ------------------------------------------------------------------------------------
 
 
 def forget_customer(unit: FollowupsUnit, customer_id: str, alias: str, kept: Customer | None, at: datetime) -> None:
     """Erase the customer: cancel what is pending, re-key everything to the alias, blank their words, a mark."""
     mark_erased(unit, customer_id, at)
+    unit.write(CONSENTS, DeleteOne({"_id": customer_id}))  # their unsubscribed address stays listed (as a hash)
     if kept is not None:
         unit.write(CUSTOMERS, DeleteOne({"_id": customer_id}))
         save_customer(unit, kept)

@@ -81,6 +81,7 @@ class OrderOut(BaseModel):
     items: list[ItemOut]
     fulfilled_at: datetime | None
     refunds: list[RefundOut]
+    cancelled_at: datetime | None = Field(description="Set once the order was cancelled: it then counts for nothing.")
 
 
 class CustomerProfile(CustomerOut):
@@ -198,6 +199,40 @@ async def erase_customer(customer_id: str, rt: Rt) -> Erased:
     return Erased(customer_id=customer_id, erased=True, already_erased=not first_time)
 
 
+class DataRequestOut(BaseModel):
+    """A customer's request, through the platform, for the data the shop keeps about them."""
+
+    request_id: str = Field(examples=["shopify:keramika-kosice.myshopify.com:9999"])
+    shop: str
+    customer_id: str
+    orders_requested: list[str]
+    received_at: datetime
+    status: Literal["pending"]
+
+
+class DataRequests(BaseModel):
+    data_requests: list[DataRequestOut]
+
+
+@api.get("/data-requests", openapi_extra=ADMIN_ONLY)
+async def list_data_requests(rt: Rt) -> DataRequests:
+    """Shopify customers/data_request webhooks received, latest first: fulfil each with the customer's export."""
+    found = await store.data_requests(rt)
+    return DataRequests(
+        data_requests=[
+            DataRequestOut(
+                request_id=request.request_id,
+                shop=request.shop,
+                customer_id=request.customer_id,
+                orders_requested=list(request.orders_requested),
+                received_at=request.received_at,
+                status="pending",
+            )
+            for request in found
+        ]
+    )
+
+
 def _summary(customer: CustomerSummary) -> CustomerOut:
     return CustomerOut(
         customer_id=customer.customer_id,
@@ -225,6 +260,7 @@ def _order(order: OrderRecord) -> OrderOut:
             for item in order.items
         ],
         fulfilled_at=order.fulfilled_at,
+        cancelled_at=order.cancelled_at,
         refunds=[_refund(refund) for refund in order.refunds],
     )
 

@@ -15,6 +15,10 @@ the store keeps one line per order, replaced as the order's facts grow, and
 - An order told twice (a webhook and the backend) keeps the latest telling (by
   event time, then event id), whatever order they arrive in; the earliest
   fulfilment counts; each refund id counts once.
+- A cancelled order stays in the customer's history, marked, but counts for
+  nothing: no line, so no order count, spend, average or segment from it. The
+  first cancellation told stands; one heard of before its order still leaves
+  the order cancelled when it arrives.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,6 +54,12 @@ class Refund:
     amount: Decimal
     currency: str
     refunded_at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    cancelled_at: datetime
     reason: str | None = None
 
 
@@ -98,6 +108,11 @@ def fulfilment_counts(fulfilled_at: datetime | None, told: datetime) -> bool:
 def refund_is_new(refunds: Iterable[Refund], refund_id: str) -> bool:
     """Whether this refund is not counted yet: each refund id counts once, however often it is told."""
     return all(refund.refund_id != refund_id for refund in refunds)
+
+
+def cancellation_is_new(cancelled: Cancellation | None) -> bool:
+    """Whether a cancellation changes the order: the first one told stands, however often it is told again."""
+    return cancelled is None
 
 
 def refunded_of(total: Decimal, currency: str, refunds: Iterable[Refund]) -> Decimal:
@@ -168,6 +183,11 @@ def with_order(customer: Customer, line: OrderLine, contact: Contact | None) -> 
     if contact is None or not gives_contact(source, customer.contact_from):
         return replace(customer, lines=tuple(lines))
     return replace(customer, lines=tuple(lines), contact=contact, contact_from=source)
+
+
+def without_order(customer: Customer, order_id: str) -> Customer:
+    """The customer once this order counts for nothing (it was cancelled): its line goes, the contact stays."""
+    return replace(customer, lines=tuple(line for line in customer.lines if line.order_id != order_id))
 
 
 def records_owner(customer_id: str, *, erased: bool) -> str:

@@ -19,8 +19,16 @@ class OrdersSettings(ServiceSettings):
     shopify_webhook_secret: OptionalSecret = Field(
         None, description="Shopify app's client secret: verifies X-Shopify-Hmac-Sha256; unset refuses the webhooks."
     )
+    shopify_webhook_secret_previous: OptionalSecret = Field(
+        None,
+        description="The Shopify secret before a rotation, accepted beside the current one while Shopify still signs"
+        " with it (up to an hour); unset it afterwards.",
+    )
     woocommerce_webhook_secret: OptionalSecret = Field(
         None, description="WooCommerce webhook secret: verifies X-WC-Webhook-Signature; unset refuses the webhooks."
+    )
+    woocommerce_webhook_secret_previous: OptionalSecret = Field(
+        None, description="The WooCommerce secret before a change, accepted beside the current one meanwhile."
     )
 
 

@@ -13,7 +13,11 @@ Collections:
   RFM scores and segment of the last scoring round.
 - erased: sha256 of each erased customer id → the anonymous alias their orders
   and profile now live under, so late events join the anonymous records.
-- webhook_deliveries: platform delivery ids already handled (kept 30 days).
+- webhook_deliveries: the facts platform webhooks told, by what they say (the topic and Shopify's event id,
+  or a digest of the body), kept 30 days: the same fact again is answered as a duplicate at once.
+- platform_orders: per platform order, what the webhooks have told the others about it (`KnownOrder`:
+  placed, fulfilled, refunds, cancelled) and what waits for it to count, and the shop it came from.
+- data_requests: Shopify customers/data_request webhooks, to be fulfilled by the shop owner with the export.
 - jobs: one lease document per scheduled job.
 """
 
@@ -25,9 +29,10 @@ from typing import Any, TypeVar
 
 from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, DESCENDING, DeleteOne, IndexModel, InsertOne, UpdateMany, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.orders.domain import (
+    Cancellation,
     Contact,
     Customer,
     OrderLine,
@@ -40,7 +45,9 @@ from services.orders.domain import (
     stats_of,
 )
 from services.orders.insight import History, Rfm
+from services.orders.platforms import KnownOrder, RefundNews
 from services.orders.settings import OrdersSettings, OrdersUnit
+from shared.aliases import ALIAS_PREFIX
 from shared.erasure import (
     customer_erased,
     forget_once_sent_if_erased,
@@ -49,7 +56,7 @@ from shared.erasure import (
     mark_erased,
     preload_customers,
 )
-from shared.events import OrderPlaced
+from shared.events import OrderPlaced, is_no_email
 from shared.leases import claim, release
 from shared.mongo import Database, as_stored
 from shared.service import Runtime
@@ -60,6 +67,8 @@ T = TypeVar("T")
 ORDERS = "orders"
 CUSTOMERS = "customers"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
+PLATFORM_ORDERS = "platform_orders"
+DATA_REQUESTS = "data_requests"
 JOBS = "jobs"
 
 WEBHOOK_RETENTION_SECONDS = 30 * 24 * 3600
@@ -92,6 +101,10 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
     await db[WEBHOOK_DELIVERIES].create_indexes(
         [IndexModel([("received_at", ASCENDING)], expireAfterSeconds=WEBHOOK_RETENTION_SECONDS)]
     )
+    await db[PLATFORM_ORDERS].create_indexes(
+        [IndexModel([("shop", ASCENDING), ("customer_id", ASCENDING)]), IndexModel([("customer_id", ASCENDING)])]
+    )
+    await db[DATA_REQUESTS].create_indexes([IndexModel([("received_at", DESCENDING)])])
 
 
 async def preload(unit: OrdersUnit, order_ids: Iterable[str], customer_ids: Iterable[str]) -> None:
@@ -113,11 +126,12 @@ class Order:
     told: Telling | None  # the telling `placed` came from
     fulfilled_at: datetime | None
     refunds: tuple[Refund, ...]
+    cancelled: Cancellation | None = None
 
     @property
     def line(self) -> OrderLine | None:
-        """What the customer's profile keeps of this order; None until it has been placed."""
-        if self.placed is None:
+        """What the customer's profile keeps of this order; None until it has been placed, or once cancelled."""
+        if self.placed is None or self.cancelled is not None:
             return None
         total = Decimal(self.placed["total"])
         currency = self.placed["currency"]
@@ -135,21 +149,19 @@ class Order:
         if self.placed is None or is_alias(self.customer_id):
             return None
         customer = self.placed["customer"]
-        return {key: value for key, value in customer.items() if key != "customer_id" and value is not None}
+        return {
+            key: value
+            for key, value in customer.items()
+            if key != "customer_id" and value is not None and not (key == "email" and is_no_email(value))
+        }
 
 
 async def get_order(unit: OrdersUnit, order_id: str, customer_id: str) -> Order:
     """The order, or a new one of this customer when nothing about it was heard yet."""
     found = await unit.find_one(ORDERS, {"_id": order_id})
     if found is None:
-        return Order(order_id, customer_id, placed=None, told=None, fulfilled_at=None, refunds=())
+        return Order(order_id, customer_id, placed=None, told=None, fulfilled_at=None, refunds=(), cancelled=None)
     return _order_of(found)
-
-
-async def customer_of_order(unit: OrdersUnit, order_id: str) -> str | None:
-    """Whose the order is, when it has been heard of."""
-    found = await unit.find_one(ORDERS, {"_id": order_id})
-    return None if found is None else str(found["customer_id"])
 
 
 def placing(order: Order, data: OrderPlaced, telling: Telling, *, anonymous_as: str | None = None) -> Order:
@@ -183,6 +195,9 @@ def save_order(unit: OrdersUnit, order: Order) -> None:
                 }
                 for refund in order.refunds
             ],
+            "cancelled": None
+            if order.cancelled is None
+            else {"at": order.cancelled.cancelled_at, "reason": order.cancelled.reason},
         },
     )
 
@@ -199,6 +214,9 @@ def _order_of(doc: Mapping[str, Any]) -> Order:
             Refund(r["refund_id"], Decimal(r["amount"]), r["currency"], r["refunded_at"], r.get("reason"))
             for r in doc["refunds"]
         ),
+        cancelled=None
+        if not doc.get("cancelled")
+        else Cancellation(doc["cancelled"]["at"], doc["cancelled"]["reason"]),
     )
 
 
@@ -329,6 +347,8 @@ def forget_customer(unit: OrdersUnit, customer_id: str, alias: str, kept: Custom
         ),
         UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
     )
+    unit.write(PLATFORM_ORDERS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
+    unit.write(DATA_REQUESTS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
     forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, at)
 
@@ -378,6 +398,7 @@ class OrderRecord:
     items: tuple[PlacedItem, ...]
     fulfilled_at: datetime | None
     refunds: tuple[Refund, ...]
+    cancelled_at: datetime | None
 
 
 async def customer_figures(rt: Runtime, customer_id: str) -> CustomerFigures | None:
@@ -438,6 +459,7 @@ def _record_of(doc: Mapping[str, Any]) -> OrderRecord:
         ),
         fulfilled_at=order.fulfilled_at,
         refunds=order.refunds,
+        cancelled_at=None if order.cancelled is None else order.cancelled.cancelled_at,
     )
 
 
@@ -492,24 +514,159 @@ async def save_scores(rt: Runtime, scores: Mapping[str, Rfm], at: datetime) -> N
 # --- platform webhooks ------------------------------------------------------------------------------
 
 
-async def once_per_delivery(
-    rt: Runtime, delivery: str, topic: str, work: Callable[[OrdersUnit], Awaitable[T]]
-) -> T | None:
-    """Run `work` and record the platform's delivery in one transaction; None when it was taken before.
+async def once_per_fact(rt: Runtime, fact: str, topic: str, work: Callable[[OrdersUnit], Awaitable[T]]) -> T | None:
+    """Run `work` and record the webhook's fact in one transaction; None when the fact was told before.
 
-    Taken before: recorded by an earlier request, or by one racing this one, or its events (whose ids come
-    from the platform's ids) already in the outbox.
+    Told before: recorded by an earlier request, or by one racing this one (its insert, or an event id of
+    its outbox entries, collides with ours). After such a collision the work runs once more, on what the
+    winner committed, so nothing a concurrent delivery did not also do is lost.
     """
 
     async def receive(unit: OrdersUnit) -> T | None:
-        if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": delivery}) is not None:
+        if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": fact}) is not None:
             return None
         result = await work(unit)
         await forget_once_sent_if_erased(unit)  # a late order of an erased customer still names them
-        unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": delivery, "topic": topic, "received_at": unit.now()}))
+        unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": fact, "topic": topic, "received_at": unit.now()}))
         return result
 
-    try:
-        return await rt.transaction(receive)
-    except DuplicateKeyError:
-        return None
+    for _ in range(2):  # after a collision, once more on what the winner committed
+        try:
+            return await rt.transaction(receive)
+        except (DuplicateKeyError, BulkWriteError) as error:
+            if not _only_duplicates(error):
+                raise
+    return None
+
+
+def _only_duplicates(error: DuplicateKeyError | BulkWriteError) -> bool:
+    """Whether every write the error reports hit a unique key (the fact, or an event id, already taken)."""
+    if isinstance(error, DuplicateKeyError):
+        return True
+    errors = error.details.get("writeErrors", [])
+    return bool(errors) and all(each.get("code") == 11000 for each in errors)
+
+
+async def get_known_order(unit: OrdersUnit, key: str, order_id: str) -> KnownOrder:
+    """What the webhooks have told about this platform order; a new one when nothing was."""
+    found = await unit.find_one(PLATFORM_ORDERS, {"_id": key})
+    if found is None:
+        return KnownOrder(key=key, order_id=order_id)
+    presentment = found.get("presentment")
+    return KnownOrder(
+        key=key,
+        order_id=found["order_id"],
+        shop=found.get("shop"),
+        customer_id=found.get("customer_id"),
+        currency=found.get("currency"),
+        total=None if found.get("total") is None else Decimal(found["total"]),
+        presentment=None if presentment is None else (presentment["currency"], Decimal(presentment["total"])),
+        placed=found["placed"],
+        fulfilled=found["fulfilled"],
+        cancelled=found["cancelled"],
+        waiting_fulfilment=_moment(found.get("waiting_fulfilment")),
+        waiting_refunds=tuple(
+            RefundNews(r["refund_id"], Decimal(r["amount"]), r["currency"], _moment(r["refunded_at"]), r.get("reason"))
+            for r in found.get("waiting_refunds", [])
+        ),
+        refunds={refund_id: moment for refund_id, at in found.get("refunds", {}).items() if (moment := _moment(at))},
+    )
+
+
+def save_known_order(unit: OrdersUnit, known: KnownOrder) -> None:
+    # Times as the platform wrote them (ISO 8601 with its offset), so a waiting refund is told with its own.
+    unit.replace(
+        PLATFORM_ORDERS,
+        {
+            "_id": known.key,
+            "order_id": known.order_id,
+            "shop": known.shop,
+            "customer_id": known.customer_id,
+            "currency": known.currency,
+            "total": None if known.total is None else str(known.total),
+            "presentment": None
+            if known.presentment is None
+            else {"currency": known.presentment[0], "total": str(known.presentment[1])},
+            "placed": known.placed,
+            "fulfilled": known.fulfilled,
+            "cancelled": known.cancelled,
+            "waiting_fulfilment": _iso(known.waiting_fulfilment),
+            "waiting_refunds": [
+                {
+                    "refund_id": refund.refund_id,
+                    "amount": str(refund.amount),
+                    "currency": refund.currency,
+                    "refunded_at": _iso(refund.refunded_at),
+                    "reason": refund.reason,
+                }
+                for refund in known.waiting_refunds
+            ],
+            "refunds": {refund_id: _iso(at) for refund_id, at in known.refunds.items()},
+        },
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+async def customers_of_shop(unit: OrdersUnit, shop: str, *, limit: int) -> list[str]:
+    """Up to `limit` customers (not erased yet) whose orders came from this shop's webhooks."""
+    query = {"shop": shop, "customer_id": {"$ne": None, "$not": {"$regex": f"^{ALIAS_PREFIX}"}}}
+    found = await unit.find(PLATFORM_ORDERS, query, projection={"customer_id": 1}, limit=limit)
+    return sorted({doc["customer_id"] for doc in found})
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """A customer's request, through the platform, for the data the shop keeps about them."""
+
+    request_id: str
+    shop: str
+    customer_id: str
+    orders_requested: tuple[str, ...]
+    received_at: datetime
+    status: str = "pending"
+
+
+def record_data_request(unit: OrdersUnit, request: DataRequest) -> None:
+    """Keep the request (once per request id: the platform may send it again)."""
+    unit.write(
+        DATA_REQUESTS,
+        UpdateOne(
+            {"_id": request.request_id},
+            {
+                "$setOnInsert": {
+                    "shop": request.shop,
+                    "customer_id": request.customer_id,
+                    "orders_requested": list(request.orders_requested),
+                    "received_at": request.received_at,
+                    "status": request.status,
+                }
+            },
+            upsert=True,
+        ),
+    )
+
+
+async def data_requests(rt: Runtime, status: str | None = None, limit: int = 500) -> list[DataRequest]:
+    """The data requests received, latest first; of one status, when given."""
+    query = {} if status is None else {"status": status}
+    found = (
+        await rt.db[DATA_REQUESTS].find(query, sort=[("received_at", DESCENDING), ("_id", ASCENDING)]).to_list(limit)
+    )
+    return [
+        DataRequest(
+            request_id=doc["_id"],
+            shop=doc["shop"],
+            customer_id=doc["customer_id"],
+            orders_requested=tuple(doc["orders_requested"]),
+            received_at=doc["received_at"],
+            status=doc["status"],
+        )
+        for doc in found
+    ]

@@ -26,7 +26,13 @@ SHOP = "Teapot & Co"
 @pytest.fixture(scope="module")
 def stack_env(smtp: SmtpInbox) -> dict[str, str]:
     # The scheduler looks for due e-mails every 0.2 s instead of 5 s, so a thank-you goes out at once.
-    return {"SMTP_URL": smtp.url, "SCHEDULER_INTERVAL_SECONDS": "0.2", "SHOP_NAME": SHOP}
+    # Referral invitations carry a signed unsubscribe link, so the secret is set.
+    return {
+        "SMTP_URL": smtp.url,
+        "SCHEDULER_INTERVAL_SECONDS": "0.2",
+        "SHOP_NAME": SHOP,
+        "FEEDBACK_TOKEN_SECRET": "e2e-flows-links",
+    }
 
 
 def line(sku: str, quantity: int, unit_price: str) -> LineItem:

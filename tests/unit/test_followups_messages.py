@@ -13,8 +13,16 @@ REGION = "Košický kraj"
 
 VALUES: dict[str, dict[str, Any]] = {
     "thank_you": {"order_id": "ord_5001"},
-    "feedback_request": {"order_id": "ord_5001", "feedback_url": "https://shop.example/feedback?t=abc.def.ghi"},
-    "referral_invite": {"code": "K7QX-M2PA", "referral_url": "https://shop.example/r/K7QX-M2PA"},
+    "feedback_request": {
+        "order_id": "ord_5001",
+        "feedback_url": "https://shop.example/feedback?t=abc.def.ghi",
+        "unsubscribe_url": "https://shop.example/unsubscribe?token=u.v.w",
+    },
+    "referral_invite": {
+        "code": "K7QX-M2PA",
+        "referral_url": "https://shop.example/r/K7QX-M2PA",
+        "unsubscribe_url": "https://shop.example/unsubscribe?token=u.v.w",
+    },
 }
 
 # A letter each language's text must contain, so that no template is an English copy.
@@ -50,7 +58,9 @@ def test_renders_with_every_optional_value_unknown(kind: str, locale: str) -> No
     assert "{" not in message.body  # no template syntax left over
     assert "\n\n\n" not in message.body
     assert not message.body.startswith("\n")
-    assert message.body.endswith(f"{SHOP}\n")
+    # Relationship mail ends with the way out (a visible unsubscribe link); the thank-you note with the shop.
+    ending = VALUES[kind].get("unsubscribe_url", SHOP)
+    assert message.body.endswith(f"{ending}\n")
     assert re.search(SCRIPT[locale], message.body)
     for value in VALUES[kind].values():
         assert value in message.body

@@ -7,11 +7,13 @@ from decimal import Decimal
 import pytest
 
 from services.orders.domain import (
+    Cancellation,
     Customer,
     OrderLine,
     OrderRef,
     Refund,
     Telling,
+    cancellation_is_new,
     erased,
     fulfilment_counts,
     records_owner,
@@ -21,6 +23,7 @@ from services.orders.domain import (
     stats_of,
     telling_stands,
     with_order,
+    without_order,
 )
 from services.orders.insight import (
     SEGMENT_GRID,
@@ -409,6 +412,21 @@ def test_a_profile_takes_one_line_per_order_and_the_contact_of_the_latest() -> N
     assert stats_of(refunded.lines).total_spent == {"EUR": Decimal("130.00")}
     corrected = with_order(refunded, line("o2", "2026-04-02", "50.00"), {"city": "Prešov"})  # the latest, told again
     assert corrected.contact == {"city": "Prešov"}
+
+
+def test_a_cancelled_order_leaves_the_stats_but_not_the_contact_and_the_first_cancellation_stands() -> None:
+    both = with_order(
+        with_order(Customer("cus-1"), line("o1", "2026-04-01", "100.00"), {"city": "Bratislava"}),
+        line("o2", "2026-04-02", "50.00"),
+        {"city": "Košice"},
+    )
+    kept = without_order(both, "o2")
+    assert [each.order_id for each in kept.lines] == ["o1"]
+    assert stats_of(kept.lines).total_spent == {"EUR": Decimal("100.00")}
+    assert kept.contact == {"city": "Košice"}
+    assert without_order(kept, "o2") == kept  # told twice
+    assert cancellation_is_new(None)
+    assert not cancellation_is_new(Cancellation(at("2026-04-03"), "customer"))
 
 
 def test_an_anonymous_order_counts_but_gives_no_contact() -> None:

@@ -8,14 +8,16 @@ under the name the shop's platform uses, not ours.
 import base64
 import hashlib
 import hmac
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from shared.events import OrderFulfilled, OrderPlaced, OrderRefunded, Payload, describe
+from shared.events import OrderCancelled, OrderFulfilled, OrderPlaced, OrderRefunded, Payload, describe
 
 EventT = TypeVar("EventT", bound=Payload)
 
@@ -29,16 +31,66 @@ class UntranslatableWebhook(ValueError):
         self.field = field
 
 
-class OrderNotKnownYet(UntranslatableWebhook):
-    """The webhook needs an order this service has not heard of yet; the platform should retry it later."""
-
-
 @dataclass(frozen=True)
 class Translation:
     """One canonical event a webhook stands for; `event_id` is the same however often the webhook arrives."""
 
     event_id: str
-    data: OrderPlaced | OrderFulfilled | OrderRefunded
+    data: OrderPlaced | OrderFulfilled | OrderRefunded | OrderCancelled
+
+
+@dataclass(frozen=True)
+class RefundNews:
+    """A refund as the platform tells it, in the currency it was paid back in."""
+
+    refund_id: str
+    amount: Decimal
+    currency: str
+    refunded_at: datetime | None  # None: the payload gives no date of its own (WooCommerce's refunds[])
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderNews:
+    """What one webhook says about one order, whatever its topic; `lifecycle.decide` turns it into events.
+
+    A payload that is the whole order (Shopify's orders/*, WooCommerce's order.*) fills `order`
+    and `counts`; a fulfilment or refund resource only its part.
+    """
+
+    platform: str  # "shopify" or "woocommerce": event ids start with it
+    order_id: str
+    order: OrderPlaced | None = None  # the order as it stands now, when the payload is the whole order
+    counts: bool = False  # paid or authorised: the order counts as placed
+    presentment: tuple[str, Decimal] | None = None  # the currency and total the customer paid in, if not the shop's
+    fulfilled_at: datetime | None = None
+    refunds: tuple[RefundNews, ...] = ()
+    cancelled_at: datetime | None = None  # the platform says the order is cancelled (or failed)
+    cancel_reason: str | None = None
+    cancellation_final: bool = False  # the platform never revives a cancelled order (Shopify), so neither do we
+    removed: bool = False  # deleted: only the id is left (WooCommerce order.deleted)
+    changed_at: datetime | None = None  # the payload's own modification time: the date of refunds that have none
+
+
+@dataclass(frozen=True)
+class PrivacyRequest:
+    """A Shopify mandatory privacy webhook: `customers/redact`, `shop/redact` or `customers/data_request`."""
+
+    topic: str
+    shop: str
+    customer_ids: tuple[str, ...] = ()  # the ids the customer may be known by here (account id, guest id)
+    orders: tuple[str, ...] = ()
+    request_id: str | None = None  # the platform's data request id
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A webhook that stands for nothing here; `reason` labels the metric (`test`, `topic not translated`)."""
+
+    reason: str
+
+
+Webhook = OrderNews | PrivacyRequest | Ignored
 
 
 def signature_valid(body: bytes, signature: str | None, secret: str) -> bool:
@@ -56,9 +108,42 @@ def signature_valid(body: bytes, signature: str | None, secret: str) -> bool:
     return hmac.compare_digest(given, expected)
 
 
+def signed_by_any(body: bytes, signature: str | None, secrets: Iterable[str]) -> bool:
+    """Whether one of the secrets signed the body: the current one, or the previous one during a rotation."""
+    return any(signature_valid(body, signature, secret) for secret in secrets)
+
+
 def guest_id(email: Any) -> str:
     """The customer id of a checkout without an account: the e-mail address is all that identifies them."""
     return "guest:" + str(email).strip().lower()
+
+
+def anonymous_guest_id(platform: str, order_id: str) -> str:
+    """The customer id of a checkout with neither an account nor an e-mail: a customer of this one order."""
+    return f"guest:{platform}:order:{order_id}"
+
+
+def marketing_consent(value: Any) -> bool | None:
+    """A platform's yes or no (true, "yes", "1", "subscribed" …) as a boolean; None when it does not say."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    if text in {"1", "yes", "true", "subscribed", "opt_in", "on"}:
+        return True
+    if text in {"0", "no", "false", "not_subscribed", "unsubscribed", "pending", "redacted", "invalid", "off"}:
+        return False
+    return None
+
+
+# ISO 4217 minor units where they are not 2.
+_WHOLE_UNITS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split()  # noqa: SIM905 - as ISO lists them
+_THOUSANDTHS = "BHD IQD JOD KWD LYD OMR TND".split()  # noqa: SIM905 - as ISO lists them
+MINOR_UNITS = {**dict.fromkeys(_WHOLE_UNITS, 0), **dict.fromkeys(_THOUSANDTHS, 3)}
+
+
+def in_minor_units(amount: Decimal, currency: str) -> Decimal:
+    """The amount rounded half up to the currency's minor unit (cents, or whole yen)."""
+    return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2)), rounding=ROUND_HALF_UP)
 
 
 def lookup(payload: Any, path: str) -> Any:
@@ -173,15 +258,24 @@ def exact_decimal(value: Any, path: str) -> Decimal:
     return amount
 
 
-def line_sku(reading: Reading, item: str, *ids: str) -> str:
-    """The line's sku, else the first non-zero id among `ids` (its variant's, its product's), as a string."""
+def line_sku(reading: Reading, item: str, name: Any, *ids: str) -> str:
+    """The line's sku, else the first non-zero id among `ids` (its variant's, its product's), else a stand-in.
+
+    A POS "custom sale" or a line whose product was deleted has neither: its stand-in is made from its
+    name (`no-sku:custom-sale`), so the same product gets the same stand-in on every order.
+    """
     field = f"{item}.sku"
     sku = reading.take(field, f"{item}.sku")
     if sku is not None:
         return str(sku)
     for path in ids:
         some_id = reading.take(field, path)
-        if some_id is not None and some_id != 0:
+        if some_id is not None and some_id != 0 and str(some_id) != "0":
             return str(some_id)
-    stand_ins = " or ".join(path.rsplit(".", 1)[-1] for path in ids)
-    raise UntranslatableWebhook(f"{item} has no sku, nor a {stand_ins} to stand for one", field)
+    return stand_in_sku(name)
+
+
+def stand_in_sku(name: Any) -> str:
+    """The sku of a line that has none: its name, lower-cased, words joined by hyphens."""
+    words = "-".join(re.findall(r"\w+", str(name or "").casefold()))
+    return f"no-sku:{words or 'unnamed'}"[:128]

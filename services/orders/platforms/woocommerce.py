@@ -1,78 +1,129 @@
-"""WooCommerce webhooks as canonical order events: a pure translation, no I/O.
+"""WooCommerce webhooks as what they say about an order (`OrderNews`): a pure reading, no I/O.
 
-Payloads are REST API v3 order objects, which is what WooCommerce posts for order topics.
-WooCommerce re-sends the whole order on every change, so each event id is derived from the
-order's or refund's id and a repeated fact gets the id it had the first time.
+Payloads are REST API v3 order objects, which is what WooCommerce posts for order topics; it re-sends
+the whole order on every change, so every order topic is read the same way and `lifecycle.decide`
+tells each fact once, whichever delivery brings it first.
 
-    order.created → OrderPlaced                       event id woocommerce:order:<id>:placed
-                    and whatever order.updated would give, for orders entered already completed or refunded
-    order.updated → OrderFulfilled when status is "completed"   woocommerce:order:<id>:fulfilled
-                    and one OrderRefunded per refunds[] entry   woocommerce:refund:<refund id>
-                    (any other status, and no refunds: nothing, [])
+    order.created, order.updated,   the whole order: it counts (is placed) in status processing, completed or
+    order.restored                  refunded (paid; refunded orders were paid first); pending, on-hold (awaiting
+                                    a bank transfer or cheque), failed, cancelled, checkout-draft and trash do not
+                                    count yet; fulfilled when completed (date_completed_gmt); refunds[] inside;
+                                    cancelled when the status is cancelled or failed (a counted order that fails
+                                    was taken back); an order that never counted may still be paid later
+    order.deleted                   only {"id": N}: cancelled if it was counted (a restored order stays cancelled)
+    any other topic                 ignored, counted
 
 OrderPlaced                  ← WooCommerce order
   order_id                   ← id
-  customer.customer_id       ← customer_id; 0 is a guest checkout: "guest:" + billing.email, lower-cased
-  customer.email             ← billing.email
+  order_number               ← number, as WooCommerce shows it: "#" + number when it is a plain number ("#727"),
+                               as written when a plugin formats it ("WC-2026-0042")
+  customer.customer_id       ← customer_id; 0 is a guest checkout: "guest:" + billing.email, lower-cased; with no
+                               e-mail either, "guest:woocommerce:order:<id>"
+  customer.email             ← billing.email; none: the stand-in `shared.events.no_email_for(customer id)`
   customer names and phone   ← billing.first_name, last_name, phone
   customer.city, region, country ← billing.city, state, country
+  customer.accepts_marketing ← WooCommerce has no field of its own: a meta_data entry "accepts_marketing" or
+                               "marketing_consent" (yes/no, 1/0), as consent plugins write them, else absent
   placed_at                  ← date_created_gmt, which is UTC written without an offset
   currency, total            ← currency, total
-  line_items[]               ← line_items[]: sku (else variation_id, else product_id, when not 0),
-                               name (HTML entities decoded), quantity, price — a JSON number, taken
-                               exactly through its decimal text and rounded to the currency's minor unit
+  line_items[]               ← line_items[]: sku (else variation_id, else product_id, when not 0, else a stand-in
+                               from the name, `no-sku:tweed-cap-m`), name (HTML entities decoded), quantity, price
+                               — a JSON number, taken exactly through its decimal text and rounded to the
+                               currency's minor unit
   discount_codes             ← coupon_lines[].code
   referral_code              ← the meta_data entry with key "referral_code"
   shipping_address           ← shipping: address_1, address_2, postcode, city, state, country; only when
                                address_1 is filled in, and left out when it lacks a city, postcode or country
-OrderFulfilled               ← order_id and customer_id as for OrderPlaced; fulfilled_at from
-                               date_completed_gmt, else date_modified_gmt
-OrderRefunded                ← refunds[] entry: refund_id from id, amount = |total| (WooCommerce writes
-                               "-10.00"), reason; currency of the order; refunded_at = date_modified_gmt, as
-                               the entry has no date of its own; a refund of 0.00 (a restock only) is no event
+OrderFulfilled               ← fulfilled_at from date_completed_gmt, else date_modified_gmt
+OrderRefunded                ← refunds[] entry: refund_id from id, amount = |total| (WooCommerce writes "-10.00"),
+                               reason; currency of the order; refunded_at = the entry's date_created_gmt when the
+                               payload has one, else when Rapport first saw the refund (that delivery's
+                               date_modified_gmt), never a later delivery's; a refund of 0.00 (a restock only)
+                               is no event
+OrderCancelled               ← date_modified_gmt (the deletion: when it arrived), the status as the reason
 """
 
 import html
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from services.orders.platforms.common import Reading, Translation, UntranslatableWebhook, guest_id, line_sku
-from shared.events import OrderFulfilled, OrderPlaced, OrderRefunded
+from services.orders.platforms.common import (
+    Ignored,
+    OrderNews,
+    Reading,
+    RefundNews,
+    UntranslatableWebhook,
+    Webhook,
+    anonymous_guest_id,
+    guest_id,
+    in_minor_units,
+    line_sku,
+    marketing_consent,
+)
+from shared.events import OrderPlaced, no_email_for
 
-# ISO 4217 minor units where they are not 2; WooCommerce's JSON prices carry more digits than that.
-_WHOLE_UNITS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split()  # noqa: SIM905 - as ISO lists them
-_THOUSANDTHS = "BHD IQD JOD KWD LYD OMR TND".split()  # noqa: SIM905 - as ISO lists them
-_MINOR_UNITS = {**dict.fromkeys(_WHOLE_UNITS, 0), **dict.fromkeys(_THOUSANDTHS, 3)}
+PLATFORM = "woocommerce"
+ORDER_TOPICS = frozenset({"order.created", "order.updated", "order.restored"})
+COUNTING = frozenset({"processing", "completed", "refunded"})
+CANCELLING = frozenset({"cancelled", "failed"})
+_CONSENT_KEYS = ("accepts_marketing", "marketing_consent")
 _REASON_LENGTH = 500
 
 
-def translate(topic: str, payload: dict[str, Any]) -> list[Translation]:
-    """The canonical events a WooCommerce order webhook stands for, in the order they happened."""
-    if topic == "order.created":
-        return [_order_placed(payload), *_fulfilment_and_refunds(payload)]
-    if topic == "order.updated":
-        return _fulfilment_and_refunds(payload)
-    raise UntranslatableWebhook(f"WooCommerce topic {topic!r} is not one we translate")
+def read(topic: str, payload: dict[str, Any]) -> Webhook:
+    """What a WooCommerce webhook says about its order, or nothing we translate."""
+    reading = Reading(payload)
+    if topic in ORDER_TOPICS:
+        return _order_news(reading)
+    if topic == "order.deleted":
+        return OrderNews(PLATFORM, str(reading.take("order_id", "id", required=True)), removed=True)
+    return Ignored("topic not translated")
 
 
-def _order_placed(order: dict[str, Any]) -> Translation:
-    reading = Reading(order)
+def _order_news(reading: Reading) -> OrderNews:
+    order = _order_placed(reading)
+    status = reading.take("status", "status")
+    completed = reading.take("date_completed_gmt", "date_completed_gmt") is not None or status == "completed"
+    changed_at = reading.take_time("date_modified_gmt", "date_modified_gmt", "date_created_gmt", naive_is_utc=True)
+    refunds = reading.take_list("refunds", "refunds")
+    return OrderNews(
+        platform=PLATFORM,
+        order_id=order.order_id,
+        order=order,
+        counts=status in COUNTING,
+        fulfilled_at=(
+            reading.take_time("fulfilled_at", "date_completed_gmt", "date_modified_gmt", naive_is_utc=True)
+            if completed
+            else None
+        ),
+        refunds=tuple(_refund(reading, index, order.currency) for index in range(len(refunds))),
+        cancelled_at=changed_at if status in CANCELLING else None,
+        cancel_reason=str(status) if status in CANCELLING else None,
+        changed_at=changed_at,
+    )
+
+
+def _order_placed(reading: Reading) -> OrderPlaced:
     order_id = str(reading.take("order_id", "id", required=True))
     currency = reading.take("currency", "currency", required=True)
+    customer_id = _customer_id(reading, "customer.customer_id", order_id)
     customer = {
-        "customer_id": _customer_id(reading, "customer.customer_id"),
-        "email": reading.take("customer.email", "billing.email", required=True),
+        "customer_id": customer_id,
+        "email": reading.take("customer.email", "billing.email") or no_email_for(customer_id),
         "first_name": reading.take("customer.first_name", "billing.first_name"),
         "last_name": reading.take("customer.last_name", "billing.last_name"),
         "phone": reading.take("customer.phone", "billing.phone"),
         "city": reading.take("customer.city", "billing.city"),
         "region": reading.take("customer.region", "billing.state"),
         "country": reading.take("customer.country", "billing.country"),
+        "accepts_marketing": _accepts_marketing(reading),
     }
     items = reading.take_list("line_items", "line_items", required=True)
     coupons = reading.take_list("discount_codes", "coupon_lines")
+    number = reading.take("order_number", "number")
     data = {
         "order_id": order_id,
+        "order_number": None if number is None else (f"#{number}" if str(number).isdigit() else str(number)),
         "customer": customer,
         "placed_at": reading.take_time("placed_at", "date_created_gmt", naive_is_utc=True),
         "currency": currency,
@@ -82,63 +133,47 @@ def _order_placed(order: dict[str, Any]) -> Translation:
         "referral_code": _referral_code(reading),
         "shipping_address": _shipping_address(reading),
     }
-    return Translation(f"woocommerce:order:{order_id}:placed", reading.build(OrderPlaced, data))
+    return reading.build(OrderPlaced, data)
 
 
-def _fulfilment_and_refunds(order: dict[str, Any]) -> list[Translation]:
-    reading = Reading(order)
-    order_id = str(reading.take("order_id", "id", required=True))
-    completed = reading.take("status", "status") == "completed"
-    refunds = reading.take_list("refunds", "refunds")
-    if not completed and not refunds:
-        return []
-    customer_id = _customer_id(reading, "customer_id")
-    translations = []
-    if completed:
-        fulfilled = {
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "fulfilled_at": reading.take_time(
-                "fulfilled_at", "date_completed_gmt", "date_modified_gmt", naive_is_utc=True
-            ),
-        }
-        translations.append(
-            Translation(f"woocommerce:order:{order_id}:fulfilled", reading.build(OrderFulfilled, fulfilled))
-        )
-    for index in range(len(refunds)):
-        refund = f"refunds.{index}"
-        refund_id = str(reading.take("refund_id", f"{refund}.id", required=True))
-        amount = abs(reading.take_amount("amount", f"{refund}.total"))
-        if not amount:
-            continue
-        # v3 calls the reason "reason"; the v2 controller wrote it under "refund".
-        reason = reading.take("reason", f"{refund}.reason", f"{refund}.refund")
-        refunded = {
-            "refund_id": refund_id,
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "amount": amount,
-            "currency": reading.take("currency", "currency", required=True),
-            "refunded_at": reading.take_time("refunded_at", "date_modified_gmt", naive_is_utc=True),
-            "reason": str(reason)[:_REASON_LENGTH] if reason is not None else None,
-        }
-        translations.append(Translation(f"woocommerce:refund:{refund_id}", reading.build(OrderRefunded, refunded)))
-    return translations
+def _refund(reading: Reading, index: int, currency: str) -> RefundNews:
+    refund = f"refunds.{index}"
+    dated = reading.take("refunded_at", f"{refund}.date_created_gmt")
+    # v3 calls the reason "reason"; the v2 controller wrote it under "refund".
+    reason = reading.take("reason", f"{refund}.reason", f"{refund}.refund")
+    return RefundNews(
+        refund_id=str(reading.take("refund_id", f"{refund}.id", required=True)),
+        amount=abs(reading.take_amount("amount", f"{refund}.total")),
+        currency=currency,
+        refunded_at=None
+        if dated is None
+        else reading.take_time("refunded_at", f"{refund}.date_created_gmt", naive_is_utc=True),
+        reason=None if reason is None else str(reason)[:_REASON_LENGTH],
+    )
 
 
-def _customer_id(reading: Reading, field: str) -> str:
+def _customer_id(reading: Reading, field: str, order_id: str) -> str:
     woocommerce_id = reading.take(field, "customer_id")
     if woocommerce_id is not None and str(woocommerce_id) != "0":
         return str(woocommerce_id)
-    return guest_id(reading.take(field, "billing.email", required=True))
+    email = reading.take(field, "billing.email")
+    return anonymous_guest_id(PLATFORM, order_id) if email is None else guest_id(email)
+
+
+def _accepts_marketing(reading: Reading) -> bool | None:
+    for index, meta in enumerate(reading.take_list("accepts_marketing", "meta_data")):
+        if isinstance(meta, dict) and meta.get("key") in _CONSENT_KEYS:
+            return marketing_consent(reading.take("customer.accepts_marketing", f"meta_data.{index}.value"))
+    return None
 
 
 def _line_item(reading: Reading, index: int, currency: Any) -> dict[str, Any]:
     item = f"line_items.{index}"
     name = reading.take(f"{item}.name", f"{item}.name", required=True)
+    name = html.unescape(name) if isinstance(name, str) else name
     return {
-        "sku": line_sku(reading, item, f"{item}.variation_id", f"{item}.product_id"),
-        "name": html.unescape(name) if isinstance(name, str) else name,
+        "sku": line_sku(reading, item, name, f"{item}.variation_id", f"{item}.product_id"),
+        "name": name,
         "quantity": reading.take(f"{item}.quantity", f"{item}.quantity", required=True),
         "unit_price": _in_minor_units(reading.take_amount(f"{item}.unit_price", f"{item}.price"), currency, item),
     }
@@ -147,7 +182,7 @@ def _line_item(reading: Reading, index: int, currency: Any) -> dict[str, Any]:
 def _in_minor_units(price: Decimal, currency: Any, item: str) -> Decimal:
     # WooCommerce's price is the line total over the quantity: 25.00 / 3 arrives as 8.333333333333334.
     try:
-        return price.quantize(Decimal(1).scaleb(-_MINOR_UNITS.get(str(currency), 2)), rounding=ROUND_HALF_UP)
+        return in_minor_units(price, str(currency))
     except InvalidOperation:  # more digits than a Decimal holds: no price a shop charges
         raise UntranslatableWebhook(f"{item}.price is out of range: {price}", f"{item}.price") from None
 
