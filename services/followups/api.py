@@ -405,11 +405,19 @@ class FeedbackExport(FeedbackReceived):
     followup_id: str | None = Field(description="The feedback request whose link it came through.")
 
 
+class MailConsent(BaseModel):
+    accepts_marketing: bool | None = Field(description="What their latest order said (null: no order said).")
+    said_at: datetime | None
+    unsubscribed_at: datetime | None
+    address_unsubscribed: bool = Field(description="Their e-mail address is on the suppression list.")
+
+
 class FollowupsExport(BaseModel):
     """Everything followups holds on the customer."""
 
     customer_id: str
     contact: dict[str, Any] | None = Field(description="Contact details from their latest order.")
+    mail: MailConsent = Field(description="What they said about mail.")
     first_order_at: datetime | None
     orders: list[OrderMilestones]
     followups: list[FollowupOut] = Field(description="Notes, e-mails, calls and tasks, with what became of each.")
@@ -427,10 +435,16 @@ async def export_customer(customer_id: str, rt: Rt) -> FollowupsExport:
     records, erased = await rt.transaction(read)
     if records.empty:
         raise nothing_held(customer_id, erased=erased)
-    customer = records.customer
+    customer, consent = records.customer, records.consent
     return FollowupsExport(
         customer_id=customer_id,
         contact=None if customer is None or customer.contact is None else dict(customer.contact),
+        mail=MailConsent(
+            accepts_marketing=None if consent is None else consent.accepts_marketing,
+            said_at=None if consent is None else consent.said_at,
+            unsubscribed_at=None if consent is None else consent.unsubscribed_at,
+            address_unsubscribed=records.address_unsubscribed,
+        ),
         first_order_at=None if customer is None else customer.first_order_at,
         orders=[
             OrderMilestones(

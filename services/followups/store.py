@@ -472,18 +472,27 @@ class CustomerRecords:
     followups: list[FollowUp]
     feedback: list[StoredFeedback]
     escalations: list[EscalationRecord]
+    consent: Consent | None  # what they said about mail
+    address_unsubscribed: bool  # their e-mail address is on the suppression list
 
     @property
     def empty(self) -> bool:
-        return self.customer is None and not (self.orders or self.followups or self.feedback or self.escalations)
+        held = self.orders or self.followups or self.feedback or self.escalations
+        return self.customer is None and self.consent is None and not held
 
 
 async def customer_records(unit: FollowupsUnit, customer_id: str) -> CustomerRecords:
     theirs = {"customer_id": customer_id}
     orders = await unit.find(ORDERS, theirs, projection={"_id": 1}, sort=[("placed_at", 1), ("_id", 1)])
     feedback = await unit.find(FEEDBACK, theirs, sort=[("received_at", 1)])
+    customer = await find_customer(unit, customer_id)
+    consent = await unit.find_one(CONSENTS, {"_id": customer_id})
+    email = None if customer is None or customer.contact is None else customer.contact.get("email")
+    listed = email is not None and await unit.find_one(UNSUBSCRIBED_ADDRESSES, {"_id": _address_id(email)}) is not None
     return CustomerRecords(
-        customer=await find_customer(unit, customer_id),
+        customer=customer,
+        consent=None if consent is None else _consent_of(consent),
+        address_unsubscribed=listed,
         orders=[await get_order(unit, doc["_id"], customer_id) for doc in orders],
         followups=[_followup_of(doc) for doc in await unit.find(FOLLOWUPS, theirs, sort=[("created_at", 1)])],
         feedback=[StoredFeedback(FeedbackReceived.model_validate(doc), doc.get("followup_id")) for doc in feedback],

@@ -196,8 +196,8 @@ def records_owner(customer_id: str, *, erased: bool) -> str:
 
 
 def reason_kept(reason: str | None, owner: str, customer_id: str) -> str | None:
-    """A refund's reason, kept for the customer's own records; none for an erased customer's (free text may
-    name them)."""
+    """A refund's or cancellation's reason, kept for the customer's own records; none for an erased customer's
+    (free text may name them)."""
     return reason if owner == customer_id else None
 
 

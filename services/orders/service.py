@@ -79,10 +79,12 @@ async def record_refund(unit: OrdersUnit, event: OrderRefundedEvent) -> None:
 
 async def record_cancellation(unit: OrdersUnit, event: OrderCancelledEvent) -> None:
     data = event.data
-    order = await store.get_order(unit, data.order_id, await _owner(unit, data.customer_id))
+    owner = await _owner(unit, data.customer_id)
+    order = await store.get_order(unit, data.order_id, owner)
     if not domain.cancellation_is_new(order.cancelled):
         return
-    await _save(unit, replace(order, cancelled=Cancellation(as_stored(data.cancelled_at), data.reason)))
+    reason = domain.reason_kept(data.reason, owner, data.customer_id)
+    await _save(unit, replace(order, cancelled=Cancellation(as_stored(data.cancelled_at), reason)))
     log.info("order_cancelled", order_id=data.order_id)
 
 

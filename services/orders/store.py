@@ -345,9 +345,17 @@ def forget_customer(unit: OrdersUnit, customer_id: str, alias: str, kept: Custom
         UpdateMany(
             {"customer_id": customer_id, "refunds.0": {"$exists": True}}, {"$set": {"refunds.$[].reason": None}}
         ),
+        UpdateMany({"customer_id": customer_id, "cancelled": {"$ne": None}}, {"$set": {"cancelled.reason": None}}),
         UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
     )
-    unit.write(PLATFORM_ORDERS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
+    unit.write(
+        PLATFORM_ORDERS,
+        UpdateMany(
+            {"customer_id": customer_id, "waiting_refunds.0": {"$exists": True}},
+            {"$set": {"waiting_refunds.$[].reason": None}},
+        ),
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+    )
     unit.write(DATA_REQUESTS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
     forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, at)

@@ -107,6 +107,7 @@ class History:
     """What the module's customer left in the services, as the test needs to look it up again."""
 
     token: str  # from her feedback request e-mail
+    unsubscribe_token: str  # from its List-Unsubscribe header
     code: str  # her own referral code
     feedback_id: str
 
@@ -145,6 +146,8 @@ async def zuzana(stack: ServiceStack, infra: Infrastructure, smtp: SmtpInbox) ->
         [request] = await eventually(feedback_request, timeout=30)
         token = re.search(r"token=([\w.\-]+)", smtp.text(request))
         assert token is not None
+        unsubscribe = re.fullmatch(r"<.*/unsubscribe\?token=([\w.\-]+)>", request["List-Unsubscribe"])
+        assert unsubscribe is not None
         unhappy = {"token": token.group(1), "ratings": {"overall": 2}, "nps": 3}
         complaint = f"{PERSON['first_name']} {PERSON['last_name']} from {PERSON['city']}: one mug came cracked."
         async with httpx.AsyncClient(timeout=10) as link:  # the customer's browser: the token, no key
@@ -184,7 +187,12 @@ async def zuzana(stack: ServiceStack, infra: Infrastructure, smtp: SmtpInbox) ->
         )
         assert redeemed.status_code == 201, redeemed.text
     await tap.close()
-    return History(token=token.group(1), code=code, feedback_id=posted.json()["feedback_id"])
+    return History(
+        token=token.group(1),
+        unsubscribe_token=unsubscribe.group(1),
+        code=code,
+        feedback_id=posted.json()["feedback_id"],
+    )
 
 
 async def _at_least(read: Any, wanted: int) -> bool:
@@ -306,9 +314,20 @@ async def test_erasure_leaves_nothing_of_the_customer_anywhere_and_nothing_later
 
     # What was handed out before the erasure works no more.
     old_link = {"token": zuzana.token, "ratings": {"overall": 1}, "comment": "Zuzana again, still cross."}
-    async with httpx.AsyncClient(timeout=10) as link:  # the customer's browser: the token, no key
-        refused = await link.post(f"{stack['followups'].url}/feedback", json=old_link)
+    followups = stack["followups"].url
+    async with httpx.AsyncClient(timeout=10) as browser:  # the customer's browser and mail client: no key
+        refused = await browser.post(f"{followups}/feedback", json=old_link)
+        page = await browser.get(f"{followups}/feedback/form", params={"token": zuzana.token})
+        form = {"token": zuzana.token, "overall": "1", "comment": "Zuzana Horváthová, still cross."}
+        posted_form = await browser.post(f"{followups}/feedback/form", data=form)
+        # Her one-click unsubscribe still says done (she gets no mail at all now) and keeps nothing.
+        one_click = await browser.post(
+            f"{followups}/unsubscribe",
+            params={"token": zuzana.unsubscribe_token},
+            data={"List-Unsubscribe": "One-Click"},
+        )
     assert (refused.status_code, refused.json()["detail"]) == (401, "token: names no feedback request of this shop")
+    assert (page.status_code, posted_form.status_code, one_click.status_code) == (410, 410, 200)
     code = await http.get(f"{stack['referrals'].url}/referrals/{zuzana.code}")
     assert code.json()["status"] == "revoked"
     assert (await http.post(f"{stack['referrals'].url}/referrers/{ZUZANA}/code")).status_code == 409

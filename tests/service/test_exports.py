@@ -13,6 +13,7 @@ import pytest
 
 from services.followups.app import SPEC as FOLLOWUPS
 from services.followups.settings import FollowupsSettings
+from services.followups.tokens import issue_unsubscribe_token
 from services.loyalty.app import SPEC as LOYALTY
 from services.loyalty.settings import LoyaltySettings
 from services.orders.app import SPEC as ORDERS
@@ -42,6 +43,7 @@ from tests.support.tap import EventTap, eventually
 ADMIN = {"Authorization": "Bearer test-admin-key"}
 WRITER, WRITER_ENTRY = new_key("console", "write")
 NOW = datetime.now(UTC).replace(microsecond=0)
+FEEDBACK_SECRET = "export-test-secret"
 EVA = {"email": "eva.novak@example.org", "first_name": "Eva", "last_name": "Nováková", "phone": "+421911222333"}
 ADDRESS = ShippingAddress(line1="Hlavná 5", postal_code="040 01", city="Košice", country="SK")
 
@@ -63,7 +65,7 @@ async def orders(service_name: str, keyed: dict[str, Any]) -> AsyncIterator[Serv
 
 @pytest.fixture
 async def followups(service_name: str, keyed: dict[str, Any]) -> AsyncIterator[Service]:
-    own = FollowupsSettings(**keyed, feedback_token_secret="export-test-secret", scheduler_interval_seconds=3600)
+    own = FollowupsSettings(**keyed, feedback_token_secret=FEEDBACK_SECRET, scheduler_interval_seconds=3600)
     async with running_service(replace(FOLLOWUPS, name=service_name), own) as running:
         yield running
 
@@ -202,10 +204,15 @@ async def test_followups_exports_contact_orders_followups_feedback_and_escalatio
     await deliver(
         rt,
         tap,
-        order_placed("cus-eva", "o-eva-1", mugs(1), at=NOW - timedelta(days=20), city="Košice", **EVA),
+        order_placed(
+            "cus-eva", "o-eva-1", mugs(1), at=NOW - timedelta(days=20), city="Košice", accepts_marketing=False, **EVA
+        ),
         order_fulfilled("cus-eva", "o-eva-1", at=NOW - timedelta(days=16)),
         order_placed("cus-other", "o-other-1", mugs(1), at=NOW - timedelta(days=20)),
     )
+    token = issue_unsubscribe_token(FEEDBACK_SECRET, customer_id="cus-eva")
+    unsubscribed = await http.post(f"/unsubscribe?token={token}", data={"List-Unsubscribe": "One-Click"})
+    assert unsubscribed.status_code == 200, unsubscribed.text
     unhappy = {"customer_id": "cus-eva", "order_id": "o-eva-1", "ratings": {"overall": 1}, "nps": 2}
     posted = await http.post("/feedback", json=unhappy | {"comment": "The mug was cracked."}, headers=ADMIN)
     assert posted.status_code == 201, posted.text
@@ -223,6 +230,10 @@ async def test_followups_exports_contact_orders_followups_feedback_and_escalatio
         EVA["phone"],
     )
     assert datetime.fromisoformat(got["first_order_at"]) == NOW - timedelta(days=20)
+    mail = got["mail"]
+    assert (mail["accepts_marketing"], mail["address_unsubscribed"]) == (False, True)
+    assert datetime.fromisoformat(mail["said_at"]) == NOW - timedelta(days=20)
+    assert mail["unsubscribed_at"] is not None
     assert [(o["order_id"], o["total"], o["refunds"]) for o in got["orders"]] == [("o-eva-1", "20.00", [])]
     kinds = {f["followup_id"]: (f["kind"], f["status"], f["note"]) for f in got["followups"]}
     assert kinds == {
