@@ -305,6 +305,8 @@ class OrderExport(BaseModel):
     discount_codes: list[str]
     referral_code: str | None
     fulfilled_at: datetime | None
+    cancelled_at: datetime | None
+    cancellation_reason: str | None
     refunds: list[RefundOut]
 
 
@@ -365,5 +367,7 @@ def _exported(order: Order) -> OrderExport:
         discount_codes=placed.get("discount_codes", []),
         referral_code=placed.get("referral_code"),
         fulfilled_at=order.fulfilled_at,
+        cancelled_at=None if order.cancelled is None else order.cancelled.cancelled_at,
+        cancellation_reason=None if order.cancelled is None else order.cancelled.reason,
         refunds=[_refund(refund) for refund in order.refunds],
     )

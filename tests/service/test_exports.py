@@ -27,6 +27,8 @@ from shared.events import (
     FeedbackReceived,
     FeedbackReceivedEvent,
     LineItem,
+    OrderCancelled,
+    OrderCancelledEvent,
     OrderRefunded,
     OrderRefundedEvent,
     Ratings,
@@ -163,6 +165,12 @@ async def test_orders_exports_the_profile_and_every_order_as_told_with_its_refun
         order_placed("cus-eva", "o-eva-1", mugs(2), at=placed_at, shipping_address=ADDRESS, city="Košice", **EVA),
         order_fulfilled("cus-eva", "o-eva-1", at=NOW - timedelta(days=2)),
         refunded("cus-eva", "o-eva-1", "5.00", reason="one mug chipped"),
+        order_placed("cus-eva", "o-eva-2", mugs(1), at=placed_at + timedelta(hours=1), city="Košice", **EVA),
+        OrderCancelledEvent.new(
+            OrderCancelled(order_id="o-eva-2", customer_id="cus-eva", cancelled_at=placed_at, reason="ordered twice"),
+            source="shop",
+            subject="cus-eva",
+        ),
         order_placed("cus-other", "o-other-1", mugs(1), at=placed_at),
     )
     got = await export(http, "cus-eva")
@@ -174,7 +182,10 @@ async def test_orders_exports_the_profile_and_every_order_as_told_with_its_refun
         {"EUR": "35.00"},
         {"EUR": "5.00"},
     )
-    [order] = got["orders"]
+    [order, cancelled] = got["orders"]
+    assert (cancelled["order_id"], cancelled["cancellation_reason"]) == ("o-eva-2", "ordered twice")
+    assert datetime.fromisoformat(cancelled["cancelled_at"]) == placed_at
+    assert (order["cancelled_at"], order["cancellation_reason"]) == (None, None)
     assert (order["order_id"], order["total"], order["currency"]) == ("o-eva-1", "40.00", "EUR")
     assert datetime.fromisoformat(order["placed_at"]) == placed_at
     assert order["customer"]["phone"] == EVA["phone"]
