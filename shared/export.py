@@ -32,6 +32,8 @@ import httpx
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.audit import ACTOR_HEADER
+
 SERVICES = ("orders", "followups", "loyalty", "referrals")
 
 
@@ -104,10 +106,14 @@ async def gather_export(
     *,
     urls: Mapping[str, str],
     api_key: str,
+    acting_for: str = "export",
     timeout: float = 30.0,
 ) -> CustomerData:
-    """Ask each service in `urls` (by name) for everything it holds on the customer, all at once."""
-    headers = {"Authorization": f"Bearer {api_key}", "X-Rapport-Actor": "export"}
+    """Ask each service in `urls` (by name) for everything it holds on the customer, all at once.
+
+    `acting_for` names, in each service's audit trail, who asked (the console passes the signed-in person).
+    """
+    headers = {"Authorization": f"Bearer {api_key}", ACTOR_HEADER: acting_for}
     async with httpx.AsyncClient(headers=headers, timeout=timeout) as http:
         answers = await asyncio.gather(
             *(_export_of(http, url, customer_id) for url in urls.values()), return_exceptions=True

@@ -561,7 +561,8 @@ class CustomerRecords:
 
     @property
     def empty(self) -> bool:
-        return self.customer is None and not (self.codes or self.as_referrer or self.as_referee or self.affiliates)
+        held = self.codes or self.as_referrer or self.as_referee or self.invitations or self.affiliates
+        return self.customer is None and not held
 
 
 async def customer_records(unit: ReferralsUnit, customer_id: str) -> CustomerRecords:

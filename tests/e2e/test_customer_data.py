@@ -253,7 +253,7 @@ def gather(stack: ServiceStack, out: Path) -> subprocess.CompletedProcess[str]:
 
 
 async def test_the_gatherer_writes_one_document_with_everything_all_four_services_hold(
-    stack: ServiceStack, zuzana: History, tmp_path: Path
+    stack: ServiceStack, zuzana: History, tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
     out = tmp_path / "zuzana.json"
     ran = await asyncio.to_thread(gather, stack, out)
@@ -288,6 +288,10 @@ async def test_the_gatherer_writes_one_document_with_everything_all_four_service
     assert [r["referee_customer_id"] for r in referrals["as_referrer"]] == [FRIEND]
     [referred] = referrals["as_referee"]
     assert (referred["referrer_customer_id"], referred["referee_email"]) == (REFERRER, PERSON["email"])
+    for service in SERVICES:  # each service's audit trail says who exported her data
+        trail = (await http.get(f"{stack[service].url}/audit", params={"target": ZUZANA})).json()
+        exports = [r["actor"] for r in trail if r["action"] == "GET /customers/{customer_id}/export"]
+        assert exports == ["admin/export"], service
 
 
 # --- erasure --------------------------------------------------------------------------------------------
