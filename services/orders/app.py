@@ -8,6 +8,7 @@ from services.orders.store import ensure_indexes
 from services.orders.webhooks import METRICS, webhooks
 from shared.events import (
     CustomerErasedEvent,
+    CustomerSegmentChangedEvent,
     OrderCancelledEvent,
     OrderFulfilledEvent,
     OrderPlacedEvent,
@@ -19,7 +20,14 @@ SPEC = ServiceSpec(
     name="orders",
     source="orders",
     handlers=HANDLERS,
-    publishes=(OrderPlacedEvent, OrderFulfilledEvent, OrderRefundedEvent, OrderCancelledEvent, CustomerErasedEvent),
+    publishes=(
+        OrderPlacedEvent,
+        OrderFulfilledEvent,
+        OrderRefundedEvent,
+        OrderCancelledEvent,
+        CustomerErasedEvent,
+        CustomerSegmentChangedEvent,
+    ),
     api=api,
     public_api=webhooks,
     ensure_indexes=ensure_indexes,

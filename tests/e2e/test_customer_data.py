@@ -162,6 +162,12 @@ async def zuzana(stack: ServiceStack, infra: Infrastructure, smtp: SmtpInbox) ->
             f"{url['followups']}/followups/call:{ZUZANA}/done", json={"note": f"Zuzana moved to {STREET}."}
         )
         assert call.status_code == 200, call.text
+        for path, body in (
+            ("notes", {"text": f"{PERSON['first_name']}'s daughter starts school in {PERSON['city']}."}),
+            ("facts", {"kind": "family", "value": f"Married to {PERSON['last_name']} senior"}),
+        ):
+            logged = await http.post(f"{url['followups']}/customers/{ZUZANA}/{path}", json=body)
+            assert logged.status_code == 201, logged.text
         promoter = {"customer_id": ZUZANA, "order_id": "ord-zh-2", "ratings": {"overall": 5}, "nps": 10}
         review = "Zuzana here: the red mug is lovely, thank you!"
         praised = await http.post(f"{url['followups']}/feedback", json=promoter | {"comment": review})
@@ -274,6 +280,8 @@ async def test_the_gatherer_writes_one_document_with_everything_all_four_service
     [call] = [f for f in followups["followups"] if f["kind"] == "call"]
     assert call["note"] == f"Zuzana moved to {STREET}."
     assert sorted(f["nps"] for f in followups["feedback"]) == [3, 10]
+    assert [note["text"] for note in followups["notes"]] == ["Zuzana's daughter starts school in Žilina."]
+    assert [fact["value"] for fact in followups["facts"]] == ["Married to Horváthová senior"]
     [escalation] = followups["escalations"]
     assert (escalation["feedback_id"], escalation["note"]) == (
         zuzana.feedback_id,

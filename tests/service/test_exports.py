@@ -234,7 +234,18 @@ async def test_followups_exports_contact_orders_followups_feedback_and_escalatio
         await http.post("/followups/call:cus-eva/done", json={"note": "Eva loves green tea."}, headers=ADMIN)
     ).status_code == 200
 
+    for path, body in (
+        ("notes", {"text": "Prefers calls after 5 pm."}),
+        ("facts", {"kind": "family", "value": "Daughter Lili"}),
+        ("calls", {"outcome": "reached", "summary": "Happy with the new mug."}),
+    ):
+        assert (await http.post(f"/customers/cus-eva/{path}", json=body, headers=ADMIN)).status_code == 201, path
+
     got = await export(http, "cus-eva")
+    assert [n["text"] for n in got["notes"]] == ["Prefers calls after 5 pm."]
+    assert [(f["kind"], f["value"]) for f in got["facts"]] == [("family", "Daughter Lili")]
+    assert [(c["outcome"], c["summary"]) for c in got["calls"]] == [("reached", "Happy with the new mug.")]
+    assert (got["reviews"], got["standing"]) == ([], None)
     assert (got["customer_id"], got["contact"]["email"], got["contact"]["phone"]) == (
         "cus-eva",
         EVA["email"],

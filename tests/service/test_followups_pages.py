@@ -25,6 +25,7 @@ from shared.events import (
     OrderPlacedEvent,
     ReferralInvited,
     ReferralInvitedEvent,
+    no_email_for,
 )
 from shared.service import Runtime
 from shared.settings import ServiceSettings
@@ -406,3 +407,24 @@ async def test_erasure_deletes_the_consent_but_keeps_the_unsubscribed_address_as
     assert [m["X-Rapport-Followup"] for m in inbox.messages if "o-new" in m["X-Rapport-Followup"]] == [
         "thank_you:o-new"
     ]
+
+
+async def test_a_customer_the_shop_has_no_address_for_gets_no_mail_and_the_reason_is_kept(
+    followups: Followups, tap: EventTap
+) -> None:
+    rt, _http, inbox = followups
+    event = placed("cus-no-address", "o-no-address")
+    without = event.model_copy(
+        update={
+            "data": event.data.model_copy(
+                update={"customer": event.data.customer.model_copy(update={"email": no_email_for("cus-no-address")})}
+            )
+        }
+    )
+    await deliver(rt, tap, without, placed("cus-with-address", "o-with-address"))
+    await send_due(rt)
+    note = await rt.db[FOLLOWUPS].find_one({"kind": "thank_you", "customer_id": "cus-no-address"})
+    assert note is not None
+    assert (note["status"], note["cancelled_because"]) == ("cancelled", "no e-mail address")
+    assert inbox.to(no_email_for("cus-no-address")) == []
+    assert len(inbox.to("cus-with-address@example.com")) == 1

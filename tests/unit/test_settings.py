@@ -62,3 +62,16 @@ def test_a_service_started_with_a_bad_value_names_the_variable_and_exits_2(monke
     assert completed.returncode == 2
     assert completed.stderr.startswith("BATCH_SIZE: Input should be greater than or equal to 1")
     assert "Traceback" not in completed.stderr
+
+
+def test_key_accounts_and_win_back_are_read_as_comma_separated_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEY_ACCOUNT_TIERS", "vip, platinum")
+    monkeypatch.setenv("WIN_BACK_SEGMENTS", "at_risk,,cant_lose")
+    monkeypatch.setenv("ACCOUNT_REVIEW_DAYS", "30")
+    rules = FollowupsSettings().account_rules
+    assert rules.key_account_tiers == {"vip", "platinum"}
+    assert rules.key_account_segments == {"champions"}
+    assert rules.slipping_segments == {"at_risk", "cant_lose"}
+    assert rules.win_back_tiers == {"gold", "vip"}
+    assert rules.review_every.days == 30
+    assert FollowupsSettings().call_policy.attempts == 3
