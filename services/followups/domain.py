@@ -308,6 +308,10 @@ class FeedbackLinkUnknown(Exception):
     """The link names no feedback request this shop planned for that customer (or one erased since)."""
 
 
+class CustomerWasErased(Exception):
+    """The customer was erased: nothing new is kept about them."""
+
+
 def link_fits(
     followup_customer_id: str | None,
     followup_order_id: str | None,
@@ -697,6 +701,22 @@ def review_id(customer_id: str, number: int) -> str:
 
 def win_back_id(customer_id: str, number: int) -> str:
     return f"win_back:{customer_id}:{number}"
+
+
+# The follow-ups whose ids are made from the customer id (one call; numbered reviews and win-back calls).
+_NAMED_AFTER_THE_CUSTOMER = ("call:", "review:", "win_back:")
+
+
+def renamed_for_alias(followup_id: str, customer_id: str, alias: str) -> str | None:
+    """The id a follow-up named after an erased customer is kept under (their alias in its place); None for one
+    whose id does not name them."""
+    for prefix in _NAMED_AFTER_THE_CUSTOMER:
+        named = prefix + customer_id
+        if followup_id == named:
+            return prefix + alias
+        if followup_id.startswith(named + ":"):
+            return prefix + alias + followup_id.removeprefix(named)
+    return None
 
 
 def import_settled(standing: Standing, rules: AccountRules, now: datetime) -> bool:

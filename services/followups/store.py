@@ -54,6 +54,7 @@ from services.followups.domain import (
     Standing,
     Status,
     normalised_address,
+    renamed_for_alias,
     review_id,
 )
 from services.followups.settings import FollowupsUnit
@@ -504,6 +505,52 @@ def _escalation_of(doc: Mapping[str, Any]) -> EscalationRecord:
     )
 
 
+# --- a customer's data (their export) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredFeedback:
+    feedback: FeedbackReceived
+    followup_id: str | None  # the feedback request whose link it came through
+
+
+@dataclass(frozen=True)
+class CustomerRecords:
+    """Everything followups holds on one customer: contact, orders' milestones, follow-ups, feedback, escalations."""
+
+    customer: Customer | None
+    orders: list[Order]
+    followups: list[FollowUp]
+    feedback: list[StoredFeedback]
+    escalations: list[EscalationRecord]
+    consent: Consent | None  # what they said about mail
+    address_unsubscribed: bool  # their e-mail address is on the suppression list
+
+    @property
+    def empty(self) -> bool:
+        held = self.orders or self.followups or self.feedback or self.escalations
+        return self.customer is None and self.consent is None and not held
+
+
+async def customer_records(unit: FollowupsUnit, customer_id: str) -> CustomerRecords:
+    theirs = {"customer_id": customer_id}
+    orders = await unit.find(ORDERS, theirs, projection={"_id": 1}, sort=[("placed_at", 1), ("_id", 1)])
+    feedback = await unit.find(FEEDBACK, theirs, sort=[("received_at", 1)])
+    customer = await find_customer(unit, customer_id)
+    consent = await unit.find_one(CONSENTS, {"_id": customer_id})
+    email = None if customer is None or customer.contact is None else customer.contact.get("email")
+    listed = email is not None and await unit.find_one(UNSUBSCRIBED_ADDRESSES, {"_id": _address_id(email)}) is not None
+    return CustomerRecords(
+        customer=customer,
+        consent=None if consent is None else _consent_of(consent),
+        address_unsubscribed=listed,
+        orders=[await get_order(unit, doc["_id"], customer_id) for doc in orders],
+        followups=[_followup_of(doc) for doc in await unit.find(FOLLOWUPS, theirs, sort=[("created_at", 1)])],
+        feedback=[StoredFeedback(FeedbackReceived.model_validate(doc), doc.get("followup_id")) for doc in feedback],
+        escalations=[_escalation_of(doc) for doc in await unit.find(ESCALATIONS, theirs, sort=[("opened_at", 1)])],
+    )
+
+
 # --- what mail customers agreed to, and the feedback page ----------------------------------------
 
 
@@ -598,7 +645,8 @@ def forget_customer(unit: FollowupsUnit, customer_id: str, alias: str, kept: Cus
             {"customer_id": customer_id, "status": "pending"},
             {"$set": {"status": "cancelled", "cancelled_because": "customer erased"}},
         ),
-        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+        # What a person noted after a call, and why a send failed, may name the customer.
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None, "last_error": None}}),
     )
     # A person's task keeps what it was (a call, a review) under the alias, not what was said or planned in it.
     unit.write(FOLLOWUPS, UpdateMany({"customer_id": alias}, {"$set": {"note": None, "title": None}}))
@@ -608,6 +656,19 @@ def forget_customer(unit: FollowupsUnit, customer_id: str, alias: str, kept: Cus
         unit.write(log, DeleteMany({"customer_id": customer_id}))
     unit.write(ESCALATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None}}))
     forget_sent_events(unit, customer_id)  # FeedbackReceived carries the customer's own words
+
+
+async def rename_named_tasks(unit: FollowupsUnit, customer_id: str, alias: str) -> list[tuple[str, str]]:
+    """Erasure, after `forget_customer`: the follow-ups whose ids named the customer (their call, reviews,
+    win-back calls) are kept under ids naming the alias. Returns the (old, new) ids, for the audit trail."""
+    renamed = []
+    for found in await unit.find(FOLLOWUPS, {"customer_id": alias}):
+        new = renamed_for_alias(found["_id"], customer_id, alias)
+        if new is not None:
+            unit.write(FOLLOWUPS, DeleteOne({"_id": found["_id"]}))
+            unit.replace(FOLLOWUPS, found | {"_id": new})
+            renamed.append((found["_id"], new))
+    return renamed
 
 
 # --- what the other services published, and reviews and win-backs ----------------------------------------------
@@ -788,36 +849,67 @@ async def _latest(rt: Runtime, log: str, customer_id: str, limit: int, offset: i
 
 async def notes(rt: Runtime, customer_id: str, *, limit: int, offset: int = 0) -> list[Note]:
     """The customer's notes, newest first."""
-    return [
-        Note(d["_id"], d["customer_id"], d["text"], d["author"], d["at"])
-        for d in await _latest(rt, NOTES, customer_id, limit, offset)
-    ]
+    return [_note_of(d) for d in await _latest(rt, NOTES, customer_id, limit, offset)]
+
+
+def _note_of(d: Mapping[str, Any]) -> Note:
+    return Note(d["_id"], d["customer_id"], d["text"], d["author"], d["at"])
 
 
 async def calls(rt: Runtime, customer_id: str, *, limit: int, offset: int = 0) -> list[CallRecord]:
     """The outcomes of the customer's calls, newest first."""
-    return [
-        CallRecord(d["_id"], d["customer_id"], d.get("followup_id"), d["outcome"], d["summary"], d["author"], d["at"])
-        for d in await _latest(rt, CALLS, customer_id, limit, offset)
-    ]
+    return [_call_of(d) for d in await _latest(rt, CALLS, customer_id, limit, offset)]
+
+
+def _call_of(d: Mapping[str, Any]) -> CallRecord:
+    return CallRecord(
+        d["_id"], d["customer_id"], d.get("followup_id"), d["outcome"], d["summary"], d["author"], d["at"]
+    )
 
 
 async def reviews(rt: Runtime, customer_id: str, *, limit: int, offset: int = 0) -> list[Review]:
     """The customer's key-account reviews, newest first."""
-    return [
-        Review(
-            d["_id"],
-            d["customer_id"],
-            d.get("followup_id"),
-            d["needs"],
-            d["went_well"],
-            d["went_badly"],
-            d["next_step"],
-            d["author"],
-            d["at"],
-        )
-        for d in await _latest(rt, REVIEWS, customer_id, limit, offset)
-    ]
+    return [_review_of(d) for d in await _latest(rt, REVIEWS, customer_id, limit, offset)]
+
+
+def _review_of(d: Mapping[str, Any]) -> Review:
+    return Review(
+        d["_id"],
+        d["customer_id"],
+        d.get("followup_id"),
+        d["needs"],
+        d["went_well"],
+        d["went_badly"],
+        d["next_step"],
+        d["author"],
+        d["at"],
+    )
+
+
+@dataclass(frozen=True)
+class RelationshipRecords:
+    notes: list[Note]
+    facts: list[Fact]
+    calls: list[CallRecord]
+    reviews: list[Review]
+    standing: Standing | None  # what the other services' events told of them
+
+    @property
+    def empty(self) -> bool:
+        return self.standing is None and not (self.notes or self.facts or self.calls or self.reviews)
+
+
+async def relationship_records(unit: FollowupsUnit, customer_id: str) -> RelationshipRecords:
+    """The whole relationship log of the customer (their export), oldest first, and their standing."""
+    theirs, by_time = {"customer_id": customer_id}, [("at", 1), ("_id", 1)]
+    standing = await unit.find_one(STANDING, {"_id": customer_id})
+    return RelationshipRecords(
+        notes=[_note_of(d) for d in await unit.find(NOTES, theirs, sort=by_time)],
+        facts=[_fact_of(d) for d in await unit.find(FACTS, theirs, sort=by_time)],
+        calls=[_call_of(d) for d in await unit.find(CALLS, theirs, sort=by_time)],
+        reviews=[_review_of(d) for d in await unit.find(REVIEWS, theirs, sort=by_time)],
+        standing=None if standing is None else _standing_of(standing),
+    )
 
 
 def finish_task(unit: FollowupsUnit, followup: FollowUp, at: datetime, note: str) -> None:

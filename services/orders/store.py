@@ -48,7 +48,14 @@ from services.orders.insight import RENAMED_SEGMENTS, History, Rfm, segment_name
 from services.orders.platforms import KnownOrder, RefundNews
 from services.orders.settings import OrdersSettings, OrdersUnit
 from shared.aliases import ALIAS_PREFIX
-from shared.erasure import customer_erased, forget_sent_events, is_alias, mark_erased, preload_customers
+from shared.erasure import (
+    customer_erased,
+    forget_once_sent_if_erased,
+    forget_sent_events,
+    is_alias,
+    mark_erased,
+    preload_customers,
+)
 from shared.events import OrderPlaced, is_no_email
 from shared.leases import claim, release
 from shared.mongo import Database, as_stored
@@ -336,9 +343,21 @@ def forget_customer(unit: OrdersUnit, customer_id: str, alias: str, kept: Custom
             {"customer_id": customer_id, "placed": {"$ne": None}},
             {"$set": {"placed.customer": {"customer_id": alias}, "placed.shipping_address": None}},
         ),
+        # A refund's reason is the shop's free text ("call Zuzana at +421…"): it may name the customer.
+        UpdateMany(
+            {"customer_id": customer_id, "refunds.0": {"$exists": True}}, {"$set": {"refunds.$[].reason": None}}
+        ),
+        UpdateMany({"customer_id": customer_id, "cancelled": {"$ne": None}}, {"$set": {"cancelled.reason": None}}),
         UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
     )
-    unit.write(PLATFORM_ORDERS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
+    unit.write(
+        PLATFORM_ORDERS,
+        UpdateMany(
+            {"customer_id": customer_id, "waiting_refunds.0": {"$exists": True}},
+            {"$set": {"waiting_refunds.$[].reason": None}},
+        ),
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+    )
     unit.write(DATA_REQUESTS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}))
     forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, at)
@@ -394,8 +413,10 @@ class OrderRecord:
 
 async def customer_figures(rt: Runtime, customer_id: str) -> CustomerFigures | None:
     found = await rt.db[CUSTOMERS].find_one({"_id": customer_id}, {"orders": 0})
-    if found is None:
-        return None
+    return None if found is None else _figures_of(found)
+
+
+def _figures_of(found: Mapping[str, Any]) -> CustomerFigures:
     return CustomerFigures(
         **vars(_summary_of(found)),
         refunded=money(found.get("refunded")),
@@ -452,6 +473,20 @@ def _record_of(doc: Mapping[str, Any]) -> OrderRecord:
     )
 
 
+@dataclass(frozen=True)
+class CustomerRecords:
+    """Everything orders holds on one customer (their export): the profile, and every order of theirs as told."""
+
+    profile: CustomerFigures | None
+    orders: list[Order]  # oldest first
+
+
+async def customer_records(unit: OrdersUnit, customer_id: str) -> CustomerRecords:
+    found = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    orders = await unit.find(ORDERS, {"customer_id": customer_id}, sort=[("placed.placed_at", 1), ("_id", 1)])
+    return CustomerRecords(None if found is None else _figures_of(found), [_order_of(doc) for doc in orders])
+
+
 # --- scoring round ----------------------------------------------------------------------------------
 
 
@@ -504,6 +539,7 @@ async def once_per_fact(rt: Runtime, fact: str, topic: str, work: Callable[[Orde
         if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": fact}) is not None:
             return None
         result = await work(unit)
+        await forget_once_sent_if_erased(unit)  # a late order of an erased customer still names them
         unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": fact, "topic": topic, "received_at": unit.now()}))
         return result
 

@@ -456,3 +456,35 @@ async def test_a_cancellation_cancels_what_is_pending_whether_it_comes_before_or
         f["kind"]: (f["status"], f.get("cancelled_because")) async for f in rt.db[FOLLOWUPS].find({"order_id": "o-c2"})
     }
     assert planned_after == dict.fromkeys(("thank_you", "feedback_request", "call"), ("cancelled", "cancelled"))
+
+
+# --- erasure of the tasks named after the customer -----------------------------------------------------------
+
+
+async def test_erasure_re_keys_the_call_review_and_win_back_tasks_whose_ids_named_the_customer(
+    followups: Followups, tap: EventTap
+) -> None:
+    rt, http, _inbox = followups
+    at_risk = NOW - timedelta(hours=2)
+    await deliver(rt, tap, placed("cus-gone", "o-gone"), fulfilled("cus-gone", "o-gone", NOW - timedelta(days=15)))
+    await deliver(rt, tap, tier("cus-gone", "vip", at_risk), segment("cus-gone", "at_risk", at_risk, was="champions"))
+    planned = {f["_id"] async for f in rt.db[FOLLOWUPS].find({"customer_id": "cus-gone"})}
+    assert {"call:cus-gone", "review:cus-gone:1", "win_back:cus-gone:1"} <= planned
+    done = await http.post("/followups/review:cus-gone:1/done", json={"note": "She runs a café now."}, headers=EVA)
+    assert done.status_code == 200, done.text
+
+    erased = CustomerErasedEvent.new(
+        CustomerErased(customer_id="cus-gone", requested_at=NOW), source="orders", subject="cus-gone"
+    )
+    await deliver(rt, tap, erased, erased)
+    everything = str([doc for name in await rt.db.list_collection_names() async for doc in rt.db[name].find({})])
+    assert "cus-gone" not in everything
+    assert "café" not in everything
+    kept = {f["kind"]: f["status"] async for f in rt.db[FOLLOWUPS].find({"customer_id": {"$regex": "^erased-"}})}
+    assert kept | {"thank_you": None, "feedback_request": None} == {
+        "call": "cancelled",
+        "review": "done",
+        "win_back": "cancelled",
+        "thank_you": None,
+        "feedback_request": None,
+    }

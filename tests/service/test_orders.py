@@ -77,7 +77,9 @@ def fulfilled(customer_id: str, order_id: str, day: str) -> Any:
     return OrderFulfilledEvent.new(data, source="shop", subject=customer_id)
 
 
-def refunded(customer_id: str, order_id: str, refund_id: str, amount: str, day: str, currency: str = "EUR") -> Any:
+def refunded(
+    customer_id: str, order_id: str, refund_id: str, amount: str, day: str, currency: str = "EUR", reason: str = ""
+) -> Any:
     data = OrderRefunded(
         refund_id=refund_id,
         order_id=order_id,
@@ -85,6 +87,7 @@ def refunded(customer_id: str, order_id: str, refund_id: str, amount: str, day: 
         amount=Decimal(amount),
         currency=currency,
         refunded_at=at(day),
+        reason=reason or None,
     )
     return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
 
@@ -251,11 +254,50 @@ async def test_erasure_removes_personal_data_keeps_totals_and_tells_everyone_onc
     assert len([e for e in tap.bodies("CustomerErased") if e["data"]["customer_id"] == "cus-e"]) == 1
 
 
+async def test_erasure_scrubs_refund_and_cancellation_reasons_and_late_ones_keep_none_nor_the_erasure_event(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    reason = "call Zuzana at +421 905 123 456"
+    await deliver(
+        rt,
+        tap,
+        placed("cus-z", "z1", "30.00", "2026-03-03"),
+        placed("cus-z", "z2", "20.00", "2026-03-04"),
+        placed("cus-z", "z4", "15.00", "2026-03-04"),
+        refunded("cus-z", "z1", "rz1", "10.00", "2026-03-05", reason=reason),
+        cancelled("cus-z", "z4", "2026-03-05", reason="Zuzana changed her mind"),
+    )
+    history = {order["order_id"]: order for order in (await customer(http, "cus-z"))["orders"]}
+    assert history["z1"]["refunds"][0]["reason"] == reason
+    assert (await http.post("/customers/cus-z/erase", headers=ADMIN)).status_code == 202
+    await tap.wait_for(lambda e: e["type"] == "CustomerErased" and e["data"]["customer_id"] == "cus-z")
+    # A refund told after the erasure, for a known order and for one not heard of yet.
+    await deliver(
+        rt,
+        tap,
+        refunded("cus-z", "z2", "rz2", "5.00", "2026-03-06", reason="Zuzana moved to Žilina"),
+        refunded("cus-z", "z3", "rz3", "5.00", "2026-03-06", reason="Zuzana again"),
+        cancelled("cus-z", "z2", "2026-03-07", reason="Zuzana, once more"),
+    )
+    await eventually(lambda: _outbox_empty(rt))
+    orders = [d async for d in rt.db[ORDERS].find({"_id": {"$in": ["z1", "z2", "z3"]}})]
+    assert sorted(len(order["refunds"]) for order in orders) == [1, 1, 1]  # the refunds still count, nameless
+    assert [refund["reason"] for order in orders for refund in order["refunds"]] == [None, None, None]
+    cancellations = [d["cancelled"] async for d in rt.db[ORDERS].find({"_id": {"$in": ["z2", "z4"]}})]
+    assert [c["reason"] for c in cancellations] == [None, None]  # cancelled still, without the shop's words
+    everything = json.dumps(
+        [doc for name in await rt.db.list_collection_names() async for doc in rt.db[name].find({})], default=str
+    )
+    for needle in ("Zuzana", "+421", "cus-z"):  # the sent CustomerErased too: it named the customer
+        assert needle not in everything, needle
+
+
 # --- cancellations ---------------------------------------------------------------------------------
 
 
-def cancelled(customer_id: str, order_id: str, day: str) -> Any:
-    data = OrderCancelled(order_id=order_id, customer_id=customer_id, cancelled_at=at(day), reason="customer")
+def cancelled(customer_id: str, order_id: str, day: str, reason: str = "customer") -> Any:
+    data = OrderCancelled(order_id=order_id, customer_id=customer_id, cancelled_at=at(day), reason=reason)
     return OrderCancelledEvent.new(data, source="shop", subject=customer_id)
 
 

@@ -450,7 +450,7 @@ async def test_the_previous_shopify_secret_still_works_during_a_rotation(orders_
     assert ping.json() == {"ping": True}
 
 
-async def test_shopify_privacy_webhooks_erase_and_record_data_requests(orders_service: Service) -> None:
+async def test_shopify_privacy_webhooks_erase_and_record_data_requests(orders_service: Service, tap: EventTap) -> None:
     rt, http = orders_service
     ok(await shopify(http, "orders/create", fixture("shopify/orders_create")))
     guest = fixture("shopify/orders_create_in_usd")
@@ -478,7 +478,9 @@ async def test_shopify_privacy_webhooks_erase_and_record_data_requests(orders_se
     assert [p["type"] for p in redact["published"]] == ["CustomerErased"]
     assert (await http.get("/customers/207119551", headers=ADMIN)).status_code == 404
     shop = ok(await shopify(http, "shop/redact", fixture("shopify/shop_redact")))
-    erased = {e["data"]["customer_id"] for e in await outbox(rt, "CustomerErased")}
+    # CustomerErased names whom it erases: the outbox forgets it once sent, so it is read off the exchange.
+    told = await tap.wait_for(lambda e: e["type"] == "CustomerErased", count=2)
+    erased = {e["data"]["customer_id"] for e in told}
     assert erased == {"207119551", "guest:guest@example.sk"}
     assert [p["type"] for p in shop["published"]] == ["CustomerErased"]  # the one not erased before
     assert "guest@example.sk" not in json.dumps([d async for d in rt.db["platform_orders"].find({})], default=str)
@@ -507,3 +509,23 @@ async def _customer(http: httpx.AsyncClient, customer_id: str, *, refunded: bool
     if refunded and not any(order["refunds"] for order in body["orders"]):
         return None
     return body
+
+
+# --- erased customers -----------------------------------------------------------------------------
+
+
+async def test_a_shop_order_for_an_erased_customer_goes_out_anonymous_and_its_event_is_not_kept(
+    orders_service: Service, tap: EventTap
+) -> None:
+    rt, http = orders_service
+    assert (await http.post("/customers/207119551/erase", headers=ADMIN)).status_code == 202
+    ok(await shopify(http, "orders/create", fixture("shopify/orders_create")))
+    # The others hear of the order (and keep it anonymous); this outbox keeps no copy naming her once it is sent.
+    await tap.wait_for(lambda e: e["id"] == "shopify:order:450789469:placed")
+    await eventually(lambda: rt.db[ORDERS].find_one({"_id": "450789469"}))
+    await eventually(lambda: _outbox_sent(rt))
+    everything = json.dumps(
+        [doc for name in await rt.db.list_collection_names() async for doc in rt.db[name].find({})], default=str
+    )
+    for needle in ("eva.novakova@example.sk", "207119551", "Nováková"):
+        assert needle not in everything, needle
