@@ -147,14 +147,19 @@ async def test_a_crash_between_windows_resumes_with_the_rest_and_publishes_nothi
     with pytest.raises(Crash):
         # Windows of at least 3 events: whole orders, 2 windows confirmed before the third never goes out.
         await import_history(
-            "shopify", SHOPIFY, crashing(publisher.publish, before_call=3), checkpoint, window_events=3
+            "shopify",
+            SHOPIFY,
+            crashing(publisher.publish, before_call=3),
+            checkpoint,
+            window_events=3,
+            windows_in_flight=1,
         )
     saved = Checkpoint.load(checkpoint.path, checkpoint.export_sha256)
     done_before = saved.orders_done
     assert done_before == 6  # #1014 (3 events), then #1011, #1006 and #1007 (5): two windows confirmed
     assert not saved.finished
 
-    resumed = await import_history("shopify", SHOPIFY, publisher.publish, saved, window_events=3)
+    resumed = await import_history("shopify", SHOPIFY, publisher.publish, saved, window_events=3, windows_in_flight=1)
     bodies = await received(loyalty_queue, SHOPIFY_EVENTS)
     assert resumed.resumed_after == done_before
     assert resumed.published == 8  # #1009, #1005, #1002 and #1001: the orders after the last confirmed window
@@ -172,10 +177,17 @@ async def test_a_crash_after_a_confirmed_window_sends_that_window_again_under_th
     checkpoint = Checkpoint(tmp_path / "state.json", fingerprint(WOOCOMMERCE))
     with pytest.raises(Crash):
         await import_history(
-            "woocommerce", WOOCOMMERCE, crashing(publisher.publish, after_call=2), checkpoint, window_events=1
+            "woocommerce",
+            WOOCOMMERCE,
+            crashing(publisher.publish, after_call=2),
+            checkpoint,
+            window_events=1,
+            windows_in_flight=1,
         )
     saved = Checkpoint.load(checkpoint.path, checkpoint.export_sha256)
-    resumed = await import_history("woocommerce", WOOCOMMERCE, publisher.publish, saved, window_events=1)
+    resumed = await import_history(
+        "woocommerce", WOOCOMMERCE, publisher.publish, saved, window_events=1, windows_in_flight=1
+    )
     # The fixture's counted orders: 731 and 728 placed, 725 placed and refunded, 715 placed and refunded.
     await received(loyalty_queue, 6 + 1)
     counted = Counter(body["id"] for body in loyalty_queue.bodies())
@@ -187,3 +199,29 @@ async def test_a_crash_after_a_confirmed_window_sends_that_window_again_under_th
     copies = [body for body in loyalty_queue.bodies() if body["id"] == twice[0]]
     assert copies[0] == copies[1]
     assert resumed.published == 5
+
+
+async def test_with_windows_in_flight_a_crash_sends_again_only_what_followed_the_last_confirmed_window(
+    infra: Infrastructure, shop: Topology, loyalty_queue: EventTap, publisher: EventPublisher, tmp_path: Path
+) -> None:
+    checkpoint = Checkpoint(tmp_path / "state.json", fingerprint(SHOPIFY))
+    with pytest.raises(Crash):
+        await import_history(
+            "shopify",
+            SHOPIFY,
+            crashing(publisher.publish, before_call=4),
+            checkpoint,
+            window_events=2,
+            windows_in_flight=3,
+        )
+    saved = Checkpoint.load(checkpoint.path, checkpoint.export_sha256)
+    done_before = saved.orders_done
+    resumed = await import_history("shopify", SHOPIFY, publisher.publish, saved, window_events=2, windows_in_flight=3)
+    await received(loyalty_queue, SHOPIFY_EVENTS)
+    counted = Counter(body["id"] for body in loyalty_queue.bodies())
+    assert len(counted) == SHOPIFY_EVENTS
+    assert resumed.resumed_after == done_before
+    # Sent twice, if at all: only events of the orders the resumed run published again.
+    first_run = {body["id"] for body in loyalty_queue.bodies()[: sum(counted.values()) - resumed.published]}
+    assert {event_id for event_id, times in counted.items() if times > 1} <= first_run
+    assert sum(counted.values()) - SHOPIFY_EVENTS == len(first_run) - (SHOPIFY_EVENTS - resumed.published)

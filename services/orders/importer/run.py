@@ -6,8 +6,9 @@ confirmed, the checkpoint — a small JSON file, by default next to the CSV — 
 of the file are done, with the file's SHA-256 so that it is never applied to another export. A run
 that stops (a crash, Ctrl-C, the broker away for minutes) is started again with the same command
 and goes on after the last confirmed window; the orders before it are read again for the summary
-but not published. What was in flight when it stopped may go out a second time with the same ids,
-which the consumers' inboxes recognise. Nothing here needs any service's database.
+but not published. What was in flight when it stopped (up to WINDOWS_IN_FLIGHT windows) may go out
+a second time with the same ids, which the consumers' inboxes recognise. Nothing here needs any
+service's database.
 """
 
 import asyncio
@@ -16,8 +17,9 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +34,7 @@ from shared.topology import Topology
 from shared.unit import OutboxEntry, outbox_entry
 
 WINDOW_EVENTS = 500  # events per confirmed window; the checkpoint moves once per window
+WINDOWS_IN_FLIGHT = 4  # windows awaiting their confirms at once (the broker's fsync latency, overlapped)
 MAX_ATTEMPTS = 12  # a window refused this often (the broker away for about a minute and a half) stops the run
 STATE_VERSION = 1
 
@@ -155,7 +158,6 @@ class Report:
     resumed_after: int = 0
     already_finished: bool = False
     seconds: float = 0.0
-    published_ids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         tally = self.tally
@@ -191,6 +193,7 @@ async def import_history(
     shop_timezone: tzinfo = UTC,
     customer_ids: Mapping[str, str] | None = None,
     window_events: int = WINDOW_EVENTS,
+    windows_in_flight: int = WINDOWS_IN_FLIGHT,
     progress: Progress | None = None,
     retry_seconds: float = 0.5,
 ) -> Report:
@@ -199,27 +202,44 @@ async def import_history(
     report.already_finished = checkpoint.finished
     started = time.perf_counter()
     pending: list[OutboxEntry] = []
+    in_flight: deque[tuple[asyncio.Task[None], int, int]] = deque()  # a window, its size, orders done after it
+
+    async def confirmed(oldest: bool = True) -> None:
+        # The checkpoint moves only past windows whose predecessors are all confirmed.
+        while in_flight and (oldest or in_flight[0][0].done()):
+            task, size, orders_done = in_flight.popleft()
+            await task
+            report.published += size
+            checkpoint.save(orders_done)
+            oldest = False
+
     done = 0  # orders of the file read so far
-    with export.open(encoding="utf-8-sig", newline="") as file:
-        lines: Iterable[str] = progress.count(file) if progress else file
-        for order, rows in read_orders(platform, lines, shop_timezone=shop_timezone):
-            outcome = translate(order, customer_ids)
-            report.tally.add(outcome, rows)
-            done += 1
-            if done > checkpoint.orders_done:
-                pending.extend(_entries(outcome))
-                if len(pending) >= window_events:
-                    await _send(publish, pending, retry_seconds)
-                    report.published += len(pending)
-                    report.published_ids.extend(entry["_id"] for entry in pending)
-                    pending = []
-                    checkpoint.save(done)
-            if progress:
-                progress.show(report.tally, report.published)
-    if pending:
-        await _send(publish, pending, retry_seconds)
-        report.published += len(pending)
-        report.published_ids.extend(entry["_id"] for entry in pending)
+    try:
+        with export.open(encoding="utf-8-sig", newline="") as file:
+            lines: Iterable[str] = progress.count(file) if progress else file
+            for order, rows in read_orders(platform, lines, shop_timezone=shop_timezone):
+                outcome = translate(order, customer_ids)
+                report.tally.add(outcome, rows)
+                done += 1
+                if done > checkpoint.orders_done:
+                    pending.extend(_entries(outcome))
+                    if len(pending) >= window_events:
+                        in_flight.append(
+                            (asyncio.create_task(_send(publish, pending, retry_seconds)), len(pending), done)
+                        )
+                        pending = []
+                        await asyncio.sleep(0)  # let the window go out while the next one is read
+                        await confirmed(oldest=len(in_flight) >= windows_in_flight)
+                if progress:
+                    progress.show(report.tally, report.published)
+        if pending:
+            in_flight.append((asyncio.create_task(_send(publish, pending, retry_seconds)), len(pending), done))
+        while in_flight:
+            await confirmed()
+    finally:
+        for task, _, _ in in_flight:  # stopped: what is not confirmed is sent again by the next run
+            task.cancel()
+        await asyncio.gather(*(task for task, _, _ in in_flight), return_exceptions=True)
     checkpoint.save(done, finished=True)
     report.seconds = time.perf_counter() - started
     if progress:
