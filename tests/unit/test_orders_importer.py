@@ -186,3 +186,13 @@ def test_the_checkpoint_belongs_to_one_export(tmp_path: Path) -> None:
     assert (again.orders_done, again.finished) == (7, False)
     with pytest.raises(WrongCheckpoint):
         Checkpoint.load(state, "b" * 64)
+
+
+def test_two_orders_of_one_name_are_told_apart_by_their_id() -> None:
+    # Shopify lets an imported order reuse a Name: the Id on an order's first row starts a new order.
+    text = SHOPIFY.read_text(encoding="utf-8-sig").replace("#1012,", "#1014,")
+    orders = shopify_orders(text)
+    assert [(order.order_number, order.order_id, rows) for order, rows in orders[:2]] == [
+        ("#1014", "5600000001014", 2),
+        ("#1014", "5600000001012", 1),
+    ]

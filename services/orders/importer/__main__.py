@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from aio_pika.exceptions import AMQPConnectionError
+
 from services.orders.importer.exports import NotThisExport, UnreadableOrder, read_customer_ids
 from services.orders.importer.run import (
     Checkpoint,
@@ -103,6 +105,9 @@ def run(argv: list[str] | None = None) -> int:
         return asyncio.run(main(arguments(argv)))
     except (NotThisExport, UnreadableOrder, WrongCheckpoint, MissingQueues, ImportStopped) as error:
         print(f"\nimport stopped: {error}", file=sys.stderr)
+        return 1
+    except (OSError, AMQPConnectionError) as error:
+        print(f"\nimport stopped: the broker cannot be reached ({error!r}); check RABBITMQ_URL", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

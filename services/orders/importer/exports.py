@@ -110,7 +110,7 @@ def read_orders(
     reader = csv.DictReader(text_lines)
     header = [name.strip().lstrip("\ufeff") for name in reader.fieldnames or []]
     reader.fieldnames = header
-    key, build = _FORMATS[platform]
+    key, also, build = _FORMATS[platform]
     missing = [column for column in _REQUIRED[platform] if column not in header]
     if missing:
         raise NotThisExport(
@@ -122,12 +122,18 @@ def read_orders(
         line = reader.line_num
         if not any((value or "").strip() for value in row.values()):
             continue  # a blank line, as spreadsheets leave at the end
-        if group and _cell(row, key) not in ("", _cell(group[0][1], key)):
+        if group and (_differs(row, group[0][1], key) or _differs(row, group[0][1], also)):
             yield build(group, shop_timezone), len(group)
             group = []
         group.append((line, row))
     if group:
         yield build(group, shop_timezone), len(group)
+
+
+def _differs(row: Row, first: Row, column: str) -> bool:
+    # A row starts another order when it names one; rows after an order's first may leave the column blank.
+    value = _cell(row, column)
+    return value != "" and value != _cell(first, column)
 
 
 def _cell(row: Row, column: str) -> str:
@@ -167,14 +173,10 @@ def _time(row: Row, column: str, line: int, shop_timezone: tzinfo) -> datetime |
     text = _cell(row, column)
     if not text:
         return None
-    for layout in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
-        try:
-            moment = datetime.strptime(text, layout)
-        except ValueError:
-            continue
-        return moment if moment.tzinfo else moment.replace(tzinfo=shop_timezone)
+    # Shopify writes "2025-10-07 09:50:26 +0200": without the space before the offset it is ISO 8601.
+    iso = text[:19] + text[20:] if len(text) > 20 and text[19] == " " and text[20] in "+-" else text
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(iso)
     except ValueError:
         raise UnreadableOrder(f"{text!r} is not a date and time", column, line) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=shop_timezone)
@@ -215,7 +217,9 @@ def _shopify_order(group: list[tuple[int, Row]], shop_timezone: tzinfo) -> Histo
         first_name=first_name,
         last_name=last_name,
         phone=_optional(first, "Phone", "Billing Phone", "Shipping Phone"),
-        accepts_marketing={"yes": True, "no": False}.get(_cell(first, "Accepts Marketing").lower()),
+        accepts_marketing={"yes": True, "no": False}.get(
+            (_optional(first, "Accepts Marketing", "Accepts Email Marketing") or "").lower()
+        ),
         placed_at=placed_at,
         paid_at=_time(first, "Paid at", line, shop_timezone),
         fulfilled_at=_time(first, "Fulfilled at", line, shop_timezone),
@@ -337,7 +341,11 @@ def _woocommerce_coupons(coupon_items: str) -> tuple[str, ...]:
     return tuple(match.strip() for item in coupon_items.split(";") for match in _COUPON_CODE.findall(item))
 
 
-_FORMATS = {"shopify": ("Name", _shopify_order), "woocommerce": ("order_id", _woocommerce_order)}
+# The column that tells orders apart, one more that does when present (two orders may share a Name), the reader.
+_FORMATS = {
+    "shopify": ("Name", "Id", _shopify_order),
+    "woocommerce": ("order_id", "order_id", _woocommerce_order),
+}
 _REQUIRED: dict[Platform, tuple[str, ...]] = {
     "shopify": ("Name", "Email", "Financial Status", "Created at", "Currency", "Total", "Lineitem name"),
     "woocommerce": ("order_id", "date", "status", "order_total", "order_currency", "billing_email", "item_name"),

@@ -32,6 +32,7 @@ A line with no sku gets "name:" + its name (lower-cased, spaces folded) as a sta
 one sku, name and price are merged; an order with no line (or over the contract's 500) is skipped.
 """
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -250,6 +251,7 @@ def _shipping_address(address: HistoricAddress) -> ShippingAddress | None:
         return None  # an address the contract refuses (a country code it does not know) costs the address only
 
 
+@functools.lru_cache(maxsize=512)
 def _known_country(code: str | None) -> str | None:
     # A country the contract does not know costs the profile its country, not the order.
     try:
