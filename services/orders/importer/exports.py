@@ -149,7 +149,7 @@ def _optional(row: Row, *columns: str) -> str | None:
 
 
 def _amount(row: Row, column: str, line: int, *, default: str | None = None) -> Decimal:
-    text = _cell(row, column).replace(",", "") or default
+    text = _cell(row, column) or default  # "12,50" is refused, never read as 1250
     if text is None:
         raise UnreadableOrder("is empty; an amount is needed", column, line)
     try:
