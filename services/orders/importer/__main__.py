@@ -72,6 +72,9 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{args.export}: no such file", file=sys.stderr)
         return 2
     customer_ids = None
+    if args.customers is not None and args.platform != "shopify":
+        print("--customers: WooCommerce's export names each order's customer already", file=sys.stderr)
+        return 2
     if args.customers is not None:
         with args.customers.open(encoding="utf-8-sig", newline="") as file:
             customer_ids = read_customer_ids(file)
