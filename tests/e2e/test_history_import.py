@@ -22,11 +22,14 @@ silver from 500 at ×1.25, points expiring after 365 days, a refund taking back 
   Peter (a guest: guest:peter.horvath@example.com)
     #1002 ~22 months ago  45.50       45 points, expired                        → balance 0; 1 order, 45.50
   Jan (a guest) #1007 35.00, refunded in full: 35 − 35                          → balance 0; 1 order, 0.00
-  Skipped: #1003 (Shopify's test gateway), #1004 (pending), #1012 (expired), #1008 (no e-mail): no
-  customer, no member. Zoé's #1005 was cancelled: what each service makes of OrderCancelled is not
-  asserted here (tests of the services that handle it do).
+  A POS sale with no e-mail, #1008 ~3 months ago 18.00: a customer of that one order
+    (guest:shopify:order:5600000001008)                                           → balance 18; 1 order, 18.00
+  Skipped: #1003 (Shopify's test gateway), #1004 (pending), #1012 (expired): no customer, no member.
+  Zoé's #1005 was cancelled: what each service makes of OrderCancelled is not asserted here (tests of
+  the services that handle it do).
 
-E-mails: none for the history — only the two live orders' thank-you notes, one to Eva and one to Márta.
+E-mails: none for the history (nor to the POS customer's stand-in address) — only the two live orders'
+thank-you notes, one to Eva and one to Márta.
 """
 
 import asyncio
@@ -53,6 +56,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 SHIFT_DAYS = (NOW - timedelta(days=1) - FIXTURE_NEWEST_DAY).days
 EVA, MARTA = "7001234567890", "7001234567891"
 PETER, JAN = "guest:peter.horvath@example.com", "guest:jan.novak@example.cz"
+POS = "guest:shopify:order:5600000001008"
 _TIME = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) ([+-]\d{4})")
 
 
@@ -133,15 +137,15 @@ async def test_a_shopify_history_then_live_orders_give_the_figures_worked_out_by
     customers = str(HISTORY / "shopify_customers_export.csv")
     code, out, err = await run_importer(stack, "shopify", str(export), "--customers", customers)
     assert code == 0, err
-    assert "orders imported   8" in out
-    assert "customers         5" in out
-    assert "fulfilments       5" in out
+    assert "orders imported   9" in out
+    assert "customers         6" in out
+    assert "fulfilments       6" in out
     assert "refunds           2" in out
     assert "cancellations     1" in out
-    assert "orders skipped    4:" in out
-    for reason in ("test order", "unpaid (financial status pending)", "unpaid (financial status expired)", "no e-mail"):
+    assert "orders skipped    3:" in out
+    for reason in ("test order", "unpaid (financial status pending)", "unpaid (financial status expired)"):
         assert reason in out
-    assert "events published  16" in out
+    assert "events published  18" in out
     assert "orders," in err  # the progress line, on stderr
     assert (tmp_path / "orders_export.csv.import-state.json").exists()
 
@@ -153,6 +157,7 @@ async def test_a_shopify_history_then_live_orders_give_the_figures_worked_out_by
             MARTA: (2, "700.00", 725, "silver"),
             PETER: (1, "45.50", 0, "bronze"),
             JAN: (1, "0.00", 0, "bronze"),
+            POS: (1, "18.00", 18, "bronze"),
         },
     )
     marta = await member(http, stack, MARTA)

@@ -26,7 +26,7 @@ HISTORY = Path(__file__).parents[1] / "fixtures" / "history"
 SHOPIFY = HISTORY / "shopify_orders_export.csv"
 WOOCOMMERCE = HISTORY / "woocommerce_orders_export.csv"
 # The fixture's counted orders and their events (tests/unit/test_orders_importer.py reads them one by one).
-SHOPIFY_EVENTS = 8 + 5 + 2 + 1  # placed, fulfilled, refunded, cancelled
+SHOPIFY_EVENTS = 9 + 6 + 2 + 1  # placed, fulfilled, refunded, cancelled
 
 
 class Crash(Exception):
@@ -101,8 +101,8 @@ async def test_a_shopify_history_is_published_imported_with_true_dates_and_the_p
     bodies = await received(loyalty_queue, SHOPIFY_EVENTS)
     assert report.published == SHOPIFY_EVENTS
     assert Counter(body["type"] for body in bodies) == {
-        "OrderPlaced": 8,
-        "OrderFulfilled": 5,
+        "OrderPlaced": 9,
+        "OrderFulfilled": 6,
         "OrderRefunded": 2,
         "OrderCancelled": 1,
     }
@@ -136,7 +136,7 @@ async def test_a_shopify_history_is_published_imported_with_true_dates_and_the_p
 
     # Run again: the checkpoint says it is done, nothing goes out; the summary still tells the whole file.
     again = await import_history("shopify", SHOPIFY, publisher.publish, checkpoint, customer_ids=ids)
-    assert (again.published, again.already_finished, again.tally.orders) == (0, True, 8)
+    assert (again.published, again.already_finished, again.tally.orders) == (0, True, 9)
     assert "already imported before: nothing published" in again.summary()
 
 
@@ -156,17 +156,17 @@ async def test_a_crash_between_windows_resumes_with_the_rest_and_publishes_nothi
         )
     saved = Checkpoint.load(checkpoint.path, checkpoint.export_sha256)
     done_before = saved.orders_done
-    assert done_before == 6  # #1014 (3 events), then #1011, #1006 and #1007 (5): two windows confirmed
+    assert done_before == 5  # #1014 (3 events), then #1011, #1006 and #1008 (4): two windows confirmed
     assert not saved.finished
 
     resumed = await import_history("shopify", SHOPIFY, publisher.publish, saved, window_events=3, windows_in_flight=1)
     bodies = await received(loyalty_queue, SHOPIFY_EVENTS)
     assert resumed.resumed_after == done_before
-    assert resumed.published == 8  # #1009, #1005, #1002 and #1001: the orders after the last confirmed window
+    assert resumed.published == 11  # #1007, #1009, #1005, #1002 and #1001: after the last confirmed window
     counted = Counter(body["id"] for body in loyalty_queue.bodies())
     assert len(counted) == SHOPIFY_EVENTS  # every event of the history arrived
     assert set(counted.values()) == {1}  # and none twice
-    assert resumed.tally.orders == 8  # the summary covers the whole file, the resumed part included
+    assert resumed.tally.orders == 9  # the summary covers the whole file, the resumed part included
     assert "resumed after order" in resumed.summary()
     assert {body["id"] for body in bodies} == set(counted)
 

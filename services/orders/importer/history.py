@@ -26,13 +26,17 @@ the order.
 Customers: WooCommerce's customer_id when the order has one (0 is a guest); Shopify's export names no
 customer, so the customer id is the one the optional customers export gives the order's e-mail, else
 "guest:" + the e-mail lower-cased — the id the webhook translation gives a guest checkout, so a
-customer's history and their later orders meet in one profile.
+customer's history and their later orders meet in one profile. An order with no e-mail (a POS sale,
+an admin order) still counts: its customer is the platform's, else "guest:<platform>:order:<id>",
+with a stand-in address at no-email.example that no service mails.
 
-A line with no sku gets "name:" + its name (lower-cased, spaces folded) as a stable stand-in; lines of
-one sku, name and price are merged; an order with no line (or over the contract's 500) is skipped.
+A line with no sku gets "no-sku:" + its name's words, lower-cased and joined by hyphens, as a stable
+stand-in; lines of one sku, name and price are merged; an order with no line (or over the contract's
+500) is skipped.
 """
 
 import functools
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -67,6 +71,7 @@ SOURCE = "orders"
 MAX_LINE_ITEMS = 500
 _ID_LENGTH = 128
 _COUNTRY: TypeAdapter[str] = TypeAdapter(Country)
+NO_EMAIL_DOMAIN = "no-email.example"
 
 _SHOPIFY_COUNTED = {"paid", "partially_paid", "authorized", "partially_refunded", "refunded"}
 _SHOPIFY_TEST_GATEWAYS = ("bogus",)
@@ -122,7 +127,6 @@ def translate(order: HistoricOrder, customer_ids: Mapping[str, str] | None = Non
     reason = _why_skipped(order)
     if reason is not None:
         return Outcome(order, skipped=reason)
-    assert order.email is not None  # _why_skipped made sure
     customer_id = customer_id_of(order, customer_ids or {})
     lines = merged_lines(order.lines)
     if not lines:
@@ -176,16 +180,23 @@ def _why_skipped(order: HistoricOrder) -> str | None:
             return f"unpaid (financial status {order.status or 'empty'})"
     elif order.status not in _WOOCOMMERCE_COUNTED:
         return _WOOCOMMERCE_REASONS.get(order.status, f"not paid (status {order.status or 'empty'})")
-    if not order.email:
-        return "no e-mail address"
     return None
 
 
 def customer_id_of(order: HistoricOrder, customer_ids: Mapping[str, str]) -> str:
-    """The platform's customer id when the export (or the customers export) gives one, else the guest id."""
+    """The platform's customer id when the export (or the customers export) gives one, else the guest id;
+    a guest with no e-mail is a customer of this one order."""
     email = (order.email or "").strip().lower()
     known = order.platform_customer_id or customer_ids.get(email)
-    return known if known else guest_customer_id(email)
+    if known:
+        return known
+    return guest_customer_id(email) if email else f"guest:{order.platform}:order:{order.order_id}"[:_ID_LENGTH]
+
+
+def no_email_for(customer_id: str) -> str:
+    """The contract needs an e-mail: a customer with none gets a stand-in at a domain RFC 2606 reserves,
+    one per customer, which no service mails (as the webhook translation does for an admin or POS order)."""
+    return f"{hashlib.sha256(customer_id.encode()).hexdigest()[:24]}@{NO_EMAIL_DOMAIN}"
 
 
 def guest_customer_id(email: str) -> str:
@@ -194,9 +205,10 @@ def guest_customer_id(email: str) -> str:
 
 
 def sku_stand_in(name: str) -> str:
-    """A stable sku for a line that has none (a custom sale, a deleted product): from its name."""
-    folded = re.sub(r"\s+", " ", name).strip().lower() or "unnamed"
-    return ("name:" + folded)[:_ID_LENGTH]
+    """A stable sku for a line that has none (a custom sale, a deleted product): its name's words, lower-cased,
+    joined by hyphens — the rule the webhook translation follows, so a product gets one stand-in everywhere."""
+    words = "-".join(re.findall(r"\w+", name.casefold()))
+    return f"no-sku:{words or 'unnamed'}"[:_ID_LENGTH]
 
 
 def merged_lines(lines: tuple[HistoricLine, ...]) -> list[LineItem]:
@@ -224,7 +236,7 @@ def _customer(order: HistoricOrder, customer_id: str) -> Customer:
     place = order.shipping if order.shipping.city or order.shipping.country else order.billing
     return Customer(
         customer_id=customer_id,
-        email=order.email or "",
+        email=order.email or no_email_for(customer_id),
         first_name=_short(order.first_name),
         last_name=_short(order.last_name),
         phone=order.phone[:40] if order.phone else None,
