@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-group-commit bench-loyalty bench-orders bench-op-cost constraints clean
+.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-import bench-group-commit bench-loyalty bench-orders bench-op-cost constraints clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ format: install
 bench: install
 	deploy/local/ensure-rabbitmq.sh --tests
 	$(BIN)/python -m tests.bench.pipeline $(ARGS)
+
+# `make bench-import`: a shop's history (100,000 orders in a Shopify export) imported through the four services
+# (ARGS="--orders 20000 --customers 5000" for a shorter run).
+bench-import: install
+	deploy/local/ensure-rabbitmq.sh --tests
+	$(BIN)/python -m tests.bench.import_history $(ARGS)
 
 bench-group-commit: install
 	deploy/local/ensure-rabbitmq.sh --tests
