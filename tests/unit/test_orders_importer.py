@@ -16,8 +16,9 @@ from services.orders.importer.exports import (
     read_customer_ids,
     read_orders,
 )
-from services.orders.importer.history import Tally, merged_lines, sku_stand_in, translate
+from services.orders.importer.history import Tally, merged_lines, translate
 from services.orders.importer.run import Checkpoint, WrongCheckpoint
+from services.orders.platforms.common import stand_in_sku
 from shared.events import OrderCancelledEvent, OrderPlacedEvent, OrderRefundedEvent, parse_event
 
 pytestmark = pytest.mark.unit
@@ -165,9 +166,9 @@ def test_an_unreadable_value_names_its_column_and_line() -> None:
 
 
 def test_lines_without_sku_get_a_stable_stand_in_and_alike_lines_add_up() -> None:
-    assert sku_stand_in("  Custom   Sale ") == sku_stand_in("custom sale!") == "no-sku:custom-sale"
-    assert sku_stand_in("Čaj – 100 g") == "no-sku:čaj-100-g"
-    assert sku_stand_in("") == "no-sku:unnamed"
+    assert stand_in_sku("  Custom   Sale ") == stand_in_sku("custom sale!") == "no-sku:custom-sale"
+    assert stand_in_sku("Čaj – 100 g") == "no-sku:čaj-100-g"
+    assert stand_in_sku("") == "no-sku:unnamed"
     lines = (
         HistoricLine(None, "Gift wrap", 1, Decimal("2.00")),
         HistoricLine(None, "Gift wrap", 2, Decimal("2.00")),

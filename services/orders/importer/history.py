@@ -36,8 +36,6 @@ stand-in; lines of one sku, name and price are merged; an order with no line (or
 """
 
 import functools
-import hashlib
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from services.orders.importer.exports import HistoricAddress, HistoricLine, HistoricOrder
+from services.orders.platforms.common import anonymous_guest_id, guest_id, stand_in_sku
 from shared.events import (
     Customer,
     Envelope,
@@ -62,6 +61,7 @@ from shared.events import (
     OrderRefundedEvent,
     ShippingAddress,
     describe,
+    no_email_for,
 )
 from shared.types import Country
 
@@ -71,8 +71,6 @@ SOURCE = "orders"
 MAX_LINE_ITEMS = 500
 _ID_LENGTH = 128
 _COUNTRY: TypeAdapter[str] = TypeAdapter(Country)
-NO_EMAIL_DOMAIN = "no-email.example"
-
 _SHOPIFY_COUNTED = {"paid", "partially_paid", "authorized", "partially_refunded", "refunded"}
 _SHOPIFY_TEST_GATEWAYS = ("bogus",)
 _WOOCOMMERCE_COUNTED = {"processing", "completed", "refunded"}
@@ -190,25 +188,7 @@ def customer_id_of(order: HistoricOrder, customer_ids: Mapping[str, str]) -> str
     known = order.platform_customer_id or customer_ids.get(email)
     if known:
         return known
-    return guest_customer_id(email) if email else f"guest:{order.platform}:order:{order.order_id}"[:_ID_LENGTH]
-
-
-def no_email_for(customer_id: str) -> str:
-    """The contract needs an e-mail: a customer with none gets a stand-in at a domain RFC 2606 reserves,
-    one per customer, which no service mails (as the webhook translation does for an admin or POS order)."""
-    return f"{hashlib.sha256(customer_id.encode()).hexdigest()[:24]}@{NO_EMAIL_DOMAIN}"
-
-
-def guest_customer_id(email: str) -> str:
-    """A checkout with no account: its e-mail is all that identifies the customer (as the webhook translation)."""
-    return ("guest:" + email.strip().lower())[:_ID_LENGTH]
-
-
-def sku_stand_in(name: str) -> str:
-    """A stable sku for a line that has none (a custom sale, a deleted product): its name's words, lower-cased,
-    joined by hyphens — the rule the webhook translation follows, so a product gets one stand-in everywhere."""
-    words = "-".join(re.findall(r"\w+", name.casefold()))
-    return f"no-sku:{words or 'unnamed'}"[:_ID_LENGTH]
+    return (guest_id(email) if email else anonymous_guest_id(order.platform, order.order_id))[:_ID_LENGTH]
 
 
 def merged_lines(lines: tuple[HistoricLine, ...]) -> list[LineItem]:
@@ -218,7 +198,7 @@ def merged_lines(lines: tuple[HistoricLine, ...]) -> list[LineItem]:
         if line.quantity < 1:
             continue  # removed when the order was edited
         name = line.name[:200] or (line.sku or "")
-        sku = (line.sku or sku_stand_in(name))[:_ID_LENGTH]
+        sku = (line.sku or stand_in_sku(name))[:_ID_LENGTH]
         key = (sku, name, line.unit_price)
         merged[key] = merged.get(key, 0) + line.quantity
     return [
