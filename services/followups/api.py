@@ -178,9 +178,19 @@ class Resolved(BaseModel):
 )
 async def resolve_escalation(escalation_id: str, resolution: Resolution, rt: Rt) -> Resolved:
     moment = rt.now()
-    found = await store.resolve_escalation(rt, escalation_id, moment, resolution.note)
-    if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"escalation_id: no open escalation {escalation_id!r}")
+
+    async def resolve(unit: FollowupsUnit) -> store.EscalationRecord:  # in a unit: the audit trail records who
+        found = await store.resolve_escalation(unit, escalation_id, moment, resolution.note)
+        if found is None:
+            raise domain.NoSuchEscalation(escalation_id)  # raised inside: the refused call leaves no audit record
+        return found
+
+    try:
+        found = await rt.transaction(resolve)
+    except domain.NoSuchEscalation as missing:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"escalation_id: no open escalation {escalation_id!r}"
+        ) from missing
     flagged = found.breached_at is not None
     breached = domain.is_breached(found.due_by, resolved_at=moment, flagged=flagged, now=moment)
     if breached and not flagged and await store.flag_breached(rt, escalation_id, moment):

@@ -533,6 +533,10 @@ class NoSuchTask(Exception):
     """No pending task of that kind for this customer under that id."""
 
 
+class NoSuchEscalation(Exception):
+    """No open escalation under that id."""
+
+
 class NoSuchFact(Exception):
     """The customer has no personal fact under that id."""
 

@@ -456,10 +456,13 @@ async def escalations(rt: Runtime, *, resolved: bool, limit: int = 500) -> list[
     return [_escalation_of(doc) for doc in found]
 
 
-async def resolve_escalation(rt: Runtime, escalation_id: str, at: datetime, note: str) -> EscalationRecord | None:
+async def resolve_escalation(
+    unit: FollowupsUnit, escalation_id: str, at: datetime, note: str
+) -> EscalationRecord | None:
     """Resolve the open escalation; returns it as it was, or None when there is no open one under this id."""
-    found = await rt.db[ESCALATIONS].find_one_and_update(
-        {"_id": escalation_id, "resolved_at": None}, {"$set": {"resolved_at": at, "note": note}}
+    await unit.flush()
+    found = await unit.db[ESCALATIONS].find_one_and_update(
+        {"_id": escalation_id, "resolved_at": None}, {"$set": {"resolved_at": at, "note": note}}, session=unit.session
     )
     return None if found is None else _escalation_of(found)
 

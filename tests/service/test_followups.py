@@ -181,10 +181,15 @@ async def test_feedback_request_fourteen_days_after_fulfilment_and_its_link_work
     assert mine[0]["escalation_id"] == escalated[0]["data"]["escalation_id"]
     assert 3500 <= mine[0]["seconds_left"] <= 3600
     assert mine[0]["breached"] is False
-    resolved = await http.post(
-        f"/escalations/{mine[0]['escalation_id']}/resolve", json={"note": "Called, sent a new tin."}, headers=ADMIN
-    )
+    resolve_url = f"/escalations/{mine[0]['escalation_id']}/resolve"
+    by_eva = ADMIN | {"X-Rapport-Actor": "eva@shop.example"}
+    resolved = await http.post(resolve_url, json={"note": "Called, sent a new tin."}, headers=by_eva)
     assert resolved.json()["breached"] is False
+    again = await http.post(resolve_url, json={"note": "Twice?"}, headers=by_eva)
+    assert again.status_code == 404
+    audit = (await http.get("/audit", headers=ADMIN)).json()
+    resolutions = [r for r in audit if r["action"] == "POST /escalations/{escalation_id}/resolve"]
+    assert [r["actor"] for r in resolutions] == ["admin/eva@shop.example"]  # the refused second try left none
     still_open = (await http.get("/escalations", params={"open": "true"}, headers=ADMIN)).json()["escalations"]
     assert [e for e in still_open if e["customer_id"] == "cus-fb"] == []
 
