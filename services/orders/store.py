@@ -17,6 +17,7 @@ Collections:
 - jobs: one lease document per scheduled job.
 """
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ from services.orders.domain import (
     OrderLine,
     OrderRef,
     Refund,
+    SearchTerms,
     Stats,
     Telling,
     history_of,
@@ -81,7 +83,10 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
     # The customer id breaks ties, so pages are stable; walked backwards, each index serves the other direction.
     sort_indexes = [IndexModel([(field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
     by_segment = [IndexModel([("segment", ASCENDING), (field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
-    await db[CUSTOMERS].create_indexes([*sort_indexes, *by_segment])
+    # Finding a customer by what the owner knows of them (GET /customers?q=).
+    contact = [IndexModel([(f"contact.{field}", ASCENDING)]) for field in ("email", "phone", "first_name", "last_name")]
+    await db[CUSTOMERS].create_indexes([*sort_indexes, *by_segment, *contact])
+    await db[ORDERS].create_indexes([IndexModel([("placed.order_number", ASCENDING)])])
     await db[WEBHOOK_DELIVERIES].create_indexes(
         [IndexModel([("received_at", ASCENDING)], expireAfterSeconds=WEBHOOK_RETENTION_SECONDS)]
     )
@@ -396,6 +401,41 @@ async def customer_listing(
     found = rt.db[CUSTOMERS].find(
         query, {"orders": 0}, sort=listing_order(sort, reporting_currency), skip=offset, limit=limit
     )
+    return [_summary_of(profile) async for profile in found]
+
+
+async def customers_matching(rt: Runtime, terms: SearchTerms, *, limit: int) -> list[CustomerSummary]:
+    """Customers whose e-mail or phone is one of the terms, whose name starts so, or who placed the order named."""
+    wanted: list[dict[str, Any]] = []
+    if terms.emails:
+        wanted.append({"contact.email": {"$in": list(terms.emails)}})
+    if terms.phones:
+        wanted.append({"contact.phone": {"$in": list(terms.phones)}})
+    for field, prefixes in (("first_name", terms.first_names), ("last_name", terms.last_names)):
+        wanted += [{f"contact.{field}": {"$regex": f"^{re.escape(prefix)}"}} for prefix in prefixes]
+    if terms.full_name is not None:
+        firsts, lasts = terms.full_name
+        wanted += [
+            {
+                "contact.first_name": {"$regex": f"^{re.escape(first)}"},
+                "contact.last_name": {"$regex": f"^{re.escape(last)}"},
+            }
+            for first in firsts
+            for last in lasts
+        ]
+    if terms.order_numbers:
+        by_number = {
+            "$or": [
+                {"placed.order_number": {"$in": list(terms.order_numbers)}},
+                {"_id": {"$in": list(terms.order_numbers)}},
+            ]
+        }
+        owners = {doc["customer_id"] async for doc in rt.db[ORDERS].find(by_number, {"customer_id": 1}, limit=limit)}
+        if owners:
+            wanted.append({"_id": {"$in": sorted(owners)}})
+    if not wanted:
+        return []
+    found = rt.db[CUSTOMERS].find({"$or": wanted}, {"orders": 0}, sort=[("last_order_at", DESCENDING)], limit=limit)
     return [_summary_of(profile) async for profile in found]
 
 

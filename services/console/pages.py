@@ -1,0 +1,684 @@
+"""The console's pages and the changes made from them; each reads and changes through the services' APIs."""
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.console import charts, domain, mail, store, views
+from services.console.calls import SERVICES
+from services.console.web import (
+    CATALOGUES,
+    SESSION_COOKIE,
+    SIGN_IN_COOKIE,
+    Visit,
+    back_to,
+    client_address,
+    console_of,
+    form_of,
+    render,
+    secure_cookies,
+    visit,
+)
+from shared.i18n import LANGUAGES, choose_language
+from shared.mongo import ping
+
+pages = APIRouter()
+Signed = Annotated[Visit, Depends(visit)]
+BRIEFS_ON_TODAY = 10  # calls shown with their full brief; the rest are listed with name and phone
+
+
+# --- signing in and out -------------------------------------------------------------------------------------
+
+
+@pages.get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@pages.get("/readyz", include_in_schema=False)
+async def readyz(request: Request, response: Response) -> dict[str, str]:
+    """Ready when its own database answers; the services it calls are shown on Operations, not needed here."""
+    up = await ping(console_of(request).db.client)
+    response.status_code = 200 if up else 503
+    return {"database": "ok" if up else "unreachable"}
+
+
+@pages.get("/login", response_class=HTMLResponse)
+async def sign_in_page(request: Request, lang: str | None = None) -> Response:
+    return _sign_in_form(request, lang, problem=None, email="")
+
+
+def _sign_in_form(
+    request: Request, lang: str | None, *, problem: str | None, email: str, status: int = 200
+) -> Response:
+    language = choose_language(lang, request.headers.get("accept-language"))
+    token = request.cookies.get(SIGN_IN_COOKIE) or domain.new_token()
+    response = render(
+        request,
+        "sign_in.html",
+        language,
+        {"problem": problem, "email": email, "csrf": token, "title": "sign_in.title"},
+        status_code=status,
+    )
+    settings = console_of(request).settings
+    response.set_cookie(
+        SIGN_IN_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies(request, settings), path="/login"
+    )
+    return response
+
+
+@pages.post("/login", response_class=HTMLResponse)
+async def sign_in(request: Request) -> Response:
+    console = console_of(request)
+    form = await form_of(request)
+    lang = form.get("lang")
+    if not domain.same_token(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf")):
+        return _sign_in_form(request, lang, problem="sign_in.error.expired", email="", status=400)
+    email = domain.normal_email(form.get("email", ""))
+    ip = client_address(request)
+    now = console.now()
+    if (await store.throttle(console.db, email, ip, now)).refuses:
+        return _sign_in_form(request, lang, problem="sign_in.error.throttled", email=email, status=429)
+    person = await store.find_person(console.db, email)
+    if not domain.password_matches(person.password_hash if person else None, form.get("password", "")):
+        await store.record_failure(console.db, email, ip, now)
+        return _sign_in_form(request, lang, problem="sign_in.error.wrong", email=email, status=401)
+    assert person is not None
+    await store.forget_failures(console.db, email)
+    token = domain.new_token()
+    expires_at = domain.session_expiry(now, console.settings.console_session_hours)
+    session = store.Session(email, domain.new_token(), expires_at)
+    await store.open_session(console.db, domain.token_digest(token), session, now)
+    response = RedirectResponse("/today", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies(request, console.settings), path="/"
+    )
+    response.delete_cookie(SIGN_IN_COOKIE, path="/login")
+    return response
+
+
+@pages.post("/logout")
+async def sign_out(request: Request, seen: Signed) -> Response:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    await store.close_session(seen.console.db, domain.token_digest(token))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@pages.post("/preferences/language")
+async def choose_own_language(request: Request, seen: Signed) -> Response:
+    form = await form_of(request)
+    language = form.get("language", "")
+    if language in LANGUAGES:
+        await store.set_language(seen.console.db, seen.person.email, language)
+    return back_to(form.get("back", "/today"))
+
+
+@pages.get("/")
+async def home() -> Response:
+    return RedirectResponse("/today", status_code=303)
+
+
+# --- Today ---------------------------------------------------------------------------------------------------
+
+
+@pages.get("/today", response_class=HTMLResponse)
+async def today(request: Request, seen: Signed) -> Response:
+    return await _today(request, seen)
+
+
+async def _today(
+    request: Request, seen: Visit, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
+) -> Response:
+    calls = seen.console.calls
+    now = seen.console.now()
+    since = (now - timedelta(days=1)).isoformat()
+    due, escalations, invited, feedback, slipping, followups_kinds = await calls.read_all(
+        ("followups", "/followups", {"status": "due", "kind": "call", "limit": 100}),
+        ("followups", "/escalations", {"open": "true"}),
+        ("followups", "/followups", {"kind": "referral_invite", "status": "sent", "order": "latest", "limit": 20}),
+        ("followups", "/feedback", {"since": since, "limit": 50}),
+        ("orders", "/customers", {"segment": "cannot_lose", "sort": "-spent", "limit": 10}),
+        ("followups", "/followups", {"status": "due", "limit": 200}),
+    )
+    due_calls = due.data["followups"] if due.ok else []
+    notes = [f for f in (followups_kinds.data["followups"] if followups_kinds.ok else []) if _is_note(f)]
+    open_escalations = escalations.data["escalations"] if escalations.ok else []
+    # Names of the people in the lists that come without them (escalations, invitations, feedback).
+    wanted = {e["customer_id"] for e in open_escalations}
+    wanted |= {f["customer_id"] for f in (invited.data["followups"] if invited.ok else [])}
+    wanted |= {f["customer_id"] for f in (feedback.data["feedback"] if feedback.ok else [])}
+    briefs, names = await asyncio.gather(_briefs(seen, due_calls[:BRIEFS_ON_TODAY]), _names(seen, wanted))
+    recent_invites = [
+        f for f in (invited.data["followups"] if invited.ok else []) if _within(f.get("sent_at"), now, days=7)
+    ]
+    return render(
+        request,
+        "today.html",
+        seen.language,
+        {
+            "title": "today.title",
+            "csrf": seen.csrf,
+            "calls": due,
+            "call_rows": [(f, briefs.get(f["followup_id"])) for f in due_calls],
+            "notes": followups_kinds,
+            "note_rows": notes,
+            "escalations": escalations,
+            "escalation_rows": views.escalation_rows(open_escalations, names),
+            "slipping": slipping,
+            "invited": invited,
+            "invite_rows": recent_invites,
+            "feedback": feedback,
+            "feedback_rows": feedback.data["feedback"] if feedback.ok else [],
+            "names": names,
+            "errors": errors or {},
+            "values": values or {},
+            "name_of": views.person_name,
+            "parse_time": views.parse_time,
+            "days_overdue": lambda due_at: domain.days_overdue(views.parse_time(due_at) or now, now),
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+def _is_note(followup: dict[str, Any]) -> bool:
+    """A task for a person that is not a call: a handwritten note to write (the relationship log adds these)."""
+    return followup.get("channel") == "person" and followup.get("kind") != "call"
+
+
+def _within(moment: Any, now: Any, *, days: int) -> bool:
+    parsed = views.parse_time(moment)
+    return parsed is not None and now - parsed <= timedelta(days=days)
+
+
+async def _briefs(seen: Visit, due_calls: list[dict[str, Any]]) -> dict[str, views.Brief]:
+    calls = seen.console.calls
+
+    async def brief(followup: dict[str, Any]) -> views.Brief:
+        customer_id = followup["customer_id"]
+        profile, member, feedback = await calls.read_all(
+            ("orders", f"/customers/{customer_id}", None),
+            ("loyalty", f"/members/{customer_id}", None),
+            ("followups", "/feedback", {"customer_id": customer_id, "limit": 1}),
+        )
+        return views.brief_of(customer_id, followup.get("customer"), profile, member, feedback)
+
+    found = await asyncio.gather(*(brief(f) for f in due_calls))
+    return {f["followup_id"]: b for f, b in zip(due_calls, found, strict=True)}
+
+
+async def _names(seen: Visit, customer_ids: set[str]) -> dict[str, str]:
+    ids = sorted(customer_ids)[:50]
+    found = await seen.console.calls.read_all(*(("orders", f"/customers/{cid}", None) for cid in ids))
+    return {
+        cid: views.person_name(reading.data.get("contact"), cid)
+        for cid, reading in zip(ids, found, strict=True)
+        if reading.ok
+    }
+
+
+@pages.post("/today/calls/{followup_id}/done")
+async def log_call(request: Request, followup_id: str, seen: Signed) -> Response:
+    form = await form_of(request)
+    outcome = form.get("outcome", "reached")
+    if outcome not in ("reached", "no_answer", "call_back"):
+        return await _today(request, seen, {f"outcome-{followup_id}": "today.error.outcome"}, form)
+    note = form.get("note", "")
+    fact = form.get("fact", "")
+    if fact:  # first, so a refused fact leaves the call to log again with nothing lost
+        change = await seen.console.calls.change(
+            "followups", "POST", f"/customers/{form.get('customer_id', '')}/facts", seen.person.actor, {"text": fact}
+        )
+        if not change.ok:
+            return await _today(request, seen, {f"fact-{followup_id}": _problem(change.status)}, form)
+    written = f"[{outcome}] {note}".strip() if outcome != "reached" else note
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/followups/{followup_id}/done", seen.person.actor, {"note": written}
+    )
+    if not change.ok:
+        return await _today(request, seen, {f"note-{followup_id}": _problem(change.status)}, form)
+    return back_to("/today", "said.call_logged")
+
+
+@pages.post("/today/escalations/{escalation_id}/resolve")
+async def resolve_escalation(request: Request, escalation_id: str, seen: Signed) -> Response:
+    form = await form_of(request)
+    note = form.get("note", "")
+    if not note:
+        return await _today(request, seen, {f"resolution-{escalation_id}": "today.error.resolution"}, form)
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/escalations/{escalation_id}/resolve", seen.person.actor, {"note": note}
+    )
+    if not change.ok:
+        return await _today(request, seen, {f"resolution-{escalation_id}": _problem(change.status)}, form)
+    return back_to("/today", "said.escalation_resolved")
+
+
+def _problem(status: int) -> str:
+    """The message id for a refusal a person can act on."""
+    if status == 404:
+        return "error.gone"
+    if status == 422:
+        return "error.invalid"
+    return "error.unavailable"
+
+
+# --- customers -----------------------------------------------------------------------------------------------
+
+# The RFM segments orders names (services/orders/insight.py; a unit test keeps the two lists the same).
+SEGMENTS = (
+    "champions",
+    "loyal",
+    "potential_loyalists",
+    "new",
+    "promising",
+    "need_attention",
+    "about_to_sleep",
+    "cannot_lose",
+    "at_risk",
+    "hibernating",
+)
+
+
+@pages.get("/customers", response_class=HTMLResponse)
+async def customers(request: Request, seen: Signed, q: str = "", segment: str = "") -> Response:
+    query = q.strip()[:200]
+    chosen = segment if segment in SEGMENTS else ""
+    if query:
+        found = await seen.console.calls.read("orders", "/customers", {"q": query, "limit": 50})
+    else:
+        found = await seen.console.calls.read("orders", "/customers", {"segment": chosen or None, "limit": 50})
+    return render(
+        request,
+        "customers.html",
+        seen.language,
+        {
+            "title": "customers.title",
+            "csrf": seen.csrf,
+            "q": query,
+            "segment": chosen,
+            "segments": SEGMENTS,
+            "found": found,
+            "rows": found.data["customers"] if found.ok else [],
+            "name_of": views.person_name,
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+    )
+
+
+@pages.get("/customers/{customer_id}", response_class=HTMLResponse)
+async def customer(request: Request, customer_id: str, seen: Signed) -> Response:
+    return await _customer(request, seen, customer_id)
+
+
+async def _customer(
+    request: Request,
+    seen: Visit,
+    customer_id: str,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    code: str | None = None,
+) -> Response:
+    calls = seen.console.calls
+    profile, member, followups, feedback, rewards, memory = await calls.read_all(
+        ("orders", f"/customers/{customer_id}", None),
+        ("loyalty", f"/members/{customer_id}", None),
+        ("followups", "/followups", {"customer_id": customer_id, "order": "latest", "limit": 100}),
+        ("followups", "/feedback", {"customer_id": customer_id, "limit": 50}),
+        ("loyalty", "/rewards", None),
+        ("followups", f"/customers/{customer_id}/brief", None),
+    )
+    if profile.problem == "not_found" and member.problem == "not_found":
+        return render(
+            request,
+            "not_found.html",
+            seen.language,
+            {"title": "customer.not_found", "csrf": seen.csrf},
+            visit=seen,
+            status_code=404,
+        )
+    contact = profile.data.get("contact") if profile.ok else None
+    return render(
+        request,
+        "customer.html",
+        seen.language,
+        {
+            "title": "customer.title",
+            "csrf": seen.csrf,
+            "customer_id": customer_id,
+            "name": views.person_name(contact, customer_id),
+            "contact": contact or {},
+            "profile": profile,
+            "member": member,
+            "rewards": [r for r in (rewards.data if rewards.ok else []) if r.get("active")],
+            "memory": memory,
+            "timeline": views.timeline_of(profile, member, followups, feedback),
+            "sources": {r.service for r in (profile, member, followups, feedback) if r.problem == "unavailable"},
+            "errors": errors or {},
+            "values": values or {},
+            "code": code,
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+@pages.post("/customers/{customer_id}/notes")
+async def write_note(request: Request, customer_id: str, seen: Signed) -> Response:
+    return await _remember(request, customer_id, seen, "notes", "note")
+
+
+@pages.post("/customers/{customer_id}/facts")
+async def write_fact(request: Request, customer_id: str, seen: Signed) -> Response:
+    return await _remember(request, customer_id, seen, "facts", "fact")
+
+
+async def _remember(request: Request, customer_id: str, seen: Visit, what: str, field: str) -> Response:
+    """A note or a personal fact for the customer's relationship log (followups)."""
+    form = await form_of(request)
+    text = form.get(field, "")
+    if not text:
+        return await _customer(request, seen, customer_id, {field: f"customer.error.{field}_empty"}, form)
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/customers/{customer_id}/{what}", seen.person.actor, {"text": text}
+    )
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {field: _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", f"said.{field}_saved")
+
+
+@pages.post("/customers/{customer_id}/code")
+async def referral_code(request: Request, customer_id: str, seen: Signed) -> Response:
+    change = await seen.console.calls.change("referrals", "POST", f"/referrers/{customer_id}/code", seen.person.actor)
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"code": _problem(change.status)})
+    return await _customer(request, seen, customer_id, code=change.data["code"])
+
+
+@pages.post("/customers/{customer_id}/rewards")
+async def issue_reward(request: Request, customer_id: str, seen: Signed) -> Response:
+    form = await form_of(request)
+    reward_id = form.get("reward_id", "")
+    if not reward_id:
+        return await _customer(request, seen, customer_id, {"reward_id": "customer.error.reward"}, form)
+    change = await seen.console.calls.change(
+        "loyalty",
+        "POST",
+        f"/members/{customer_id}/redemptions",
+        seen.person.actor,
+        {"reward_id": reward_id},
+        headers={"Idempotency-Key": form.get("attempt") or str(uuid.uuid4())},
+    )
+    if not change.ok:
+        problem = "customer.error.points" if change.status == 409 else _problem(change.status)
+        return await _customer(request, seen, customer_id, {"reward_id": problem}, form)
+    return back_to(f"/customers/{customer_id}", "said.reward_issued")
+
+
+@pages.post("/customers/{customer_id}/erase")
+async def erase_customer(request: Request, customer_id: str, seen: Signed) -> Response:
+    seen.require("erasure")
+    form = await form_of(request)
+    if form.get("confirm") != customer_id:
+        return await _customer(request, seen, customer_id, {"confirm": "customer.error.confirm"}, form)
+    change = await seen.console.calls.change("orders", "POST", f"/customers/{customer_id}/erase", seen.person.actor)
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"confirm": _problem(change.status)}, form)
+    return back_to("/customers", "said.erased")
+
+
+# --- programs --------------------------------------------------------------------------------------------------
+
+
+@pages.get("/programs", response_class=HTMLResponse)
+async def programs(request: Request, seen: Signed) -> Response:
+    return await _programs(request, seen)
+
+
+async def _programs(
+    request: Request, seen: Visit, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
+) -> Response:
+    rules, campaigns, rewards, affiliates, stats = await seen.console.calls.read_all(
+        ("loyalty", "/rules", None),
+        ("loyalty", "/campaigns", None),
+        ("loyalty", "/rewards", None),
+        ("referrals", "/affiliates", None),
+        ("referrals", "/stats", None),
+    )
+    return render(
+        request,
+        "programs.html",
+        seen.language,
+        {
+            "title": "programs.title",
+            "csrf": seen.csrf,
+            "rules": rules,
+            "campaigns": campaigns,
+            "rewards": rewards,
+            "affiliates": affiliates,
+            "stats": stats,
+            "errors": errors or {},
+            "values": values or {},
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+@pages.post("/programs/rewards")
+async def add_reward(request: Request, seen: Signed) -> Response:
+    form = await form_of(request)
+    errors: dict[str, str] = {}
+    if not form.get("name"):
+        errors["reward-name"] = "programs.error.name"
+    price = form.get("points_price", "")
+    if not price.isdigit() or int(price) < 1:
+        errors["reward-points_price"] = "programs.error.points"
+    if errors:
+        return await _programs(request, seen, errors, form)
+    body = {"name": form["name"], "points_price": int(price), "description": form.get("description") or None}
+    change = await seen.console.calls.change("loyalty", "POST", "/rewards", seen.person.actor, body)
+    if not change.ok:
+        named = _named(change.fields, "reward-") or {"reward-name": _problem(change.status)}
+        return await _programs(request, seen, named, form)
+    return back_to("/programs", "said.reward_added")
+
+
+@pages.post("/programs/rewards/{reward_id}/retire")
+async def retire_reward(request: Request, reward_id: str, seen: Signed) -> Response:
+    seen.require("settings")
+    await seen.console.calls.change("loyalty", "DELETE", f"/rewards/{reward_id}", seen.person.actor)
+    return back_to("/programs", "said.reward_retired")
+
+
+@pages.post("/programs/affiliates")
+async def enrol_affiliate(request: Request, seen: Signed) -> Response:
+    form = await form_of(request)
+    errors: dict[str, str] = {}
+    if not form.get("name"):
+        errors["affiliate-name"] = "programs.error.name"
+    if domain.email_problem(form.get("email", "")):
+        errors["affiliate-email"] = "programs.error.email"
+    rate = form.get("commission_rate", "")
+    if rate and not _is_rate(rate):
+        errors["affiliate-commission_rate"] = "programs.error.rate"
+    if errors:
+        return await _programs(request, seen, errors, form)
+    body = {"name": form["name"], "email": form["email"], "commission_rate": rate or None}
+    change = await seen.console.calls.change("referrals", "POST", "/affiliates", seen.person.actor, body)
+    if not change.ok:
+        named = _named(change.fields, "affiliate-") or {"affiliate-name": _problem(change.status)}
+        return await _programs(request, seen, named, form)
+    return back_to("/programs", "said.affiliate_added")
+
+
+def _named(fields: dict[str, str], form: str) -> dict[str, str]:
+    """The service's refusal, next to the fields it names."""
+    return {f"{form}{name}": "error.invalid" for name in fields}
+
+
+def _is_rate(text: str) -> bool:
+    try:
+        return 0 <= float(text) <= 1
+    except ValueError:
+        return False
+
+
+# --- reports ----------------------------------------------------------------------------------------------------
+
+
+@pages.get("/reports", response_class=HTMLResponse)
+async def reports(request: Request, seen: Signed) -> Response:
+    nps, retention, referral_stats, segments = await seen.console.calls.read_all(
+        ("followups", "/reports/nps", None),
+        ("orders", "/reports/retention", None),
+        ("referrals", "/stats", None),
+        ("orders", "/customers", {"limit": 1}),
+    )
+    words = CATALOGUES.words(seen.language)
+    months = nps.data["months"][-12:] if nps.ok else []
+    k_months = referral_stats.data["months"][-12:] if referral_stats.ok else []
+    return render(
+        request,
+        "reports.html",
+        seen.language,
+        {
+            "title": "reports.title",
+            "csrf": seen.csrf,
+            "nps": nps,
+            "nps_chart": charts.bars(
+                [(m["month"], m["nps"]) for m in months], words("reports.nps_by_month"), low=-100, high=100
+            ),
+            "nps_months": months,
+            "retention": retention,
+            "k_chart": charts.bars(
+                [(m["month"], float(m["k_factor"]) if m["k_factor"] is not None else None) for m in k_months],
+                words("reports.k_by_month"),
+            ),
+            "k_months": k_months,
+            "referral_stats": referral_stats,
+            "segments": segments,
+            "heat": charts.heat,
+        },
+        visit=seen,
+    )
+
+
+# --- operations and mail --------------------------------------------------------------------------------------
+
+
+@pages.get("/operations", response_class=HTMLResponse)
+async def operations(request: Request, seen: Signed) -> Response:
+    calls = seen.console.calls
+    readiness = await calls.read_all(*((service, "/readyz", None) for service in SERVICES))
+    metrics = await asyncio.gather(*(calls.metrics(service) for service in SERVICES))
+    sent, failed = await calls.read_all(
+        ("followups", "/followups", {"status": "sent", "order": "latest", "limit": 20}),
+        ("followups", "/followups", {"status": "failed", "order": "latest", "limit": 20}),
+    )
+    return render(
+        request,
+        "operations.html",
+        seen.language,
+        {
+            "title": "operations.title",
+            "csrf": seen.csrf,
+            "health": list(zip(SERVICES, readiness, metrics, strict=True)),
+            "sent": sent,
+            "failed": failed,
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+    )
+
+
+@pages.get("/mail", response_class=HTMLResponse)
+async def mailbox(request: Request, seen: Signed) -> Response:
+    letters = mail.letters(seen.console.settings.mail_folder, limit=50)
+    return render(
+        request,
+        "mail.html",
+        seen.language,
+        {"title": "mail.title", "csrf": seen.csrf, "letters": letters, "folder": seen.console.settings.mail_folder},
+        visit=seen,
+    )
+
+
+# --- settings and people (owners only) ------------------------------------------------------------------------
+
+
+@pages.get("/settings", response_class=HTMLResponse)
+async def settings_page(request: Request, seen: Signed) -> Response:
+    seen.require("settings")
+    return await _settings(request, seen)
+
+
+async def _settings(
+    request: Request, seen: Visit, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
+) -> Response:
+    settings = seen.console.settings
+    return render(
+        request,
+        "settings.html",
+        seen.language,
+        {
+            "title": "settings.title",
+            "csrf": seen.csrf,
+            "people": await store.people(seen.console.db),
+            "urls": settings.service_urls,
+            "key_set": settings.service_key is not None,
+            "errors": errors or {},
+            "values": values or {},
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+@pages.post("/settings/people")
+async def add_person(request: Request, seen: Signed) -> Response:
+    seen.require("people")
+    form = await form_of(request)
+    email = domain.normal_email(form.get("email", ""))
+    errors: dict[str, str] = {}
+    if not form.get("name"):
+        errors["person-name"] = "people.error.name"
+    if problem := domain.email_problem(email):
+        errors["person-email"] = problem
+    if problem := domain.password_problem(form.get("password", "")):
+        errors["person-password"] = problem
+    role = form.get("role", "staff")
+    if role not in domain.ROLES:
+        errors["person-role"] = "people.error.role"
+    if not errors:
+        person = store.Person(
+            email,
+            form["name"],
+            "owner" if role == "owner" else "staff",
+            domain.hash_password(form["password"]),
+            None,
+            seen.console.now(),
+        )
+        if not await store.add_person(seen.console.db, person):
+            errors["person-email"] = "people.error.taken"
+    if errors:
+        return await _settings(request, seen, errors, {k: v for k, v in form.items() if k != "password"})
+    return back_to("/settings", "said.person_added")
+
+
+@pages.post("/settings/people/{email}/remove")
+async def remove_person(request: Request, email: str, seen: Signed) -> Response:
+    seen.require("people")
+    if email == seen.person.email:
+        return await _settings(request, seen, {"people": "people.error.self"})
+    await store.remove_person(seen.console.db, email)
+    return back_to("/settings", "said.person_removed")
