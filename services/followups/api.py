@@ -1,10 +1,11 @@
 """HTTP API of followups: the owner's list, escalations, the NPS report, and feedback from customers."""
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,10 +15,13 @@ from services.followups.jobs import BREACHED
 from services.followups.settings import FollowupsSettings, FollowupsUnit, settings_of
 from services.followups.store import FollowUp
 from services.followups.tokens import InvalidToken, TokenClaims, read_token
+from shared.audit import current_call
 from shared.events import FeedbackReceived, describe
-from shared.http import calling_key, error, field_error
+from shared.http import ADMIN_ONLY, calling_key, error, field_error
 from shared.service import Runtime, runtime
-from shared.types import Id, WholeFloats
+from shared.types import Id, Timestamp, WholeFloats
+
+T = TypeVar("T")
 
 BAD_BODY = error("The body is not UTF-8 text.")
 
@@ -60,6 +64,7 @@ class FollowupOut(BaseModel):
     done_at: datetime | None = None
     note: str | None = None
     last_error: str | None = None
+    title: str | None = Field(None, description="What a person's task says to do (by hand, a review, a win-back).")
     customer: Person | None = Field(description="For a person's task: who to call or write to.")
 
 
@@ -139,23 +144,20 @@ async def list_escalations(rt: Rt, open_: Annotated[bool, Query(alias="open")] =
     """Escalations soonest-due first, with the time left (negative once the SLA is breached)."""
     moment = rt.now()
     found = await store.escalations(rt, resolved=not open_)
-    return Escalations(
-        escalations=[
-            EscalationOut(
-                escalation_id=e.escalation_id,
-                feedback_id=e.feedback_id,
-                customer_id=e.customer_id,
-                order_id=e.order_id,
-                due_by=e.due_by,
-                seconds_left=round(domain.sla_time_left(e.due_by, moment).total_seconds()),
-                breached=domain.is_breached(
-                    e.due_by, resolved_at=e.resolved_at, flagged=e.breached_at is not None, now=moment
-                ),
-                resolved_at=e.resolved_at,
-                note=e.note,
-            )
-            for e in found
-        ]
+    return Escalations(escalations=[_escalation(e, moment) for e in found])
+
+
+def _escalation(e: store.EscalationRecord, moment: datetime) -> EscalationOut:
+    return EscalationOut(
+        escalation_id=e.escalation_id,
+        feedback_id=e.feedback_id,
+        customer_id=e.customer_id,
+        order_id=e.order_id,
+        due_by=e.due_by,
+        seconds_left=round(domain.sla_time_left(e.due_by, moment).total_seconds()),
+        breached=domain.is_breached(e.due_by, resolved_at=e.resolved_at, flagged=e.breached_at is not None, now=moment),
+        resolved_at=e.resolved_at,
+        note=e.note,
     )
 
 
@@ -381,6 +383,7 @@ def _followup(followup: FollowUp, contact: Contact | None) -> FollowupOut:
         "done_at": followup.done_at,
         "note": followup.note,
         "last_error": followup.last_error,
+        "title": followup.title,
     }
     return FollowupOut(
         followup_id=followup.followup_id,
@@ -394,4 +397,465 @@ def _followup(followup: FollowUp, contact: Contact | None) -> FollowupOut:
         attempts=followup.attempts,
         customer=person,
         **{k: v for k, v in happened.items() if v is not None},
+    )
+
+
+# --- the relationship log and the brief (DESIGN.md §1: remember personal facts and what each customer said) ---
+
+CustomerId = Annotated[str, Path(min_length=1, max_length=128, description="The shop's id of the customer.")]
+Limit = Annotated[int, Query(ge=1, le=200, description="How many to return.")]
+Offset = Annotated[int, Query(ge=0, le=100_000, description="How many to skip (newest first).")]
+ERASED = error("The customer was erased; nothing more is kept about them.")
+Text = Annotated[str, Field(min_length=1, max_length=5000)]
+ShortText = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def _author() -> str:
+    """Who is writing: the person the console acts for (X-Rapport-Actor), else the API key's name."""
+    call = current_call.get()
+    if call is None:
+        return "unknown"
+    return call.actor.split("/", 1)[-1]
+
+
+def _next(offset: int, limit: int, got: int) -> int | None:
+    return offset + limit if got == limit else None
+
+
+class NoteIn(BaseModel):
+    text: Text = Field(description="What the owner wants to remember, in their words.")
+
+
+class NoteOut(BaseModel):
+    note_id: str
+    customer_id: str
+    text: str
+    author: str = Field(description="Who wrote it: the person the console acted for, or the API key's name.")
+    at: datetime
+
+
+class NotesPage(BaseModel):
+    notes: list[NoteOut]
+    next_offset: int | None = Field(description="`offset` for the next page; null on the last page.")
+
+
+class FactIn(BaseModel):
+    kind: domain.FactKind
+    value: ShortText = Field(examples=["Daughter Lili starts school in September"])
+
+
+class FactOut(BaseModel):
+    fact_id: str
+    customer_id: str
+    kind: domain.FactKind
+    value: str
+    author: str
+    at: datetime
+    changed_at: datetime | None
+    changed_by: str | None
+
+
+class Facts(BaseModel):
+    facts: list[FactOut]
+
+
+class CallIn(BaseModel):
+    outcome: domain.CallOutcome
+    summary: str = Field("", max_length=5000, description="What was said (or why nobody answered).")
+    followup_id: str | None = Field(
+        None, max_length=300, description="The call task it answers (a `call` or `win_back` task), if any."
+    )
+
+
+class CallOut(BaseModel):
+    call_id: str
+    customer_id: str
+    followup_id: str | None
+    outcome: domain.CallOutcome
+    summary: str
+    author: str
+    at: datetime
+
+
+class TaskAfterCall(BaseModel):
+    followup_id: str
+    status: Literal["pending", "done"]
+    due_at: datetime = Field(description="When to call again, while pending.")
+    attempts: int = Field(description="Calls tried so far.")
+    gave_up: bool = Field(description="Closed because the last try went unanswered.")
+
+
+class CallLogged(BaseModel):
+    call: CallOut
+    task: TaskAfterCall | None = Field(description="The call task as the outcome left it; null without one.")
+
+
+class CallsPage(BaseModel):
+    calls: list[CallOut]
+    next_offset: int | None
+
+
+class TaskIn(BaseModel):
+    title: ShortText = Field(examples=["Send Eva the new tea catalogue"])
+    due_at: Timestamp = Field(description="When it is due (RFC 3339 with offset).")
+
+
+class TasksPage(BaseModel):
+    tasks: list[FollowupOut]
+    next_offset: int | None
+
+
+class ReviewIn(BaseModel):
+    needs: Text = Field(description="What the customer needs now.")
+    went_well: str = Field("", max_length=5000, description="What went well since the last review.")
+    went_badly: str = Field("", max_length=5000, description="What went badly since the last review.")
+    next_step: Text = Field(description="The next step agreed.")
+
+
+class ReviewOut(BaseModel):
+    review_id: str
+    customer_id: str
+    followup_id: str | None = Field(description="The review task it closed, if one was open.")
+    needs: str
+    went_well: str
+    went_badly: str
+    next_step: str
+    author: str
+    at: datetime
+
+
+class ReviewsPage(BaseModel):
+    reviews: list[ReviewOut]
+    next_offset: int | None
+
+
+async def _in_unit(rt: Runtime, work: Callable[[FollowupsUnit], Awaitable[T]]) -> T:
+    """Run a change of the log in one transaction (with its audit record); an erased customer's is refused."""
+    try:
+        return await rt.transaction(work)
+    except domain.CustomerErased as gone:
+        raise HTTPException(status.HTTP_410_GONE, "customer_id: erased; nothing more is kept about them") from gone
+
+
+@api.get("/customers/{customer_id}/notes", openapi_extra=ADMIN_ONLY)
+async def list_notes(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset: Offset = 0) -> NotesPage:
+    """The owner's notes about the customer, newest first."""
+    found = await store.notes(rt, customer_id, limit=limit, offset=offset)
+    return NotesPage(notes=[NoteOut(**vars(n)) for n in found], next_offset=_next(offset, limit, len(found)))
+
+
+@api.post(
+    "/customers/{customer_id}/notes",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=ADMIN_ONLY,
+    responses={400: BAD_BODY, 410: ERASED},
+)
+async def write_note(customer_id: CustomerId, note: NoteIn, rt: Rt) -> NoteOut:
+    """Write a note about the customer; its author is the acting person (X-Rapport-Actor) or the key."""
+    author = _author()
+
+    async def write(unit: FollowupsUnit) -> store.Note:
+        return await service.write_note(unit, customer_id, note.text, author)
+
+    return NoteOut(**vars(await _in_unit(rt, write)))
+
+
+@api.get("/customers/{customer_id}/facts", openapi_extra=ADMIN_ONLY)
+async def list_facts(customer_id: CustomerId, rt: Rt) -> Facts:
+    """The customer's personal facts (birthday, family, interests, …), oldest noted first."""
+    return Facts(facts=[FactOut(**vars(f)) for f in await store.facts(rt, customer_id)])
+
+
+@api.post(
+    "/customers/{customer_id}/facts",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=ADMIN_ONLY,
+    responses={400: BAD_BODY, 410: ERASED},
+)
+async def note_fact(customer_id: CustomerId, fact: FactIn, rt: Rt) -> FactOut:
+    author = _author()
+
+    async def note(unit: FollowupsUnit) -> store.Fact:
+        return await service.note_fact(unit, customer_id, fact.kind, fact.value, author)
+
+    return FactOut(**vars(await _in_unit(rt, note)))
+
+
+NO_FACT = error("The customer has no fact with this id.")
+
+
+@api.put("/customers/{customer_id}/facts/{fact_id}", openapi_extra=ADMIN_ONLY, responses={400: BAD_BODY, 404: NO_FACT})
+async def change_fact(customer_id: CustomerId, fact_id: str, fact: FactIn, rt: Rt) -> FactOut:
+    """Edit a personal fact (its kind and value)."""
+    author = _author()
+
+    async def change(unit: FollowupsUnit) -> store.Fact | None:
+        return await service.change_fact(unit, customer_id, fact_id, fact.kind, fact.value, author)
+
+    changed = await _in_unit(rt, change)
+    if changed is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"fact_id: the customer has no fact {fact_id!r}")
+    return FactOut(**vars(changed))
+
+
+@api.delete(
+    "/customers/{customer_id}/facts/{fact_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    openapi_extra=ADMIN_ONLY,
+    responses={404: NO_FACT},
+)
+async def remove_fact(customer_id: CustomerId, fact_id: str, rt: Rt) -> None:
+    """Remove a personal fact."""
+
+    async def remove(unit: FollowupsUnit) -> bool:
+        return await service.remove_fact(unit, customer_id, fact_id)
+
+    if not await _in_unit(rt, remove):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"fact_id: the customer has no fact {fact_id!r}")
+
+
+@api.get("/customers/{customer_id}/calls", openapi_extra=ADMIN_ONLY)
+async def list_calls(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset: Offset = 0) -> CallsPage:
+    """How the customer's calls went, newest first."""
+    found = await store.calls(rt, customer_id, limit=limit, offset=offset)
+    return CallsPage(calls=[CallOut(**vars(c)) for c in found], next_offset=_next(offset, limit, len(found)))
+
+
+@api.post(
+    "/customers/{customer_id}/calls",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=ADMIN_ONLY,
+    responses={400: BAD_BODY, 404: error("No pending call task of this customer under followup_id."), 410: ERASED},
+)
+async def record_call(customer_id: CustomerId, call: CallIn, rt: Rt) -> CallLogged:
+    """Log a call's outcome; for a call task, reached or wrong number completes it, no answer or voicemail tries
+    again CALL_RETRY_DAYS later, until CALL_ATTEMPTS tries were made."""
+    author = _author()
+
+    async def record(unit: FollowupsUnit) -> service.CallLogged:
+        return await service.record_call(unit, customer_id, call.outcome, call.summary, author, call.followup_id)
+
+    try:
+        logged = await _in_unit(rt, record)
+    except domain.NoSuchTask as missing:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"followup_id: no pending call task {call.followup_id!r} of this customer"
+        ) from missing
+    task = None
+    if logged.task is not None and logged.after is not None:
+        task = TaskAfterCall(
+            followup_id=logged.task.followup_id,
+            status=logged.after.status,
+            due_at=logged.task.due_at,
+            attempts=logged.after.attempts,
+            gave_up=logged.after.gave_up,
+        )
+    return CallLogged(call=CallOut(**vars(logged.call)), task=task)
+
+
+@api.get("/customers/{customer_id}/tasks", openapi_extra=ADMIN_ONLY)
+async def list_tasks(
+    customer_id: CustomerId,
+    rt: Rt,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> TasksPage:
+    """The customer's tasks for a person (calls, notes, reviews, win-backs, tasks added by hand), soonest first."""
+    found = await store.tasks_of(rt, customer_id, status=status_, limit=limit, offset=offset)
+    contact = await store.contact_of(rt, customer_id)
+    return TasksPage(tasks=[_followup(f, contact) for f in found], next_offset=_next(offset, limit, len(found)))
+
+
+@api.post(
+    "/customers/{customer_id}/tasks",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=ADMIN_ONLY,
+    responses={400: BAD_BODY, 410: ERASED},
+)
+async def add_task(customer_id: CustomerId, task: TaskIn, rt: Rt) -> FollowupOut:
+    """Add a task by hand (a title and a due time); it is listed with the others (`GET /followups?kind=task`)."""
+
+    async def add(unit: FollowupsUnit) -> FollowUp:
+        return await service.add_task(unit, customer_id, task.title, task.due_at)
+
+    added = await _in_unit(rt, add)
+    return _followup(added, await store.contact_of(rt, customer_id))
+
+
+@api.get("/customers/{customer_id}/reviews", openapi_extra=ADMIN_ONLY)
+async def list_reviews(customer_id: CustomerId, rt: Rt, limit: Limit = 50, offset: Offset = 0) -> ReviewsPage:
+    """The customer's key-account reviews, newest first."""
+    found = await store.reviews(rt, customer_id, limit=limit, offset=offset)
+    return ReviewsPage(reviews=[ReviewOut(**vars(r)) for r in found], next_offset=_next(offset, limit, len(found)))
+
+
+@api.post(
+    "/customers/{customer_id}/reviews",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=ADMIN_ONLY,
+    responses={400: BAD_BODY, 410: ERASED},
+)
+async def record_review(customer_id: CustomerId, review: ReviewIn, rt: Rt) -> ReviewOut:
+    """Record a key-account review: it closes the open review task; the next falls due ACCOUNT_REVIEW_DAYS later."""
+    author = _author()
+
+    async def record(unit: FollowupsUnit) -> store.Review:
+        return await service.record_review(unit, customer_id, **review.model_dump(), author=author)
+
+    return ReviewOut(**vars(await _in_unit(rt, record)))
+
+
+# --- the brief -------------------------------------------------------------------------------------------------
+
+
+class LoyaltyOut(BaseModel):
+    tier: str | None
+    balance: int | None
+    points_expiring: int = Field(description="Points that expire within POINTS_EXPIRING_DAYS (at most the balance).")
+    points_expiring_from: datetime | None = Field(description="When the first of them expire.")
+
+
+class LastOrder(BaseModel):
+    order_id: str
+    order_number: str | None = Field(description="The number the customer knows it by, when the shop said.")
+    placed_at: datetime
+    total: str | None = Field(description="Decimal string.")
+    currency: str | None
+    cancelled: bool
+    refunded_in_full: bool
+
+
+class OrdersOut(BaseModel):
+    count: int = Field(description="Orders heard of (each once).")
+    last_order: LastOrder | None
+
+
+class ReferralsOut(BaseModel):
+    code: str | None
+    friends_converted: int
+
+
+class LatestFeedback(BaseModel):
+    feedback_id: str
+    order_id: str | None
+    overall: int
+    product: int | None
+    service: int | None
+    nps: int | None
+    comment: str | None
+    channel: str
+    received_at: datetime
+
+
+class AccountOut(BaseModel):
+    segment: str | None = Field(description="The RFM segment orders last published.")
+    key_account: bool = Field(description="Segment in KEY_ACCOUNT_SEGMENTS or tier in KEY_ACCOUNT_TIERS.")
+    next_review_at: datetime | None
+    slipping_away: bool = Field(description="A WIN_BACK_TIERS customer in a WIN_BACK_SEGMENTS segment.")
+
+
+class Brief(BaseModel):
+    """What to know in the minute before calling or writing to the customer."""
+
+    customer_id: str
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    city: str | None
+    region: str | None
+    language: str | None = Field(description="The customer's locale (BCP 47), from their latest order.")
+    facts: list[FactOut]
+    notes: list[NoteOut] = Field(description="The latest notes, newest first.")
+    calls: list[CallOut] = Field(description="The latest call outcomes, newest first.")
+    latest_feedback: LatestFeedback | None
+    open_escalations: list[EscalationOut]
+    open_tasks: list[FollowupOut] = Field(description="Pending tasks for a person, soonest first.")
+    reviews: list[ReviewOut] = Field(description="Key-account review history, newest first.")
+    loyalty: LoyaltyOut
+    orders: OrdersOut
+    referrals: ReferralsOut
+    account: AccountOut
+
+
+BRIEF_ITEMS = 5  # notes and calls the brief shows; the lists have their own pages
+
+
+@api.get(
+    "/customers/{customer_id}/brief",
+    openapi_extra=ADMIN_ONLY,
+    responses={404: error("Nothing is known of this customer (or they were erased).")},
+)
+async def brief(customer_id: CustomerId, rt: Rt) -> Brief:
+    """Name, town, language, personal facts, the latest notes and calls, the latest feedback, open escalations
+    and tasks, reviews, and what loyalty, orders and referrals published about the customer."""
+    if await store.was_erased(rt, customer_id) or not await store.is_known(rt, customer_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: nothing is known of {customer_id!r}")
+    settings = settings_of(rt)
+    moment = rt.now()
+    contact = await store.contact_of(rt, customer_id) or {}
+    standing = await store.standing_of(rt, customer_id) or domain.Standing(customer_id)
+    rules = settings.account_rules
+    expiring = domain.points_expiring(standing, moment, timedelta(days=settings.points_expiring_days))
+    seen = await store.orders_seen(rt, customer_id)
+    feedback = await store.latest_feedback(rt, customer_id)
+    last = seen.last
+    return Brief(
+        customer_id=customer_id,
+        first_name=contact.get("first_name"),
+        last_name=contact.get("last_name"),
+        email=contact.get("email"),
+        phone=contact.get("phone"),
+        city=contact.get("city"),
+        region=contact.get("region"),
+        language=contact.get("locale"),
+        facts=[FactOut(**vars(f)) for f in await store.facts(rt, customer_id)],
+        notes=[NoteOut(**vars(n)) for n in await store.notes(rt, customer_id, limit=BRIEF_ITEMS)],
+        calls=[CallOut(**vars(c)) for c in await store.calls(rt, customer_id, limit=BRIEF_ITEMS)],
+        latest_feedback=None
+        if feedback is None
+        else LatestFeedback(
+            feedback_id=feedback.feedback_id,
+            order_id=feedback.order_id,
+            overall=feedback.ratings.overall,
+            product=feedback.ratings.product,
+            service=feedback.ratings.service,
+            nps=feedback.nps,
+            comment=feedback.comment,
+            channel=feedback.channel,
+            received_at=feedback.received_at,
+        ),
+        open_escalations=[_escalation(e, moment) for e in await store.open_escalations_of(rt, customer_id)],
+        open_tasks=[
+            _followup(f, contact) for f in await store.tasks_of(rt, customer_id, status="pending", limit=BRIEF_ITEMS)
+        ],
+        reviews=[ReviewOut(**vars(r)) for r in await store.reviews(rt, customer_id, limit=BRIEF_ITEMS)],
+        loyalty=LoyaltyOut(
+            tier=standing.tier,
+            balance=standing.balance,
+            points_expiring=expiring.points,
+            points_expiring_from=expiring.first_at,
+        ),
+        orders=OrdersOut(
+            count=seen.count,
+            last_order=None
+            if last is None or last.placed_at is None
+            else LastOrder(
+                order_id=last.order_id,
+                order_number=last.order_number,
+                placed_at=last.placed_at,
+                total=None if last.total is None else str(last.total),
+                currency=last.currency,
+                cancelled=last.cancelled_at is not None,
+                refunded_in_full=domain.is_fully_refunded(last),
+            ),
+        ),
+        referrals=ReferralsOut(code=standing.referral_code, friends_converted=len(standing.referrals)),
+        account=AccountOut(
+            segment=standing.segment,
+            key_account=domain.is_key_account(standing, rules),
+            next_review_at=standing.review_due_at,
+            slipping_away=domain.is_slipping(standing, rules),
+        ),
     )

@@ -1,4 +1,5 @@
-"""The followups service: thank-you notes, calls, feedback requests, NPS and escalations."""
+"""The followups service: thank-you notes, calls, feedback requests, NPS and escalations; the relationship log,
+the brief, key-account reviews and win-back calls."""
 
 from services.followups.api import api, public
 from services.followups.handlers import HANDLERS

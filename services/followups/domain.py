@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from shared.events import FeedbackReceived
 
-Kind = Literal["thank_you", "call", "feedback_request", "referral_invite"]
+Kind = Literal["thank_you", "call", "feedback_request", "referral_invite", "task", "review", "win_back"]
 Channel = Literal["email", "person"]  # an e-mail the scheduler sends, or a task for a person
 Status = Literal["pending", "sent", "failed", "cancelled", "done"]
 
@@ -98,6 +98,11 @@ class Order:
     refunds: tuple[tuple[str, Decimal, str], ...] = ()  # (refund id, amount, currency), each refund once
     # Recorded before partial refunds were told apart: that version kept only "refunded" (it cancelled on any).
     refunded_in_full: bool = False
+    cancelled_at: datetime | None = None  # OrderCancelled: what it counted for is taken back, as by a full refund
+    order_number: str | None = None  # the number the customer knows it by (#1001)
+    # Heard of only from the shop's history (`imported: true`): it builds state, plans no message or call.
+    placed_imported: bool = False
+    fulfilled_imported: bool = False
 
 
 def with_refund(order: Order, refund_id: str, amount: Decimal, currency: str) -> Order:
@@ -121,6 +126,18 @@ def is_fully_refunded(order: Order) -> bool:
     return refunded >= order.total
 
 
+def with_cancellation(order: Order, cancelled_at: datetime) -> Order:
+    """The order once cancelled: the earliest cancellation counts (told twice, it is one)."""
+    if order.cancelled_at is None or cancelled_at < order.cancelled_at:
+        return replace(order, cancelled_at=cancelled_at)
+    return order
+
+
+def is_taken_back(order: Order) -> bool:
+    """Whether nothing more may be planned for the order: cancelled, or refunded in full (DESIGN.md §7)."""
+    return order.cancelled_at is not None or is_fully_refunded(order)
+
+
 def with_order_placed(customer: Customer, contact: Contact, placed_at: datetime) -> Customer:
     """The customer once an order placed at `placed_at` is known: the latest order gives the contact."""
     if customer.contact_at is None or placed_at >= customer.contact_at:
@@ -130,11 +147,28 @@ def with_order_placed(customer: Customer, contact: Contact, placed_at: datetime)
     return customer
 
 
-def with_fulfilment(order: Order, fulfilled_at: datetime) -> Order:
-    """The order once fulfilled at `fulfilled_at`: the earliest fulfilment counts."""
+def with_fulfilment(order: Order, fulfilled_at: datetime, *, imported: bool = False) -> Order:
+    """The order once fulfilled at `fulfilled_at`: the earliest fulfilment counts; it is history (imported) only
+    while every telling of it was."""
+    history = imported if order.fulfilled_at is None else order.fulfilled_imported and imported
     if order.fulfilled_at is None or fulfilled_at < order.fulfilled_at:
-        return replace(order, fulfilled_at=fulfilled_at)
-    return order
+        return replace(order, fulfilled_at=fulfilled_at, fulfilled_imported=history)
+    return replace(order, fulfilled_imported=history)
+
+
+def with_placement(
+    order: Order, placed_at: datetime, total: Decimal, currency: str, order_number: str | None, *, imported: bool
+) -> Order:
+    """The order once its OrderPlaced is heard of; it is history (imported) only while every telling of it was."""
+    history = imported if order.placed_at is None else order.placed_imported and imported
+    return replace(
+        order,
+        placed_at=placed_at,
+        total=total,
+        currency=currency,
+        order_number=order_number,
+        placed_imported=history,
+    )
 
 
 def erased(customer: Customer, alias: str) -> Customer:
@@ -171,6 +205,7 @@ class Plan:
     due_at: datetime
     status: Literal["pending", "cancelled"]
     code: str | None = None  # the referral code an invitation carries
+    title: str | None = None  # what a person's task says to do
 
 
 def thank_you_id(order_id: str) -> str:
@@ -200,15 +235,17 @@ def may_call_for(order: Order) -> bool:
 
 
 def plans_for_order(order: Order, schedule: Schedule, *, early_customer: bool) -> list[Plan]:
-    """What the order's known milestones call for; what is planned for a fully refunded order starts cancelled."""
-    status: Literal["pending", "cancelled"] = "cancelled" if is_fully_refunded(order) else "pending"
+    """What the order's known milestones call for; what is planned for a cancelled or fully refunded order starts
+    cancelled. A milestone heard of only from the shop's history (imported) plans nothing: no note for an order of
+    last year, no request, no call."""
+    status: Literal["pending", "cancelled"] = "cancelled" if is_taken_back(order) else "pending"
     plans = []
-    if order.placed_at is not None:
+    if order.placed_at is not None and not order.placed_imported:
         due = thank_you_due(order.placed_at, schedule.thank_you_delay)
         plans.append(
             Plan(thank_you_id(order.order_id), "thank_you", "email", order.customer_id, order.order_id, due, status)
         )
-    if order.fulfilled_at is not None:
+    if order.fulfilled_at is not None and not order.fulfilled_imported:
         due = feedback_request_due(order.fulfilled_at, schedule.feedback_request_delay)
         plans.append(
             Plan(
@@ -235,7 +272,7 @@ def referral_invitation(event_id: str, customer_id: str, code: str, now: datetim
 
 
 def refund_cancels(order_id: str, planned_order_id: str | None, status: Status) -> bool:
-    """Whether a refund of the order cancels this follow-up: one still pending for that order."""
+    """Whether a full refund or a cancellation of the order cancels this follow-up: one still pending for it."""
     return planned_order_id == order_id and status == "pending"
 
 
@@ -383,3 +420,272 @@ def _month(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"feedback time {moment.isoformat()} has no offset; its month would be a guess")
     return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+# --- the relationship log: what the owner learns of each customer ---------------------------------------------
+
+FactKind = Literal["birthday", "family", "interest", "preference", "occasion", "other"]
+CallOutcome = Literal["reached", "no_answer", "voicemail", "wrong_number"]
+CALL_TASKS: tuple[Kind, ...] = ("call", "win_back")  # the tasks a call outcome completes or reschedules
+
+
+class NoSuchTask(Exception):
+    """No pending task of that kind for this customer under that id."""
+
+
+class CustomerErased(Exception):
+    """The customer was erased: nothing more is kept about them."""
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How often an unanswered call is tried again (the shop's settings)."""
+
+    retry_after: timedelta = timedelta(days=2)
+    attempts: int = 3  # tries in all; after the last one the task is closed
+
+
+@dataclass(frozen=True)
+class AfterCall:
+    """What a call outcome makes of its task: done, or pending again at `due_at`."""
+
+    status: Literal["pending", "done"]
+    attempts: int
+    due_at: datetime | None  # when to try again; None once done
+    gave_up: bool = False  # closed because the last try went unanswered
+
+
+def after_call(outcome: CallOutcome, attempts_before: int, now: datetime, policy: CallPolicy) -> AfterCall:
+    """Reached (or a wrong number: no point in trying again) completes the call; no answer or voicemail tries
+    again `retry_after` later, until `attempts` tries were made."""
+    attempts = attempts_before + 1
+    if outcome in ("reached", "wrong_number"):
+        return AfterCall("done", attempts, None)
+    if attempts >= policy.attempts:
+        return AfterCall("done", attempts, None, gave_up=True)
+    return AfterCall("pending", attempts, now + policy.retry_after)
+
+
+def hand_task(task_id: str, customer_id: str, title: str, due_at: datetime) -> Plan:
+    """A task the owner adds by hand: for a person, due when they say."""
+    return Plan(task_id, "task", "person", customer_id, None, due_at, "pending", title=title)
+
+
+# --- what the other services published about the customer (for the brief) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Award:
+    """Points loyalty awarded that expire (PointsAwarded with `expires_at`)."""
+
+    entry_id: str
+    points: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A customer as the other services' events tell them, and where their reviews and win-back calls stand.
+
+    Each part keeps the latest telling by its own clock (the event's time, the scoring time), so events arriving
+    late or twice leave it as the latest one left it; counts are sets of ids, so a duplicate does not count twice.
+    """
+
+    customer_id: str
+    tier: str | None = None
+    tier_at: datetime | None = None
+    balance: int | None = None
+    balance_at: datetime | None = None
+    awards: tuple[Award, ...] = ()  # only those that had not expired when last saved
+    referral_code: str | None = None
+    code_at: datetime | None = None
+    referrals: tuple[str, ...] = ()  # ids of the conversions of friends they referred
+    segment: str | None = None
+    segment_at: datetime | None = None  # when the scoring that named it ran
+    reviews_opened: int = 0
+    review_due_at: datetime | None = None  # a key account's next review; None for any other customer
+    win_backs_opened: int = 0
+    slide_noted: bool = False  # a win-back call was opened for the slide they are in now
+    last_imported_at: datetime | None = None  # when an event of the shop's history about them last arrived
+    check_at: datetime | None = None  # when the review job should look at them next
+
+
+def _later(known_at: datetime | None, told_at: datetime) -> bool:
+    return known_at is None or told_at >= known_at
+
+
+def with_tier(standing: Standing, tier: str, told_at: datetime) -> Standing:
+    """The tier of the latest telling (TierChanged, or the tier a PointsAwarded reports)."""
+    return replace(standing, tier=tier, tier_at=told_at) if _later(standing.tier_at, told_at) else standing
+
+
+def with_balance(standing: Standing, balance: int, told_at: datetime) -> Standing:
+    """The balance after the latest points event (awarded, reversed, redeemed, expired).
+
+    Events of one change share its time; among them the one heard last stands.
+    """
+    return replace(standing, balance=balance, balance_at=told_at) if _later(standing.balance_at, told_at) else standing
+
+
+def with_award(standing: Standing, award: Award, now: datetime) -> Standing:
+    """Remember points that will expire (each entry once); those already expired are let go."""
+    awards = [a for a in standing.awards if a.expires_at > now and a.entry_id != award.entry_id]
+    if award.expires_at > now:
+        awards.append(award)
+    return replace(standing, awards=tuple(sorted(awards, key=lambda a: (a.expires_at, a.entry_id))))
+
+
+def with_referral_code(standing: Standing, code: str, told_at: datetime) -> Standing:
+    return replace(standing, referral_code=code, code_at=told_at) if _later(standing.code_at, told_at) else standing
+
+
+def with_friend_converted(standing: Standing, referral_id: str) -> Standing:
+    if referral_id in standing.referrals:
+        return standing
+    return replace(standing, referrals=(*standing.referrals, referral_id))
+
+
+def with_segment(standing: Standing, segment: str, scored_at: datetime) -> Standing:
+    """The segment of the latest scoring round; an older round heard late changes nothing."""
+    if not _later(standing.segment_at, scored_at):
+        return standing
+    return replace(standing, segment=segment, segment_at=scored_at)
+
+
+@dataclass(frozen=True)
+class Expiring:
+    points: int
+    first_at: datetime | None  # when the first of them expire
+
+
+def points_expiring(standing: Standing, now: datetime, within: timedelta) -> Expiring:
+    """Points awarded that expire within `within`, never more than the balance (spent points do not expire)."""
+    soon = [a for a in standing.awards if now < a.expires_at <= now + within]
+    points = sum(a.points for a in soon)
+    if standing.balance is not None:
+        points = min(points, max(standing.balance, 0))
+    return Expiring(points, soon[0].expires_at if soon and points > 0 else None)
+
+
+# --- key accounts and win-back ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountRules:
+    """Who is a key account, how often they are reviewed, who is slipping away (the shop's settings)."""
+
+    key_account_segments: frozenset[str] = frozenset({"champions"})
+    key_account_tiers: frozenset[str] = frozenset({"vip"})
+    review_every: timedelta = timedelta(days=90)
+    win_back_tiers: frozenset[str] = frozenset({"gold", "vip"})
+    slipping_segments: frozenset[str] = frozenset({"at_risk", "cant_lose", "hibernating"})
+    import_settles: timedelta = timedelta(minutes=10)  # no history event for this long: the import is done
+
+
+def is_key_account(standing: Standing, rules: AccountRules) -> bool:
+    return standing.segment in rules.key_account_segments or standing.tier in rules.key_account_tiers
+
+
+def is_slipping(standing: Standing, rules: AccountRules) -> bool:
+    """A customer of a win-back tier whose segment says they are drifting away."""
+    return standing.tier in rules.win_back_tiers and standing.segment in rules.slipping_segments
+
+
+def review_id(customer_id: str, number: int) -> str:
+    return f"review:{customer_id}:{number}"
+
+
+def win_back_id(customer_id: str, number: int) -> str:
+    return f"win_back:{customer_id}:{number}"
+
+
+def import_settled(standing: Standing, rules: AccountRules, now: datetime) -> bool:
+    """Whether the shop's history about the customer has stopped arriving (or never came)."""
+    return standing.last_imported_at is None or now - standing.last_imported_at >= rules.import_settles
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What a customer's standing calls for now: the standing to keep, and the tasks to open."""
+
+    standing: Standing
+    plans: tuple[Plan, ...]
+
+
+REVIEW_TITLE = "Account review"
+WIN_BACK_TITLE = "Slipping away: call them"
+
+
+def attend(
+    standing: Standing, rules: AccountRules, now: datetime, *, may_plan: bool, review_pending: bool
+) -> Attention:
+    """Key-account reviews and win-back calls from the customer's standing now.
+
+    - A key account (segment or tier) gets a review at once the first time, then every `review_every`; one open
+      at a time (a review still open when the next falls due pushes the next one on). Others get none.
+    - A win-back tier in a slipping segment gets one "slipping away" call, due at once, per slide: not again
+      until their segment recovers and slips again. Decided from the standing, so TierChanged before or after
+      CustomerSegmentChanged gives the same.
+    - `may_plan` False (an event of the shop's history, or history still arriving): the standing is kept, the
+      tasks wait for a live event or for the review job once the import has settled (`check_at`).
+    """
+    if standing.segment not in rules.slipping_segments:
+        standing = replace(standing, slide_noted=False)  # recovered: a later slide gets its own call
+    if not is_key_account(standing, rules):
+        standing = replace(standing, review_due_at=None)
+    elif standing.review_due_at is None:
+        standing = replace(standing, review_due_at=now)
+    plans: list[Plan] = []
+    customer_id = standing.customer_id
+    if may_plan and is_slipping(standing, rules) and not standing.slide_noted:
+        number = standing.win_backs_opened + 1
+        plans.append(
+            Plan(
+                win_back_id(customer_id, number),
+                "win_back",
+                "person",
+                customer_id,
+                None,
+                now,
+                "pending",
+                title=WIN_BACK_TITLE,
+            )
+        )
+        standing = replace(standing, win_backs_opened=number, slide_noted=True)
+    if may_plan and standing.review_due_at is not None and standing.review_due_at <= now:
+        if review_pending:
+            standing = replace(standing, review_due_at=now + rules.review_every)
+        else:
+            number = standing.reviews_opened + 1
+            plans.append(
+                Plan(
+                    review_id(customer_id, number),
+                    "review",
+                    "person",
+                    customer_id,
+                    None,
+                    now,
+                    "pending",
+                    title=REVIEW_TITLE,
+                )
+            )
+            standing = replace(standing, reviews_opened=number, review_due_at=now + rules.review_every)
+    return Attention(replace(standing, check_at=next_check(standing, rules)), tuple(plans))
+
+
+def next_check(standing: Standing, rules: AccountRules) -> datetime | None:
+    """When the review job should look at the customer: their next review, or the end of an import that left a
+    win-back call waiting."""
+    moments = [standing.review_due_at] if standing.review_due_at is not None else []
+    if is_slipping(standing, rules) and not standing.slide_noted:
+        settled = standing.last_imported_at + rules.import_settles if standing.last_imported_at else None
+        moments.append(settled or standing.segment_at or datetime.min.replace(tzinfo=UTC))
+    return min(moments, default=None)
+
+
+def after_review(standing: Standing, rules: AccountRules, reviewed_at: datetime) -> Standing:
+    """A review recorded: the next falls due `review_every` after it (for a key account)."""
+    if not is_key_account(standing, rules):
+        return standing
+    due = reviewed_at + rules.review_every
+    return replace(standing, review_due_at=due, check_at=next_check(replace(standing, review_due_at=due), rules))

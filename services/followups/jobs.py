@@ -1,4 +1,5 @@
-"""The scheduler: send the e-mails that are due, safely in any number of replicas; flag breached escalations.
+"""The scheduler: send the e-mails that are due, safely in any number of replicas; flag breached escalations;
+open the key-account reviews (and the win-back calls an import left waiting) that fall due.
 
 Each due e-mail is claimed with an atomic find-and-update that sets a lease, so
 replicas never send the same one at once, and one whose replica died is taken
@@ -17,7 +18,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from services.followups import domain, messages, store
+from services.followups import domain, messages, service, store
 from services.followups.domain import Contact
 from services.followups.mail import SmtpServer, email_of
 from services.followups.settings import FollowupsSettings, FollowupsUnit, settings_of
@@ -138,12 +139,30 @@ async def flag_breached_escalations(rt: Runtime, *, at: datetime | None = None) 
     return flagged
 
 
+async def review_accounts(rt: Runtime, *, at: datetime | None = None, limit: int = 500) -> int:
+    """Open the review tasks of key accounts that fall due by `at` (and win-back calls an import left waiting).
+
+    Each customer is looked at in a transaction of its own and their task has a deterministic id, so replicas
+    running this at once open each task once; returns how many customers were looked at.
+    """
+    moment = at or rt.now()
+    due = await store.standings_to_check(rt, moment, limit)
+    for customer_id in due:
+
+        async def attend(unit: FollowupsUnit, customer_id: str = customer_id) -> None:
+            await service.attend_to_account(unit, customer_id, moment)
+
+        await rt.transaction(attend)
+    return len(due)
+
+
 async def run_scheduler(rt: Runtime) -> None:
     interval = settings_of(rt).scheduler_interval_seconds
     while True:
         try:
             await send_due(rt)
             await flag_breached_escalations(rt)
+            await review_accounts(rt)
         except Exception as error:  # noqa: BLE001 - the next round tries again
             log.warning("scheduler_round_failed", error=repr(error))
         await asyncio.sleep(interval)

@@ -1,7 +1,10 @@
 """Settings of the followups service (DESIGN.md §6, §7 "Follow-ups")."""
 
+from datetime import timedelta
+
 from pydantic import Field
 
+from services.followups.domain import AccountRules, CallPolicy
 from shared.service import Runtime
 from shared.settings import OptionalSecret, ServiceSettings
 from shared.unit import Unit
@@ -34,6 +37,46 @@ class FollowupsSettings(ServiceSettings):
     scheduler_lease_seconds: float = Field(
         120, gt=0, description="How long a claimed task is held before others may take it."
     )
+
+    call_retry_days: float = Field(
+        2, ge=0, description="An unanswered call (no answer, voicemail) is tried again after this."
+    )
+    call_attempts: int = Field(3, ge=1, description="Calls tried in all before an unanswered call task is closed.")
+    account_review_days: float = Field(90, gt=0, description="A key account gets a review task this often.")
+    key_account_segments: str = Field("champions", description="Comma-separated RFM segments that make a key account.")
+    key_account_tiers: str = Field(
+        "vip", description="Comma-separated loyalty tiers that make a key account (the top tier)."
+    )
+    win_back_tiers: str = Field(
+        "gold,vip", description="Comma-separated tiers (gold or above) that get a win-back call."
+    )
+    win_back_segments: str = Field(
+        "at_risk,cant_lose,hibernating",
+        description="Comma-separated segments in which such a customer is slipping away.",
+    )
+    import_settle_minutes: float = Field(
+        10, ge=0, description="No history (imported) event about a customer for this long: their import is done."
+    )
+    points_expiring_days: float = Field(30, gt=0, description="The brief's points expiring: those due within this.")
+
+    @property
+    def account_rules(self) -> AccountRules:
+        return AccountRules(
+            key_account_segments=_names(self.key_account_segments),
+            key_account_tiers=_names(self.key_account_tiers),
+            review_every=timedelta(days=self.account_review_days),
+            win_back_tiers=_names(self.win_back_tiers),
+            slipping_segments=_names(self.win_back_segments),
+            import_settles=timedelta(minutes=self.import_settle_minutes),
+        )
+
+    @property
+    def call_policy(self) -> CallPolicy:
+        return CallPolicy(retry_after=timedelta(days=self.call_retry_days), attempts=self.call_attempts)
+
+
+def _names(listed: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in listed.split(",") if name.strip())
 
 
 def settings_of(rt: Runtime) -> FollowupsSettings:

@@ -15,6 +15,10 @@ Collections:
   so a token is used once.
 - escalations: unhappy feedback with its deadline.
 - erased: sha256 of erased customer ids, so late events do not bring them back.
+- standing: per customer, what the other services published (tier, balance and expiring points, referral
+  code and friends converted, segment) and where their key-account reviews and win-back calls stand.
+- notes, facts, calls, reviews: the relationship log the owner keeps per customer (free-text notes; personal
+  facts, editable; call outcomes; key-account reviews), each with its author and time.
 """
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,24 +27,28 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateMany, UpdateOne
+from pymongo import ASCENDING, DESCENDING, DeleteMany, DeleteOne, IndexModel, UpdateMany, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from services.followups.domain import (
+    Award,
+    CallOutcome,
     Channel,
     Contact,
     Customer,
     Escalation,
+    FactKind,
     FailedSend,
     FeedbackLinkUsed,
     FeedbackPoint,
     Kind,
     Order,
     Plan,
+    Standing,
     Status,
 )
 from services.followups.settings import FollowupsUnit
-from shared.erasure import customer_erased, forget_sent_events, mark_erased, preload_customers
+from shared.erasure import ERASED, customer_erased, erased_id, forget_sent_events, mark_erased, preload_customers
 from shared.events import FeedbackReceived
 from shared.leases import claim
 from shared.mongo import Database, as_stored
@@ -54,6 +62,11 @@ ORDERS = "orders"
 FOLLOWUPS = "followups"
 FEEDBACK = "feedback"
 ESCALATIONS = "escalations"
+STANDING = "standing"
+NOTES = "notes"
+FACTS = "facts"
+CALLS = "calls"
+REVIEWS = "reviews"
 
 
 async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # the settings shape no index here
@@ -75,14 +88,29 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # th
             IndexModel([("customer_id", ASCENDING), ("received_at", ASCENDING)]),
         ]
     )
-    await db[ESCALATIONS].create_indexes([IndexModel([("resolved_at", ASCENDING), ("due_by", ASCENDING)])])
+    await db[ESCALATIONS].create_indexes(
+        [
+            IndexModel([("resolved_at", ASCENDING), ("due_by", ASCENDING)]),
+            IndexModel([("customer_id", ASCENDING), ("resolved_at", ASCENDING)]),
+        ]
+    )
+    await db[FEEDBACK].create_indexes([IndexModel([("customer_id", ASCENDING), ("received_at", DESCENDING)])])
+    await db[ORDERS].create_indexes([IndexModel([("customer_id", ASCENDING), ("placed_at", DESCENDING)])])
+    await db[STANDING].create_indexes([IndexModel([("check_at", ASCENDING)], sparse=True)])
+    for log in (NOTES, CALLS, REVIEWS):  # newest first, page by page
+        await db[log].create_indexes(
+            [IndexModel([("customer_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])]
+        )
+    await db[FACTS].create_indexes([IndexModel([("customer_id", ASCENDING), ("at", ASCENDING)])])
 
 
 async def preload(
     unit: FollowupsUnit, customer_ids: Iterable[str], order_ids: Iterable[str], followup_ids: Iterable[str]
 ) -> None:
     """Read these customers (and erasure marks), orders and follow-ups in a few queries (a batch's, say)."""
-    await preload_customers(unit, CUSTOMERS, customer_ids)
+    customers = set(customer_ids)
+    await preload_customers(unit, CUSTOMERS, customers)
+    await unit.preload(STANDING, customers)
     await unit.preload(ORDERS, order_ids)
     await unit.preload(FOLLOWUPS, followup_ids)
 
@@ -148,8 +176,10 @@ async def customers_before(unit: FollowupsUnit, first_order_at: datetime, first:
 async def get_order(unit: FollowupsUnit, order_id: str, customer_id: str) -> Order:
     """The order's milestones as far as heard; a new order of this customer before any."""
     found = await unit.find_one(ORDERS, {"_id": order_id})
-    if found is None:
-        return Order(order_id, customer_id)
+    return Order(order_id, customer_id) if found is None else _order_of(found)
+
+
+def _order_of(found: Mapping[str, Any]) -> Order:
     return Order(
         order_id=found["_id"],
         customer_id=found["customer_id"],
@@ -161,6 +191,10 @@ async def get_order(unit: FollowupsUnit, order_id: str, customer_id: str) -> Ord
             (refund["id"], Decimal(refund["amount"]), refund["currency"]) for refund in found.get("refunds", [])
         ),
         refunded_in_full=found.get("refunded", False) and "refunds" not in found,  # written before partial refunds
+        cancelled_at=found.get("cancelled_at"),
+        order_number=found.get("order_number"),
+        placed_imported=found.get("placed_imported", False),
+        fulfilled_imported=found.get("fulfilled_imported", False),
     )
 
 
@@ -178,6 +212,10 @@ def save_order(unit: FollowupsUnit, order: Order) -> None:
                 {"id": id_, "amount": str(amount), "currency": currency} for id_, amount, currency in order.refunds
             ],
             "refunded": order.refunded_in_full,
+            "cancelled_at": order.cancelled_at,
+            "order_number": order.order_number,
+            "placed_imported": order.placed_imported,
+            "fulfilled_imported": order.fulfilled_imported,
         },
     )
 
@@ -206,6 +244,7 @@ class FollowUp:
     done_at: datetime | None = None
     note: str | None = None  # what the customer said, for a person's task
     last_error: str | None = None
+    title: str | None = None  # what a person's task says to do (a task added by hand, a review, a win-back)
 
 
 async def find_followup(unit: FollowupsUnit, followup_id: str) -> FollowUp | None:
@@ -231,6 +270,8 @@ async def plan(unit: FollowupsUnit, planned: Plan) -> bool:
     }
     if planned.code is not None:
         document["code"] = planned.code
+    if planned.title is not None:
+        document["title"] = planned.title
     unit.replace(FOLLOWUPS, document)
     return True
 
@@ -353,6 +394,7 @@ def _followup_of(doc: Mapping[str, Any]) -> FollowUp:
         done_at=doc.get("done_at"),
         note=doc.get("note"),
         last_error=doc.get("last_error"),
+        title=doc.get("title"),
     )
 
 
@@ -484,6 +526,319 @@ def forget_customer(unit: FollowupsUnit, customer_id: str, alias: str, kept: Cus
         ),
         UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
     )
+    # A person's task keeps what it was (a call, a review) under the alias, not what was said or planned in it.
+    unit.write(FOLLOWUPS, UpdateMany({"customer_id": alias}, {"$set": {"note": None, "title": None}}))
     unit.write(FEEDBACK, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "comment": None}}))
+    unit.write(STANDING, DeleteOne({"_id": customer_id}))
+    for log in (NOTES, FACTS, CALLS, REVIEWS):  # what the owner learned of them goes whole
+        unit.write(log, DeleteMany({"customer_id": customer_id}))
     unit.write(ESCALATIONS, UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None}}))
     forget_sent_events(unit, customer_id)  # FeedbackReceived carries the customer's own words
+
+
+# --- what the other services published, and reviews and win-backs ----------------------------------------------
+
+
+async def get_standing(unit: FollowupsUnit, customer_id: str) -> Standing:
+    found = await unit.find_one(STANDING, {"_id": customer_id})
+    return Standing(customer_id) if found is None else _standing_of(found)
+
+
+async def standing_of(rt: Runtime, customer_id: str) -> Standing | None:
+    found = await rt.db[STANDING].find_one({"_id": customer_id})
+    return None if found is None else _standing_of(found)
+
+
+def save_standing(unit: FollowupsUnit, standing: Standing) -> None:
+    unit.replace(
+        STANDING,
+        {
+            "_id": standing.customer_id,
+            "tier": standing.tier,
+            "tier_at": standing.tier_at,
+            "balance": standing.balance,
+            "balance_at": standing.balance_at,
+            "awards": [
+                {"entry_id": a.entry_id, "points": a.points, "expires_at": a.expires_at} for a in standing.awards
+            ],
+            "referral_code": standing.referral_code,
+            "code_at": standing.code_at,
+            "referrals": list(standing.referrals),
+            "segment": standing.segment,
+            "segment_at": standing.segment_at,
+            "reviews_opened": standing.reviews_opened,
+            "review_due_at": standing.review_due_at,
+            "win_backs_opened": standing.win_backs_opened,
+            "slide_noted": standing.slide_noted,
+            "last_imported_at": standing.last_imported_at,
+            "check_at": standing.check_at,
+        },
+    )
+
+
+def _standing_of(doc: Mapping[str, Any]) -> Standing:
+    return Standing(
+        customer_id=doc["_id"],
+        tier=doc.get("tier"),
+        tier_at=doc.get("tier_at"),
+        balance=doc.get("balance"),
+        balance_at=doc.get("balance_at"),
+        awards=tuple(Award(a["entry_id"], a["points"], a["expires_at"]) for a in doc.get("awards", [])),
+        referral_code=doc.get("referral_code"),
+        code_at=doc.get("code_at"),
+        referrals=tuple(doc.get("referrals", [])),
+        segment=doc.get("segment"),
+        segment_at=doc.get("segment_at"),
+        reviews_opened=doc.get("reviews_opened", 0),
+        review_due_at=doc.get("review_due_at"),
+        win_backs_opened=doc.get("win_backs_opened", 0),
+        slide_noted=doc.get("slide_noted", False),
+        last_imported_at=doc.get("last_imported_at"),
+        check_at=doc.get("check_at"),
+    )
+
+
+async def standings_to_check(rt: Runtime, now: datetime, limit: int) -> list[str]:
+    """Customers whose review (or a win-back call an import left waiting) is due by `now`, soonest first."""
+    found = rt.db[STANDING].find({"check_at": {"$lte": now}}, {"_id": 1}, sort=[("check_at", 1)], limit=limit)
+    return [doc["_id"] async for doc in found]
+
+
+async def task_is_pending(unit: FollowupsUnit, followup_id: str) -> bool:
+    found = await unit.find_one(FOLLOWUPS, {"_id": followup_id})
+    return found is not None and found["status"] == "pending"
+
+
+# --- the relationship log -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Note:
+    note_id: str
+    customer_id: str
+    text: str
+    author: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Fact:
+    fact_id: str
+    customer_id: str
+    kind: FactKind
+    value: str
+    author: str
+    at: datetime  # when it was noted
+    changed_at: datetime | None = None  # when it was last edited
+    changed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    customer_id: str
+    followup_id: str | None  # the call task it answers, if any
+    outcome: CallOutcome
+    summary: str
+    author: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Review:
+    review_id: str
+    customer_id: str
+    followup_id: str | None  # the review task it closes, if one was open
+    needs: str
+    went_well: str
+    went_badly: str
+    next_step: str
+    author: str
+    at: datetime
+
+
+def add_note(unit: FollowupsUnit, note: Note) -> None:
+    unit.replace(NOTES, {"_id": note.note_id, **_without_id(vars(note), "note_id")})
+
+
+def add_call(unit: FollowupsUnit, call: CallRecord) -> None:
+    unit.replace(CALLS, {"_id": call.call_id, **_without_id(vars(call), "call_id")})
+
+
+def add_review(unit: FollowupsUnit, review: Review) -> None:
+    unit.replace(REVIEWS, {"_id": review.review_id, **_without_id(vars(review), "review_id")})
+
+
+def save_fact(unit: FollowupsUnit, fact: Fact) -> None:
+    unit.replace(FACTS, {"_id": fact.fact_id, **_without_id(vars(fact), "fact_id")})
+
+
+async def find_fact(unit: FollowupsUnit, customer_id: str, fact_id: str) -> Fact | None:
+    found = await unit.find_one(FACTS, {"_id": fact_id})
+    if found is None or found["customer_id"] != customer_id:
+        return None
+    return _fact_of(found)
+
+
+def remove_fact(unit: FollowupsUnit, fact_id: str) -> None:
+    unit.write(FACTS, DeleteOne({"_id": fact_id}))
+
+
+def _without_id(fields: Mapping[str, Any], id_field: str) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if name != id_field}
+
+
+def _fact_of(doc: Mapping[str, Any]) -> Fact:
+    return Fact(
+        fact_id=doc["_id"],
+        customer_id=doc["customer_id"],
+        kind=doc["kind"],
+        value=doc["value"],
+        author=doc["author"],
+        at=doc["at"],
+        changed_at=doc.get("changed_at"),
+        changed_by=doc.get("changed_by"),
+    )
+
+
+async def facts(rt: Runtime, customer_id: str) -> list[Fact]:
+    """The customer's personal facts, oldest noted first."""
+    found = rt.db[FACTS].find({"customer_id": customer_id}, sort=[("at", 1), ("_id", 1)])
+    return [_fact_of(doc) async for doc in found]
+
+
+async def _latest(rt: Runtime, log: str, customer_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    found = rt.db[log].find({"customer_id": customer_id}, sort=[("at", -1), ("_id", -1)], skip=offset, limit=limit)
+    return await found.to_list()
+
+
+async def notes(rt: Runtime, customer_id: str, *, limit: int, offset: int = 0) -> list[Note]:
+    """The customer's notes, newest first."""
+    return [
+        Note(d["_id"], d["customer_id"], d["text"], d["author"], d["at"])
+        for d in await _latest(rt, NOTES, customer_id, limit, offset)
+    ]
+
+
+async def calls(rt: Runtime, customer_id: str, *, limit: int, offset: int = 0) -> list[CallRecord]:
+    """The outcomes of the customer's calls, newest first."""
+    return [
+        CallRecord(d["_id"], d["customer_id"], d.get("followup_id"), d["outcome"], d["summary"], d["author"], d["at"])
+        for d in await _latest(rt, CALLS, customer_id, limit, offset)
+    ]
+
+
+async def reviews(rt: Runtime, customer_id: str, *, limit: int, offset: int = 0) -> list[Review]:
+    """The customer's key-account reviews, newest first."""
+    return [
+        Review(
+            d["_id"],
+            d["customer_id"],
+            d.get("followup_id"),
+            d["needs"],
+            d["went_well"],
+            d["went_badly"],
+            d["next_step"],
+            d["author"],
+            d["at"],
+        )
+        for d in await _latest(rt, REVIEWS, customer_id, limit, offset)
+    ]
+
+
+def finish_task(unit: FollowupsUnit, followup: FollowUp, at: datetime, note: str) -> None:
+    """Close the person's task as done, if it is still pending when the unit commits."""
+    change = {"status": "done", "done_at": at, "note": note}
+    unit.update(
+        FOLLOWUPS,
+        _followup_document(followup) | change,
+        UpdateOne({"_id": followup.followup_id, "status": "pending"}, {"$set": change}),
+    )
+
+
+def reschedule_task(unit: FollowupsUnit, followup: FollowUp, due_at: datetime, attempts: int, note: str) -> None:
+    """Try the call again at `due_at`: still pending, one more attempt counted."""
+    change = {"due_at": due_at, "attempts": attempts, "note": note}
+    unit.update(
+        FOLLOWUPS,
+        _followup_document(followup) | change,
+        UpdateOne({"_id": followup.followup_id, "status": "pending"}, {"$set": change}),
+    )
+
+
+def _followup_document(followup: FollowUp) -> dict[str, Any]:
+    return {"_id": followup.followup_id, **_without_id(vars(followup), "followup_id")}
+
+
+async def pending_task(
+    unit: FollowupsUnit, customer_id: str, followup_id: str, kinds: Iterable[Kind]
+) -> FollowUp | None:
+    """The customer's pending task for a person of one of these kinds under this id, if there is one."""
+    found = await unit.find_one(FOLLOWUPS, {"_id": followup_id})
+    if found is None:
+        return None
+    followup = _followup_of(found)
+    if followup.customer_id != customer_id or followup.channel != "person" or followup.status != "pending":
+        return None
+    return followup if followup.kind in set(kinds) else None
+
+
+async def open_review_task(unit: FollowupsUnit, customer_id: str, number: int) -> FollowUp | None:
+    found = await unit.find_one(FOLLOWUPS, {"_id": f"review:{customer_id}:{number}"})
+    return None if found is None or found["status"] != "pending" else _followup_of(found)
+
+
+async def tasks_of(
+    rt: Runtime, customer_id: str, *, status: Status | None, limit: int, offset: int = 0
+) -> list[FollowUp]:
+    """The customer's tasks for a person (calls, notes, reviews, win-backs, tasks added by hand), soonest first."""
+    query: dict[str, Any] = {"customer_id": customer_id, "channel": "person"}
+    if status is not None:
+        query["status"] = status
+    found = rt.db[FOLLOWUPS].find(query, sort=[("due_at", 1), ("_id", 1)], skip=offset, limit=limit)
+    return [_followup_of(doc) async for doc in found]
+
+
+# --- what the brief shows besides the log ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrdersSeen:
+    count: int
+    last: Order | None
+
+
+async def orders_seen(rt: Runtime, customer_id: str) -> OrdersSeen:
+    """How many of the customer's orders were heard of (each order once), and the latest placed."""
+    placed = {"customer_id": customer_id, "placed_at": {"$ne": None}}
+    count = await rt.db[ORDERS].count_documents(placed)
+    latest = await rt.db[ORDERS].find_one(placed, sort=[("placed_at", -1)])
+    return OrdersSeen(count, None if latest is None else _order_of(latest))
+
+
+async def latest_feedback(rt: Runtime, customer_id: str) -> FeedbackReceived | None:
+    found = await rt.db[FEEDBACK].find_one({"customer_id": customer_id}, sort=[("received_at", -1)])
+    return None if found is None else FeedbackReceived.model_validate(found)
+
+
+async def open_escalations_of(rt: Runtime, customer_id: str) -> list[EscalationRecord]:
+    found = rt.db[ESCALATIONS].find({"customer_id": customer_id, "resolved_at": None}, sort=[("due_by", 1)])
+    return [_escalation_of(doc) async for doc in found]
+
+
+async def is_known(rt: Runtime, customer_id: str) -> bool:
+    """Whether anything is known of the customer here: an order, a published fact, or the owner's log."""
+    for collection in (CUSTOMERS, STANDING):
+        if await rt.db[collection].find_one({"_id": customer_id}, {"_id": 1}) is not None:
+            return True
+    for log in (NOTES, FACTS, CALLS, REVIEWS, FOLLOWUPS):
+        if await rt.db[log].find_one({"customer_id": customer_id}, {"_id": 1}) is not None:
+            return True
+    return False
+
+
+async def was_erased(rt: Runtime, customer_id: str) -> bool:
+    """Whether the customer was erased (a route asks, outside a unit)."""
+    if await rt.db[CUSTOMERS].find_one({"_id": customer_id}, {"_id": 1}) is not None:
+        return False
+    return await rt.db[ERASED].find_one({"_id": erased_id(customer_id)}, {"_id": 1}) is not None

@@ -6,14 +6,26 @@ from services.orders.jobs import score_customers_regularly
 from services.orders.service import prefetch_orders
 from services.orders.store import ensure_indexes
 from services.orders.webhooks import webhooks
-from shared.events import CustomerErasedEvent, OrderFulfilledEvent, OrderPlacedEvent, OrderRefundedEvent
+from shared.events import (
+    CustomerErasedEvent,
+    CustomerSegmentChangedEvent,
+    OrderFulfilledEvent,
+    OrderPlacedEvent,
+    OrderRefundedEvent,
+)
 from shared.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="orders",
     source="orders",
     handlers=HANDLERS,
-    publishes=(OrderPlacedEvent, OrderFulfilledEvent, OrderRefundedEvent, CustomerErasedEvent),
+    publishes=(
+        OrderPlacedEvent,
+        OrderFulfilledEvent,
+        OrderRefundedEvent,
+        CustomerErasedEvent,
+        CustomerSegmentChangedEvent,
+    ),
     api=api,
     public_api=webhooks,
     ensure_indexes=ensure_indexes,

@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from services.orders.insight import History, Rfm
-from shared.erasure import erased_alias
+from shared.erasure import erased_alias, is_alias
 
 CENT = Decimal("0.01")
 
@@ -183,6 +183,29 @@ def erased(customer: Customer, alias: str) -> Customer:
 def rescored(scored: Mapping[str, Rfm | None], scores: Mapping[str, Rfm]) -> dict[str, Rfm]:
     """The customers whose scores or segment changed since the last round (most hold from one to the next)."""
     return {customer_id: rfm for customer_id, rfm in scores.items() if scored.get(customer_id) != rfm}
+
+
+@dataclass(frozen=True)
+class SegmentChange:
+    """A customer the scoring round moved to another segment (or gave their first): CustomerSegmentChanged."""
+
+    customer_id: str
+    from_segment: str | None  # None the first time the customer is scored
+    to_segment: str
+
+
+def segment_changes(scored: Mapping[str, Rfm | None], scores: Mapping[str, Rfm]) -> list[SegmentChange]:
+    """Whose segment this round changed; a change of scores within a segment is none, nor an erased customer's.
+
+    An erased customer's profile lives on under an anonymous alias: nobody is there to call or win back.
+    """
+    changes = []
+    for customer_id, rfm in scores.items():
+        before = scored.get(customer_id)
+        was = None if before is None else before.segment
+        if was != rfm.segment and not is_alias(customer_id):
+            changes.append(SegmentChange(customer_id, was, rfm.segment))
+    return changes
 
 
 def _cents(amount: Decimal) -> Decimal:

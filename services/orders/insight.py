@@ -62,11 +62,18 @@ SEGMENT_GRID = (
     Segment("promising", recency=(4, 4), frequency=(1, 1)),
     Segment("need_attention", recency=(3, 3), frequency=(3, 3)),
     Segment("about_to_sleep", recency=(3, 3), frequency=(1, 2)),
-    Segment("cannot_lose", recency=(1, 2), frequency=(5, 5)),
+    Segment("cant_lose", recency=(1, 2), frequency=(5, 5)),
     Segment("at_risk", recency=(1, 2), frequency=(3, 4)),
     Segment("hibernating", recency=(1, 2), frequency=(1, 2)),
 )
 SEGMENTS = tuple(segment.name for segment in SEGMENT_GRID)
+# Names stored before the contract fixed them (DESIGN.md §7 says `cant_lose`): read as today's names.
+RENAMED_SEGMENTS = {"cannot_lose": "cant_lose"}
+
+
+def segment_named(stored: str) -> str:
+    """A stored segment name as the contract names it today."""
+    return RENAMED_SEGMENTS.get(stored, stored)
 
 
 def segment_for(recency: int, frequency: int) -> str:

@@ -7,13 +7,14 @@ event. A lease on one job document lets only one replica score at a time.
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
 
-from services.orders import domain, store
-from services.orders.insight import RetentionReport, retention_report, score_rfm
-from services.orders.settings import settings_of
+from services.orders import domain, service, store
+from services.orders.insight import RetentionReport, Rfm, retention_report, score_rfm
+from services.orders.settings import OrdersUnit, settings_of
 from shared.service import Runtime
 
 LEASE = timedelta(minutes=10)
@@ -30,12 +31,22 @@ async def score_customers(rt: Runtime, *, at: datetime | None = None) -> int | N
         moment = at or rt.now()
         histories, scored = await store.histories_and_scores(rt)
         scores = score_rfm(histories, moment, settings_of(rt).reporting_currency)
-        changed = domain.rescored(scored, scores)
-        await store.save_scores(rt, changed, moment)
+        changed = list(domain.rescored(scored, scores).items())
+        for start in range(0, len(changed), store.SCORES_WRITE_BATCH):  # bounded transactions, however many moved
+            await rt.transaction(_recording(dict(changed[start : start + store.SCORES_WRITE_BATCH]), scored, moment))
         log.info("customers_scored", count=len(scores), changed=len(changed))
         return len(scores)
     finally:
         await store.release_job(rt, SCORING_JOB, owner)
+
+
+def _recording(
+    scores: dict[str, Rfm], before: dict[str, Rfm | None], at: datetime
+) -> Callable[[OrdersUnit], Awaitable[None]]:
+    async def record(unit: OrdersUnit) -> None:
+        await service.record_scores(unit, scores, before, at)
+
+    return record
 
 
 async def retention(rt: Runtime, *, at: datetime | None = None) -> RetentionReport:

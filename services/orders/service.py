@@ -4,6 +4,7 @@ Every event rewrites the order it is about and then the customer's profile from
 the order's line, so duplicates and any arrival order converge (see domain.py).
 """
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -12,11 +13,13 @@ import structlog
 
 from services.orders import domain, store
 from services.orders.domain import Refund, Telling
+from services.orders.insight import Rfm
 from services.orders.settings import OrdersUnit
 from services.orders.store import Order
 from shared.erasure import erased_alias
 from shared.events import (
     CustomerErased,
+    CustomerSegmentChanged,
     Envelope,
     OrderFulfilledEvent,
     OrderPlacedEvent,
@@ -84,6 +87,25 @@ async def _save(unit: OrdersUnit, order: Order) -> None:
         return  # a fulfilment or refund heard of before its order: it counts once the order arrives
     customer = await store.get_customer(unit, order.customer_id)
     store.save_customer(unit, domain.with_order(customer, line, order.contact))
+
+
+# --- segments -----------------------------------------------------------------------------------
+
+
+async def record_scores(
+    unit: OrdersUnit, scores: Mapping[str, Rfm], before: Mapping[str, Rfm | None], at: datetime
+) -> None:
+    """Keep a scoring round's new scores and tell the other services whose segment changed (CustomerSegmentChanged)."""
+    store.save_scores(unit, scores, at)
+    for change in domain.segment_changes(before, scores):
+        moved = CustomerSegmentChanged(
+            customer_id=change.customer_id,
+            from_segment=change.from_segment,
+            to_segment=change.to_segment,
+            scored_at=at,
+        )
+        unit.publish(moved, subject=change.customer_id)
+        log.info("segment_changed", customer_id=change.customer_id, to_segment=change.to_segment)
 
 
 # --- erasure -------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from services.orders.domain import (
     refunded_of,
     stats_of,
 )
-from services.orders.insight import History, Rfm
+from services.orders.insight import RENAMED_SEGMENTS, History, Rfm, segment_named
 from services.orders.settings import OrdersSettings, OrdersUnit
 from shared.erasure import customer_erased, forget_sent_events, is_alias, mark_erased, preload_customers
 from shared.events import OrderPlaced
@@ -90,6 +90,8 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
     await db[WEBHOOK_DELIVERIES].create_indexes(
         [IndexModel([("received_at", ASCENDING)], expireAfterSeconds=WEBHOOK_RETENTION_SECONDS)]
     )
+    for old, new in RENAMED_SEGMENTS.items():  # once: profiles scored before the rename, so `?segment=` finds them
+        await db[CUSTOMERS].update_many({"segment": old}, {"$set": {"segment": new}})
 
 
 async def preload(unit: OrdersUnit, order_ids: Iterable[str], customer_ids: Iterable[str]) -> None:
@@ -282,7 +284,7 @@ def _rfm_of(doc: Mapping[str, Any]) -> Rfm | None:
     scores = doc.get("rfm")
     if scores is None:
         return None
-    return Rfm(scores["recency"], scores["frequency"], scores["monetary"], doc["segment"])
+    return Rfm(scores["recency"], scores["frequency"], scores["monetary"], segment_named(doc["segment"]))
 
 
 def _rfm_document(rfm: Rfm | None) -> dict[str, int] | None:
@@ -447,7 +449,7 @@ def _summary_of(profile: Mapping[str, Any]) -> CustomerSummary:
         first_order_at=profile.get("first_order_at"),
         last_order_at=profile.get("last_order_at"),
         net_spent=money(profile.get("net_spent")),
-        segment=profile.get("segment"),
+        segment=None if profile.get("segment") is None else segment_named(profile["segment"]),
     )
 
 
@@ -492,14 +494,17 @@ async def histories_and_scores(rt: Runtime) -> tuple[list[History], dict[str, Rf
     return [history_of(profile["_id"], _lines_of(profile)) for profile in profiles], scored
 
 
-async def save_scores(rt: Runtime, scores: Mapping[str, Rfm], at: datetime) -> None:
-    """Store these customers' new scores and segment, scored `at`."""
-    writes = [
-        UpdateOne({"_id": customer_id}, {"$set": {"rfm": _rfm_document(rfm), "segment": rfm.segment, "scored_at": at}})
-        for customer_id, rfm in scores.items()
-    ]
-    for start in range(0, len(writes), SCORES_WRITE_BATCH):
-        await rt.db[CUSTOMERS].bulk_write(writes[start : start + SCORES_WRITE_BATCH], ordered=False)
+def save_scores(unit: OrdersUnit, scores: Mapping[str, Rfm], at: datetime) -> None:
+    """Store these customers' new scores and segment, scored `at` (a round writes them SCORES_WRITE_BATCH a unit)."""
+    unit.write(
+        CUSTOMERS,
+        *(
+            UpdateOne(
+                {"_id": customer_id}, {"$set": {"rfm": _rfm_document(rfm), "segment": rfm.segment, "scored_at": at}}
+            )
+            for customer_id, rfm in scores.items()
+        ),
+    )
 
 
 # --- platform webhooks ------------------------------------------------------------------------------

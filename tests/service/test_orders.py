@@ -18,7 +18,7 @@ import pytest
 
 from services.orders.app import SPEC
 from services.orders.settings import OrdersSettings
-from services.orders.store import CUSTOMERS, ORDERS, listing_order, money
+from services.orders.store import CUSTOMERS, ORDERS, ensure_indexes, listing_order, money
 from shared.events import (
     Customer,
     LineItem,
@@ -29,6 +29,7 @@ from shared.events import (
     OrderRefunded,
     OrderRefundedEvent,
 )
+from shared.mongo import OUTBOX
 from shared.service import Runtime
 from shared.settings import ServiceSettings
 from tests.service.delivery import deliver
@@ -367,3 +368,51 @@ async def test_a_signed_woocommerce_order_and_its_completion_become_canonical_ev
     assert done["data"]["customer_id"] == placed_event["data"]["customer"]["customer_id"]
     ping = await http.post("/webhooks/woocommerce", content=b"webhook_id=12")
     assert ping.json() == {"ping": True}
+
+
+async def test_a_scoring_round_publishes_each_segment_change_once_through_the_outbox(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    stream = [placed("sc-loyal", f"scl{n}", "80.00", f"2026-0{n}-15") for n in range(1, 6)]
+    stream += [placed("sc-once", "sco1", "10.00", "2026-05-20"), placed("sc-gone", "scg1", "20.00", "2025-01-02")]
+    await deliver(rt, tap, *stream)
+    assert (await http.post("/segments/refresh", headers=ADMIN)).json() == {"scored": 3}
+    first = await tap.wait_for(lambda e: e["type"] == "CustomerSegmentChanged", count=3)
+    assert {e["subject"]: (e["data"].get("from_segment"), e["data"]["to_segment"]) for e in first} == {
+        "sc-once": (None, "promising"),
+        "sc-loyal": (None, "at_risk"),
+        "sc-gone": (None, "hibernating"),
+    }
+    assert all(e["source"] == "orders" for e in first)
+
+    await http.post("/segments/refresh", headers=ADMIN)  # nobody moved: nothing more to tell
+    told = {"type": "CustomerSegmentChanged"}
+    assert await rt.db[OUTBOX].count_documents(told) == 3
+
+    await deliver(rt, tap, placed("sc-gone", "scg2", "20.00", "2026-06-01"))  # the sleeper is back, the latest
+    await http.post("/segments/refresh", headers=ADMIN)
+    gone = [
+        entry["body"]["data"]
+        async for entry in rt.db[OUTBOX].find(told | {"body.subject": "sc-gone"}, sort=[("created_at", 1)])
+    ]
+    assert (gone[0].get("from_segment"), gone[0]["to_segment"]) == (None, "hibernating")
+    assert len(gone) == 2
+    assert gone[1]["from_segment"] == "hibernating"
+    assert gone[1]["to_segment"] != "hibernating"
+
+
+async def test_a_profile_scored_under_the_old_segment_name_is_listed_under_cant_lose(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    await deliver(rt, tap, placed("old-name", "on1", "30.00", "2026-02-01"))
+    await rt.db[CUSTOMERS].update_one(
+        {"_id": "old-name"},
+        {"$set": {"segment": "cannot_lose", "rfm": {"recency": 1, "frequency": 5, "monetary": 5}}},
+    )
+    assert (await customer(http, "old-name"))["segment"] == "cant_lose"  # read as the contract names it
+    await ensure_indexes(rt.db, rt.settings)  # what every start does: renames the stored value once
+    listed = await http.get("/customers", params={"segment": "cant_lose"}, headers=ADMIN)
+    assert [c["customer_id"] for c in listed.json()["customers"]] == ["old-name"]
+    assert await rt.db[CUSTOMERS].count_documents({"segment": "cannot_lose"}) == 0

@@ -11,6 +11,7 @@ from services.orders.domain import (
     OrderLine,
     OrderRef,
     Refund,
+    SegmentChange,
     Telling,
     erased,
     fulfilment_counts,
@@ -18,6 +19,7 @@ from services.orders.domain import (
     refund_is_new,
     refunded_of,
     rescored,
+    segment_changes,
     stats_of,
     telling_stands,
     with_order,
@@ -36,6 +38,7 @@ from services.orders.insight import (
     retention_report,
     score_rfm,
     segment_for,
+    segment_named,
 )
 
 NOW = datetime(2026, 4, 15, 12, 0, tzinfo=UTC)
@@ -110,8 +113,8 @@ EXPECTED_GRID = {
     5: ("new", "potential_loyalists", "potential_loyalists", "champions", "champions"),
     4: ("promising", "potential_loyalists", "potential_loyalists", "loyal", "loyal"),
     3: ("about_to_sleep", "about_to_sleep", "need_attention", "loyal", "loyal"),
-    2: ("hibernating", "hibernating", "at_risk", "at_risk", "cannot_lose"),
-    1: ("hibernating", "hibernating", "at_risk", "at_risk", "cannot_lose"),
+    2: ("hibernating", "hibernating", "at_risk", "at_risk", "cant_lose"),
+    1: ("hibernating", "hibernating", "at_risk", "at_risk", "cant_lose"),
 }
 
 
@@ -132,7 +135,7 @@ def test_segment_names_are_the_ten_of_the_grid_each_once() -> None:
         "promising",
         "need_attention",
         "about_to_sleep",
-        "cannot_lose",
+        "cant_lose",
         "at_risk",
         "hibernating",
     )
@@ -433,3 +436,20 @@ def test_a_scoring_round_writes_only_the_scores_that_changed() -> None:
     before = {"held": same, "moved": same, "first_time": None}
     scores = {"held": same, "moved": moved, "first_time": same}
     assert rescored(before, scores) == {"moved": moved, "first_time": same}
+
+
+def test_a_segment_change_is_told_once_per_move_and_the_first_time_without_from() -> None:
+    at_risk, also_at_risk, champions = Rfm(2, 3, 4, "at_risk"), Rfm(1, 4, 4, "at_risk"), Rfm(5, 5, 5, "champions")
+    before = {"slipped": champions, "rescored": at_risk, "first_time": None}
+    scores = {"slipped": at_risk, "rescored": also_at_risk, "first_time": champions, "erased-0123abcd": at_risk}
+    assert segment_changes(before, scores) == [
+        SegmentChange("slipped", "champions", "at_risk"),
+        SegmentChange("first_time", None, "champions"),
+    ]  # new scores in the same segment are no move; an erased customer's alias has nobody to win back
+
+
+def test_a_segment_stored_under_its_old_name_reads_as_the_contract_names_it() -> None:
+    assert segment_named("cannot_lose") == "cant_lose"
+    assert segment_named("at_risk") == "at_risk"
+    assert "cant_lose" in SEGMENTS
+    assert "cannot_lose" not in SEGMENTS
