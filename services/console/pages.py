@@ -138,22 +138,25 @@ async def _today(
     calls = seen.console.calls
     now = seen.console.now()
     since = (now - timedelta(days=1)).isoformat()
-    due, escalations, invited, feedback, slipping, followups_kinds = await calls.read_all(
+    due, winning_back, reviews, tasks, escalations, invited, feedback = await calls.read_all(
         ("followups", "/followups", {"status": "due", "kind": "call", "limit": 100}),
+        ("followups", "/followups", {"status": "due", "kind": "win_back", "limit": 100}),
+        ("followups", "/followups", {"status": "due", "kind": "review", "limit": 100}),
+        ("followups", "/followups", {"status": "due", "kind": "task", "limit": 100}),
         ("followups", "/escalations", {"open": "true"}),
         ("followups", "/followups", {"kind": "referral_invite", "status": "sent", "order": "latest", "limit": 20}),
         ("followups", "/feedback", {"since": since, "limit": 50}),
-        ("orders", "/customers", {"segment": "cannot_lose", "sort": "-spent", "limit": 10}),
-        ("followups", "/followups", {"status": "due", "limit": 200}),
     )
     due_calls = due.data["followups"] if due.ok else []
-    notes = [f for f in (followups_kinds.data["followups"] if followups_kinds.ok else []) if _is_note(f)]
+    win_backs = winning_back.data["followups"] if winning_back.ok else []
     open_escalations = escalations.data["escalations"] if escalations.ok else []
     # Names of the people in the lists that come without them (escalations, invitations, feedback).
     wanted = {e["customer_id"] for e in open_escalations}
     wanted |= {f["customer_id"] for f in (invited.data["followups"] if invited.ok else [])}
     wanted |= {f["customer_id"] for f in (feedback.data["feedback"] if feedback.ok else [])}
-    briefs, names = await asyncio.gather(_briefs(seen, due_calls[:BRIEFS_ON_TODAY]), _names(seen, wanted))
+    briefs, names = await asyncio.gather(
+        _briefs(seen, [*win_backs[:BRIEFS_ON_TODAY], *due_calls[:BRIEFS_ON_TODAY]]), _names(seen, wanted)
+    )
     recent_invites = [
         f for f in (invited.data["followups"] if invited.ok else []) if _within(f.get("sent_at"), now, days=7)
     ]
@@ -166,11 +169,14 @@ async def _today(
             "csrf": seen.csrf,
             "calls": due,
             "call_rows": [(f, briefs.get(f["followup_id"])) for f in due_calls],
-            "notes": followups_kinds,
-            "note_rows": notes,
+            "slipping": winning_back,
+            "slipping_rows": [(f, briefs.get(f["followup_id"])) for f in win_backs],
+            "reviews": reviews,
+            "review_rows": reviews.data["followups"] if reviews.ok else [],
+            "notes": tasks,
+            "note_rows": tasks.data["followups"] if tasks.ok else [],
             "escalations": escalations,
             "escalation_rows": views.escalation_rows(open_escalations, names),
-            "slipping": slipping,
             "invited": invited,
             "invite_rows": recent_invites,
             "feedback": feedback,
@@ -178,18 +184,20 @@ async def _today(
             "names": names,
             "errors": errors or {},
             "values": values or {},
+            "outcomes": OUTCOMES,
+            "fact_kinds": FACT_KINDS,
             "name_of": views.person_name,
             "parse_time": views.parse_time,
-            "days_overdue": lambda due_at: domain.days_overdue(views.parse_time(due_at) or now, now),
+            "late_by": lambda due_at: (views.parse_time(due_at) or now) - now,
         },
         visit=seen,
         status_code=422 if errors else 200,
     )
 
 
-def _is_note(followup: dict[str, Any]) -> bool:
-    """A task for a person that is not a call: a handwritten note to write (the relationship log adds these)."""
-    return followup.get("channel") == "person" and followup.get("kind") != "call"
+# How a call went (followups' CallOutcome); reached and wrong number close the task, the others try again later.
+OUTCOMES = ("reached", "no_answer", "voicemail", "wrong_number")
+FACT_KINDS = ("birthday", "family", "interest", "preference", "occasion", "other")
 
 
 def _within(moment: Any, now: Any, *, days: int) -> bool:
@@ -197,20 +205,15 @@ def _within(moment: Any, now: Any, *, days: int) -> bool:
     return parsed is not None and now - parsed <= timedelta(days=days)
 
 
-async def _briefs(seen: Visit, due_calls: list[dict[str, Any]]) -> dict[str, views.Brief]:
-    calls = seen.console.calls
-
-    async def brief(followup: dict[str, Any]) -> views.Brief:
-        customer_id = followup["customer_id"]
-        profile, member, feedback = await calls.read_all(
-            ("orders", f"/customers/{customer_id}", None),
-            ("loyalty", f"/members/{customer_id}", None),
-            ("followups", "/feedback", {"customer_id": customer_id, "limit": 1}),
-        )
-        return views.brief_of(customer_id, followup.get("customer"), profile, member, feedback)
-
-    found = await asyncio.gather(*(brief(f) for f in due_calls))
-    return {f["followup_id"]: b for f, b in zip(due_calls, found, strict=True)}
+async def _briefs(seen: Visit, tasks: list[dict[str, Any]]) -> dict[str, views.Brief]:
+    """followups' brief of each customer to call, all at once."""
+    found = await seen.console.calls.read_all(
+        *(("followups", f"/customers/{task['customer_id']}/brief", None) for task in tasks)
+    )
+    return {
+        task["followup_id"]: views.brief_of(task["customer_id"], task.get("customer"), brief)
+        for task, brief in zip(tasks, found, strict=True)
+    }
 
 
 async def _names(seen: Visit, customer_ids: set[str]) -> dict[str, str]:
@@ -225,25 +228,39 @@ async def _names(seen: Visit, customer_ids: set[str]) -> dict[str, str]:
 
 @pages.post("/today/calls/{followup_id}/done")
 async def log_call(request: Request, followup_id: str, seen: Signed) -> Response:
+    """A call's outcome, what was said, and (optionally) a new personal fact, in followups' relationship log."""
     form = await form_of(request)
-    outcome = form.get("outcome", "reached")
-    if outcome not in ("reached", "no_answer", "call_back"):
+    outcome = form.get("outcome", "")
+    customer_id = form.get("customer_id", "")
+    if outcome not in OUTCOMES:
         return await _today(request, seen, {f"outcome-{followup_id}": "today.error.outcome"}, form)
-    note = form.get("note", "")
-    fact = form.get("fact", "")
+    fact, kind = form.get("fact", ""), form.get("fact_kind", "other")
+    if fact and kind not in FACT_KINDS:
+        return await _today(request, seen, {f"fact-{followup_id}": "error.invalid"}, form)
+    calls = seen.console.calls
     if fact:  # first, so a refused fact leaves the call to log again with nothing lost
-        change = await seen.console.calls.change(
-            "followups", "POST", f"/customers/{form.get('customer_id', '')}/facts", seen.person.actor, {"text": fact}
+        change = await calls.change(
+            "followups", "POST", f"/customers/{customer_id}/facts", seen.person.actor, {"kind": kind, "value": fact}
         )
         if not change.ok:
             return await _today(request, seen, {f"fact-{followup_id}": _problem(change.status)}, form)
-    written = f"[{outcome}] {note}".strip() if outcome != "reached" else note
-    change = await seen.console.calls.change(
-        "followups", "POST", f"/followups/{followup_id}/done", seen.person.actor, {"note": written}
-    )
+    body = {"outcome": outcome, "summary": form.get("note", ""), "followup_id": followup_id}
+    change = await calls.change("followups", "POST", f"/customers/{customer_id}/calls", seen.person.actor, body)
     if not change.ok:
         return await _today(request, seen, {f"note-{followup_id}": _problem(change.status)}, form)
     return back_to("/today", "said.call_logged")
+
+
+@pages.post("/today/tasks/{followup_id}/done")
+async def task_done(request: Request, followup_id: str, seen: Signed) -> Response:
+    """A task by hand (a note to write, a parcel to send) done."""
+    form = await form_of(request)
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/followups/{followup_id}/done", seen.person.actor, {"note": form.get("note", "")}
+    )
+    if not change.ok:
+        return await _today(request, seen, {f"task-{followup_id}": _problem(change.status)}, form)
+    return back_to("/today", "said.task_done")
 
 
 @pages.post("/today/escalations/{escalation_id}/resolve")
@@ -280,7 +297,7 @@ SEGMENTS = (
     "promising",
     "need_attention",
     "about_to_sleep",
-    "cannot_lose",
+    "cant_lose",
     "at_risk",
     "hibernating",
 )
@@ -359,7 +376,10 @@ async def _customer(
             "member": member,
             "rewards": [r for r in (rewards.data if rewards.ok else []) if r.get("active")],
             "memory": memory,
-            "timeline": views.timeline_of(profile, member, followups, feedback),
+            "timeline": views.timeline_of(profile, member, followups, feedback, memory),
+            "fact_kinds": FACT_KINDS,
+            "review_due": memory.ok
+            and any(task.get("kind") == "review" for task in memory.data.get("open_tasks") or []),
             "sources": {r.service for r in (profile, member, followups, feedback) if r.problem == "unavailable"},
             "errors": errors or {},
             "values": values or {},
@@ -373,26 +393,73 @@ async def _customer(
 
 @pages.post("/customers/{customer_id}/notes")
 async def write_note(request: Request, customer_id: str, seen: Signed) -> Response:
-    return await _remember(request, customer_id, seen, "notes", "note")
+    form = await form_of(request)
+    if not form.get("note"):
+        return await _customer(request, seen, customer_id, {"note": "customer.error.note_empty"}, form)
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/customers/{customer_id}/notes", seen.person.actor, {"text": form["note"]}
+    )
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"note": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", "said.note_saved")
 
 
 @pages.post("/customers/{customer_id}/facts")
-async def write_fact(request: Request, customer_id: str, seen: Signed) -> Response:
-    return await _remember(request, customer_id, seen, "facts", "fact")
-
-
-async def _remember(request: Request, customer_id: str, seen: Visit, what: str, field: str) -> Response:
-    """A note or a personal fact for the customer's relationship log (followups)."""
+async def note_fact(request: Request, customer_id: str, seen: Signed) -> Response:
     form = await form_of(request)
-    text = form.get(field, "")
-    if not text:
-        return await _customer(request, seen, customer_id, {field: f"customer.error.{field}_empty"}, form)
+    if problem := _fact_problem(form):
+        return await _customer(request, seen, customer_id, {"fact": problem}, form)
+    body = {"kind": form["fact_kind"], "value": form["fact"]}
     change = await seen.console.calls.change(
-        "followups", "POST", f"/customers/{customer_id}/{what}", seen.person.actor, {"text": text}
+        "followups", "POST", f"/customers/{customer_id}/facts", seen.person.actor, body
     )
     if not change.ok:
-        return await _customer(request, seen, customer_id, {field: _problem(change.status)}, form)
-    return back_to(f"/customers/{customer_id}", f"said.{field}_saved")
+        return await _customer(request, seen, customer_id, {"fact": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", "said.fact_saved")
+
+
+@pages.post("/customers/{customer_id}/facts/{fact_id}")
+async def change_fact(request: Request, customer_id: str, fact_id: str, seen: Signed) -> Response:
+    """A fact edited in place (`action=save`) or removed (`action=remove`)."""
+    form = await form_of(request)
+    calls, actor, path = seen.console.calls, seen.person.actor, f"/customers/{customer_id}/facts/{fact_id}"
+    if form.get("action") == "remove":
+        change = await calls.change("followups", "DELETE", path, actor)
+        said = "said.fact_removed"
+    else:
+        if problem := _fact_problem(form):
+            return await _customer(request, seen, customer_id, {f"fact-{fact_id}": problem}, form)
+        change = await calls.change("followups", "PUT", path, actor, {"kind": form["fact_kind"], "value": form["fact"]})
+        said = "said.fact_saved"
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {f"fact-{fact_id}": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", said)
+
+
+def _fact_problem(form: dict[str, str]) -> str | None:
+    if not form.get("fact"):
+        return "customer.error.fact_empty"
+    if form.get("fact_kind") not in FACT_KINDS:
+        return "customer.error.fact_kind"
+    return None
+
+
+@pages.post("/customers/{customer_id}/reviews")
+async def record_review(request: Request, customer_id: str, seen: Signed) -> Response:
+    """A key-account review: what they need, what went well and badly, the next step."""
+    form = await form_of(request)
+    errors = {
+        f"review-{name}": f"customer.error.review_{name}" for name in ("needs", "next_step") if not form.get(name)
+    }
+    if errors:
+        return await _customer(request, seen, customer_id, errors, form)
+    body = {name: form.get(name, "") for name in ("needs", "went_well", "went_badly", "next_step")}
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/customers/{customer_id}/reviews", seen.person.actor, body
+    )
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"review-needs": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", "said.review_recorded")
 
 
 @pages.post("/customers/{customer_id}/code")

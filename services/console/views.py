@@ -22,7 +22,7 @@ def person_name(contact: dict[str, Any] | None, fallback: str) -> str:
 
 @dataclass(frozen=True)
 class Brief:
-    """What to mention on a call: who, their last order, tier and points (expiring soon), segment, last feedback."""
+    """What to mention on a call (followups' brief): who, personal facts, last order, tier and points, feedback."""
 
     customer_id: str
     name: str
@@ -31,53 +31,64 @@ class Brief:
     city: str | None
     orders_count: int | None = None
     last_order_at: datetime | None = None
-    last_order_items: tuple[str, ...] = ()
     last_order_total: tuple[str, str] | None = None  # amount, currency
     segment: str | None = None
     tier: str | None = None
     balance: int | None = None
     expiring: tuple[tuple[int, datetime], ...] = ()
-    facts: tuple[str, ...] = ()
+    facts: tuple[tuple[str, str], ...] = ()  # kind, value
+    last_note: str | None = None
+    last_call: tuple[str, str] | None = None  # outcome, summary
     last_feedback: str | None = None
+    referral_code: str | None = None
     missing: tuple[str, ...] = ()  # services that did not answer
 
 
-def brief_of(
-    customer_id: str, person: dict[str, Any] | None, profile: Reading, member: Reading, feedback: Reading | None = None
-) -> Brief:
+def brief_of(customer_id: str, person: dict[str, Any] | None, brief: Reading) -> Brief:
+    """The brief followups gives (GET /customers/{id}/brief); without it, who to call from the task itself."""
     contact: dict[str, Any] = dict(person or {})
-    missing = [r.service for r in (profile, member, feedback) if r is not None and r.problem == "unavailable"]
-    facts: dict[str, Any] = {}
-    if profile.ok:
-        contact = {**(profile.data.get("contact") or {}), **{k: v for k, v in contact.items() if v}}
-        orders = profile.data.get("orders") or []
-        latest = orders[0] if orders else None
-        facts |= {
-            "orders_count": profile.data.get("orders_count"),
-            "last_order_at": parse_time(profile.data.get("last_order_at")),
-            "segment": profile.data.get("segment"),
-        }
-        if latest:
-            facts["last_order_items"] = tuple(f"{item['quantity']}× {item['name']}" for item in latest["items"])
-            if latest.get("total") and latest.get("currency"):
-                facts["last_order_total"] = (latest["total"], latest["currency"])
-    if member.ok:
-        facts |= {
-            "tier": member.data.get("tier"),
-            "balance": member.data.get("balance"),
-            "expiring": tuple((e["points"], parse_time(e["expires_at"])) for e in member.data.get("expiring", [])[:3]),
-        }
-    if feedback is not None and feedback.ok and feedback.data.get("feedback"):
-        latest_feedback = feedback.data["feedback"][0]
-        facts["last_feedback"] = latest_feedback.get("comment") or f"{latest_feedback['ratings']['overall']}/5"
+    if not brief.ok:
+        missing = (brief.service,) if brief.problem == "unavailable" else ()
+        return Brief(
+            customer_id,
+            person_name(contact, customer_id),
+            contact.get("phone"),
+            contact.get("email"),
+            contact.get("city"),
+            missing=missing,
+        )
+    data = brief.data
+    contact = {
+        **contact,
+        **{k: data.get(k) for k in ("first_name", "last_name", "phone", "email", "city") if data.get(k)},
+    }
+    orders = data.get("orders") or {}
+    last = orders.get("last_order") or {}
+    loyalty = data.get("loyalty") or {}
+    expiring: tuple[tuple[int, datetime], ...] = ()
+    first_expiry = parse_time(loyalty.get("points_expiring_from"))
+    if loyalty.get("points_expiring") and first_expiry is not None:
+        expiring = ((loyalty["points_expiring"], first_expiry),)
+    feedback = data.get("latest_feedback")
+    notes, calls = data.get("notes") or [], data.get("calls") or []
     return Brief(
         customer_id=customer_id,
         name=person_name(contact, customer_id),
         phone=contact.get("phone"),
         email=contact.get("email"),
         city=contact.get("city"),
-        missing=tuple(missing),
-        **facts,
+        orders_count=orders.get("count"),
+        last_order_at=parse_time(last.get("placed_at")),
+        last_order_total=(last["total"], last["currency"]) if last.get("total") and last.get("currency") else None,
+        segment=(data.get("account") or {}).get("segment"),
+        tier=loyalty.get("tier"),
+        balance=loyalty.get("balance"),
+        expiring=expiring,
+        facts=tuple((fact["kind"], fact["value"]) for fact in data.get("facts") or []),
+        last_note=notes[0]["text"] if notes else None,
+        last_call=(calls[0]["outcome"], calls[0]["summary"]) if calls else None,
+        last_feedback=(feedback.get("comment") or f"{feedback['overall']}/5") if feedback else None,
+        referral_code=(data.get("referrals") or {}).get("code"),
     )
 
 
@@ -130,9 +141,23 @@ class Timeline:
         return sorted(self.entries, key=lambda entry: entry.at, reverse=True)
 
 
-def timeline_of(profile: Reading, member: Reading, followups: Reading, feedback: Reading) -> list[TimelineEntry]:
+def _remembered(timeline: Timeline, brief: dict[str, Any]) -> None:
+    """The relationship log's calls, notes and reviews (followups' brief)."""
+    for call in brief.get("calls") or []:
+        timeline.add(parse_time(call["at"]), "call", call["outcome"], call.get("summary") or "")
+    for note in brief.get("notes") or []:
+        timeline.add(parse_time(note["at"]), "note", note.get("author") or "", note["text"])
+    for review in brief.get("reviews") or []:
+        timeline.add(parse_time(review["at"]), "review", review.get("author") or "", review.get("next_step") or "")
+
+
+def timeline_of(
+    profile: Reading, member: Reading, followups: Reading, feedback: Reading, memory: Reading | None = None
+) -> list[TimelineEntry]:
     """Everything about a customer the services know, latest first."""
     timeline = Timeline()
+    if memory is not None and memory.ok:
+        _remembered(timeline, memory.data)
     if profile.ok:
         for order in profile.data.get("orders", []):
             items = ", ".join(f"{item['quantity']}× {item['name']}" for item in order.get("items", []))

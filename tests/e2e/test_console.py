@@ -125,9 +125,9 @@ async def test_today_shows_the_call_due_with_its_brief(page: Page, shop: Service
     call = page.locator("section", has=page.get_by_role("heading", name="Calls due")).locator("li.task").first
     await expect(call.get_by_role("link", name="Jana Nováková")).to_be_visible()
     await expect(call).to_contain_text("+421900123456")
-    await expect(call).to_contain_text("1× Red mug")  # her last order, from orders
-    await expect(call).to_contain_text("Bronze")  # her tier, from loyalty
-    await expect(call).to_contain_text("1 days overdue")
+    await expect(call).to_contain_text("€12.50")  # her last order
+    await expect(call).to_contain_text("Bronze · 12 points")  # her tier and balance
+    await expect(call).to_contain_text("due 1 day ago")
     await accessible(page)
 
 
@@ -182,7 +182,7 @@ async def test_keyboard_alone_reaches_the_outcome_buttons_with_the_focus_visible
     assert reached[0] == "A:Today"
     talked = reached.index("BUTTON:Talked to them")
     assert reached.index("A:Jana Nováková") < reached.index("TEXTAREA:") < talked
-    assert reached[talked + 1 : talked + 3] == ["BUTTON:No answer", "BUTTON:Call back later"]
+    assert reached[talked + 1 : talked + 4] == ["BUTTON:No answer", "BUTTON:Left a voicemail", "BUTTON:Wrong number"]
 
 
 async def test_logging_the_call_takes_it_off_today_and_the_customer_page_shows_the_note(
@@ -192,14 +192,22 @@ async def test_logging_the_call_takes_it_off_today_and_the_customer_page_shows_t
     calls = page.locator("section", has=page.get_by_role("heading", name="Calls due"))
     call = calls.locator("li.task", has=page.get_by_role("link", name="Jana Nováková"))
     await call.get_by_label("What they said").fill("Loves the red mug; wants a matching teapot.")
+    await call.get_by_label("Something to remember about them").fill("Daughter Lili starts school in September")
+    await call.get_by_label("What kind of fact").select_option("family")
     await call.get_by_role("button", name="Talked to them").click()
     await expect(page.get_by_role("status")).to_have_text("The call is logged.")
     await expect(page.get_by_role("link", name="Jana Nováková")).to_have_count(0)
     await page.goto(f"{shop.url}/customers/{CALLED}")
+    remembered = page.locator("section", has=page.get_by_role("heading", name="What to remember"))
+    await expect(remembered.locator("input[value='Daughter Lili starts school in September']")).to_have_count(1)
     timeline = page.locator("section", has=page.get_by_role("heading", name="Everything that happened"))
-    await expect(timeline).to_contain_text("Loves the red mug; wants a matching teapot.")
-    await expect(timeline).to_contain_text("Call")
+    await expect(timeline).to_contain_text("Talked to them · Loves the red mug; wants a matching teapot.")
     await accessible(page)
+    # The fact is edited in place, and the next brief says it as edited.
+    await remembered.locator("input[value='Daughter Lili starts school in September']").fill("Lili started school")
+    await remembered.get_by_role("button", name="Save").first.click()
+    await expect(page.get_by_role("status")).to_have_text("Remembered.")
+    await expect(remembered.locator("input[value='Lili started school']")).to_have_count(1)
 
 
 async def test_resolving_the_escalation_takes_it_off_today(page: Page, shop: ServiceProcess) -> None:

@@ -93,24 +93,47 @@ def test_escalations_come_fewest_minutes_left_first() -> None:
     assert rows[0].minutes_left == -10
 
 
-def test_a_brief_gathers_what_to_mention_and_says_what_is_missing() -> None:
-    profile = Reading(
-        "orders",
+def test_a_brief_gathers_what_to_mention() -> None:
+    brief = Reading(
+        "followups",
         {
-            "contact": {"first_name": "Jana", "last_name": "Nováková", "phone": "+421900"},
-            "orders_count": 2,
-            "last_order_at": NOW.isoformat(),
-            "segment": "loyal",
-            "orders": [{"items": [{"quantity": 2, "name": "Red mug"}], "total": "25.00", "currency": "EUR"}],
+            "first_name": "Jana",
+            "last_name": "Nováková",
+            "phone": "+421900",
+            "facts": [{"kind": "family", "value": "Daughter Lili starts school"}],
+            "notes": [{"text": "Prefers calls after six"}],
+            "calls": [{"outcome": "no_answer", "summary": ""}],
+            "latest_feedback": {"overall": 5, "comment": "Lovely mug"},
+            "loyalty": {
+                "tier": "silver",
+                "balance": 620,
+                "points_expiring": 40,
+                "points_expiring_from": NOW.isoformat(),
+            },
+            "orders": {"count": 2, "last_order": {"placed_at": NOW.isoformat(), "total": "25.00", "currency": "EUR"}},
+            "account": {"segment": "loyal"},
+            "referrals": {"code": "K7QX-M2PA"},
         },
     )
-    member = Reading("loyalty", problem="unavailable")
-    brief = views.brief_of("cus_1", None, profile, member)
-    assert brief.name == "Jana Nováková"
-    assert brief.last_order_items == ("2× Red mug",)
-    assert brief.last_order_total == ("25.00", "EUR")
-    assert brief.tier is None
-    assert brief.missing == ("loyalty",)
+    found = views.brief_of("cus_1", {"city": "Košice"}, brief)
+    assert found.name == "Jana Nováková"
+    assert found.city == "Košice"
+    assert found.facts == (("family", "Daughter Lili starts school"),)
+    assert found.last_note == "Prefers calls after six"
+    assert found.last_call == ("no_answer", "")
+    assert found.last_feedback == "Lovely mug"
+    assert (found.tier, found.balance, found.expiring) == ("silver", 620, ((40, NOW),))
+    assert found.last_order_total == ("25.00", "EUR")
+    assert found.segment == "loyal"
+    assert found.referral_code == "K7QX-M2PA"
+    assert found.missing == ()
+
+
+def test_without_the_brief_the_task_still_says_who_to_call_and_what_is_missing() -> None:
+    found = views.brief_of(
+        "cus_1", {"first_name": "Jana", "phone": "+421900"}, Reading("followups", problem="unavailable")
+    )
+    assert (found.name, found.phone, found.missing) == ("Jana", "+421900", ("followups",))
 
 
 def test_the_timeline_is_latest_first_across_services() -> None:
