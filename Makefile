@@ -88,7 +88,7 @@ image-check: install
 
 # The whole stack in Docker (deploy/docker-compose.yml; needs a Docker daemon). The first `make up` writes
 # deploy/.env from deploy/.env.example with fresh random secrets; keep that file, the data volumes use them.
-.PHONY: up down dead-letters replay-dead-letters
+.PHONY: up down dead-letters replay-dead-letters export-customer
 COMPOSE ?= docker compose
 STACK := $(COMPOSE) --file deploy/docker-compose.yml
 
@@ -113,3 +113,10 @@ dead-letters: install
 replay-dead-letters: install
 	@test -n "$(SERVICE)" || { echo "usage: make replay-dead-letters SERVICE=<orders|followups|loyalty|referrals|unrouted> [LIMIT=N]"; exit 2; }
 	$(BIN)/python -m shared.deadletters replay $(SERVICE) $(if $(LIMIT),--limit $(LIMIT))
+
+# Everything the four services hold on one customer, in one JSON document (GDPR Art. 15 and 20), e.g.
+# `make export-customer CUSTOMER=cus_1001 OUT=cus_1001.json`; uses ORDERS_URL … REFERRALS_URL and RAPPORT_API_KEY
+# (or ADMIN_API_KEY); exits non-zero when a service did not answer (docs/operations.md, "Exporting a customer's data").
+export-customer: install
+	@test -n "$(CUSTOMER)" || { echo "usage: make export-customer CUSTOMER=<customer id> [OUT=file.json]"; exit 2; }
+	$(BIN)/python -m shared.export "$(CUSTOMER)" $(if $(OUT),--out "$(OUT)")

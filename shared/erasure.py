@@ -19,7 +19,7 @@ from pymongo import DeleteMany, UpdateMany
 from shared.aliases import ALIAS_PREFIX, ERASED, erased_alias, erased_id, is_alias
 from shared.audit import AUDIT
 from shared.mongo import OUTBOX
-from shared.unit import Unit
+from shared.unit import FORGET_ONCE_SENT, Unit
 
 __all__ = [
     "ALIAS_PREFIX",
@@ -27,10 +27,12 @@ __all__ = [
     "customer_erased",
     "erased_alias",
     "erased_id",
+    "forget_once_sent_if_erased",
     "forget_sent_events",
     "is_alias",
     "mark_erased",
     "preload_customers",
+    "rename_audit_targets",
 ]
 
 
@@ -48,14 +50,44 @@ def mark_erased(unit: Unit[Any], customer_id: str, at: datetime) -> None:
     )
 
 
+def rename_audit_targets(unit: Unit[Any], old: str, new: str) -> None:
+    """Name a record the audit trail targets by its new id (one whose id named an erased customer, re-keyed)."""
+    unit.write(
+        AUDIT,
+        UpdateMany({"target.id": old}, {"$set": {"target.$[named].id": new}}, array_filters=[{"named.id": old}]),
+    )
+
+
 def forget_sent_events(unit: Unit[Any], customer_id: str, *also_naming: str) -> None:
-    """Delete the outbox's sent events about the customer (they stay a week for inspection otherwise).
+    """Delete the outbox's sent events about the customer (they stay a week for inspection otherwise), and
+    have those still waiting for the broker deleted once it has them.
 
     Events about a customer carry their id as the subject; `also_naming` lists the
     body fields of events that name the customer otherwise (a referrer, say).
     """
     fields = ["body.subject", *(f"body.data.{field}" for field in also_naming)]
     unit.write(OUTBOX, *(DeleteMany({field: customer_id, "status": "sent"}) for field in fields))
+    unit.write(
+        OUTBOX,
+        *(
+            UpdateMany({field: customer_id, "status": "pending"}, {"$set": {FORGET_ONCE_SENT: True}})
+            for field in fields
+        ),
+    )
+
+
+async def forget_once_sent_if_erased(unit: Unit[Any]) -> None:
+    """Have this unit's events about an erased customer (a shop's late webhook, say) forgotten once sent.
+
+    The other services must hear of them (to keep them anonymous, or nothing); this outbox must not keep them.
+    """
+    subjects = {event.subject for event in unit.pending_events if event.subject is not None}
+    if not subjects:
+        return
+    marks = {erased_id(subject): subject for subject in subjects}
+    found = await unit.find(ERASED, {"_id": {"$in": list(marks)}}, projection={"_id": 1})
+    erased = {marks[doc["_id"]] for doc in found}
+    unit.forget_once_sent.update(event.id for event in unit.pending_events if event.subject in erased)
 
 
 async def _marked_erased(unit: Unit[Any], customer_id: str) -> bool:

@@ -4,7 +4,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
@@ -137,6 +137,17 @@ PUBLIC_ANSWERS: dict[int | str, dict[str, Any]] = {
     401: error("A wrong signature, token or key."),
     413: GUARDED_ANSWERS[413],
 }
+
+
+# What a customer's export answers when the service holds nothing on them (GET /customers/{customer_id}/export).
+NOTHING_HELD = error("The service holds nothing on this customer: never heard of, or erased.")
+
+
+def nothing_held(customer_id: str, *, erased: bool) -> HTTPException:
+    """The 404 of an export that finds nothing: the customer was erased, or is not known here."""
+    return HTTPException(
+        status.HTTP_404_NOT_FOUND, f"customer_id: {customer_id!r} {'was erased' if erased else 'is not known'}"
+    )
 
 
 def field_error(field: str, message: str, value: Any = None) -> RequestValidationError:

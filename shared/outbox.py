@@ -24,7 +24,7 @@ from pamqp.commands import Basic
 
 from shared.amqp import connect
 from shared.mongo import OUTBOX, Database
-from shared.unit import OUTBOX_LEASE, OutboxEntry
+from shared.unit import FORGET_ONCE_SENT, OUTBOX_LEASE, OutboxEntry
 
 # Publishes a batch of entries; for each, None when the broker confirmed it, else why not.
 Publish = Callable[[list[OutboxEntry]], Awaitable[list[BaseException | None]]]
@@ -129,6 +129,8 @@ class OutboxRelay:
                 {"_id": {"$in": sent}},
                 {"$set": {"status": "sent", "sent_at": now}, "$unset": {"lease_owner": ""}},
             )
+            # Events about an erased customer are not kept for inspection once the broker has them.
+            await outbox.delete_many({"_id": {"$in": sent}, FORGET_ONCE_SENT: True})
             self._on_published(len(sent))
         if failed and not sent:
             # Nothing went through: the broker is away. Release the entries untouched, and those

@@ -29,6 +29,8 @@ WriteOperation = InsertOne[Any] | UpdateOne | UpdateMany | ReplaceOne[Any] | Del
 OutboxEntry = dict[str, Any]
 Clock = Callable[[], datetime]
 
+# An outbox entry flagged so is deleted once the broker has it, not kept for inspection (shared/erasure.py).
+FORGET_ONCE_SENT = "forget_once_sent"
 # How long the process that committed an outbox entry has to publish it before any relay may take it over.
 OUTBOX_LEASE = timedelta(seconds=30)
 
@@ -63,6 +65,8 @@ class Unit(Generic[S]):
     # Documents by collection and _id as this unit last saw or wrote them (None: no such document).
     known: dict[str, dict[Any, dict[str, Any] | None]] = field(default_factory=dict)
     outbox_entries: list[OutboxEntry] = field(default_factory=list)  # written by commit_writes
+    # Events whose outbox entries are deleted once sent, not kept for inspection (they name an erased customer).
+    forget_once_sent: set[str] = field(default_factory=set)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def write(self, collection: str, *operations: WriteOperation) -> None:
@@ -121,15 +125,19 @@ class Unit(Generic[S]):
         subject: str | None,
         cause: Envelope[Any] | None = None,
         event_id: str | None = None,
+        forget_once_sent: bool = False,
     ) -> Envelope[Any]:
         """Publish the event carrying `data` once this unit commits (through the outbox); `cause` continues its chain.
 
         `event_id` gives it a deterministic id (from a platform's own ids, say), so telling one fact twice is one event.
+        `forget_once_sent` deletes its outbox entry once the broker has it (CustomerErased names whom it erases).
         """
         event = envelope_for(data).new(
             data, source=self.source, subject=subject, cause=cause, event_id=event_id, time=self.now()
         )
         self.pending_events.append(event)
+        if forget_once_sent:
+            self.forget_once_sent.add(event.id)
         return event
 
     def on_commit(self, callback: Callable[[], None]) -> None:
@@ -171,13 +179,21 @@ class Unit(Generic[S]):
         """Flush the buffered writes and the outbox entries of the published events (kept in `outbox_entries`)."""
         if self.pending_events:
             now = self.now()
-            self.outbox_entries = [outbox_entry(event, now, self.outbox_owner) for event in self.pending_events]
+            self.outbox_entries = [
+                outbox_entry(event, now, self.outbox_owner, forget_once_sent=event.id in self.forget_once_sent)
+                for event in self.pending_events
+            ]
             self.write(OUTBOX, *(InsertOne(entry) for entry in self.outbox_entries))
         await self.flush()
 
 
-def outbox_entry(event: Envelope[Any], now: datetime, owner: str | None = None) -> OutboxEntry:
-    """An outbox entry; leased to `owner` when that relay publishes it straight after the commit."""
+def outbox_entry(
+    event: Envelope[Any], now: datetime, owner: str | None = None, *, forget_once_sent: bool = False
+) -> OutboxEntry:
+    """An outbox entry; leased to `owner` when that relay publishes it straight after the commit.
+
+    One to be forgotten once sent is deleted by the relay when the broker confirms it (shared/erasure.py).
+    """
     entry = {
         "_id": event.id,
         "type": event.type,
@@ -191,6 +207,8 @@ def outbox_entry(event: Envelope[Any], now: datetime, owner: str | None = None) 
     }
     if owner is not None:
         entry |= {"lease_until": now + OUTBOX_LEASE, "lease_owner": owner}
+    if forget_once_sent:
+        entry[FORGET_ONCE_SENT] = True
     return entry
 
 

@@ -17,7 +17,7 @@ from services.followups.store import FollowUp
 from services.followups.tokens import InvalidToken, TokenClaims, read_token
 from shared.audit import current_call
 from shared.events import FeedbackReceived, describe
-from shared.http import ADMIN_ONLY, calling_key, error, field_error
+from shared.http import ADMIN_ONLY, NOTHING_HELD, calling_key, error, field_error, nothing_held
 from shared.service import Runtime, runtime
 from shared.types import Id, Timestamp, WholeFloats
 
@@ -302,7 +302,7 @@ class FeedbackOut(FeedbackReceived):
         }
     },
     responses={
-        409: error("This feedback link was already used."),
+        409: error("This feedback link was already used, or the customer was erased."),
         410: error("The feedback link has expired."),
         422: {
             "description": "A field of the body is wrong: `loc` names it.",
@@ -351,6 +351,8 @@ async def post_feedback(request: Request, rt: Rt) -> FeedbackOut:
         taken = await store.once_per_link(rt, take)
     except FeedbackLinkUsed as used:
         raise HTTPException(status.HTTP_409_CONFLICT, "token: this feedback link was already used") from used
+    except domain.CustomerWasErased as erased:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"customer_id: {feedback.customer_id!r} was erased") from erased
     except FeedbackLinkUnknown as unknown:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token: names no feedback request of this shop") from unknown
     return FeedbackOut(**taken.feedback.model_dump(), followup_id=taken.followup_id, escalation_id=taken.escalation_id)
@@ -858,4 +860,98 @@ async def brief(customer_id: CustomerId, rt: Rt) -> Brief:
             next_review_at=standing.review_due_at,
             slipping_away=domain.is_slipping(standing, rules),
         ),
+    )
+
+
+# --- a customer's data (GDPR Art. 15 and 20) ---------------------------------------------------------
+
+
+class RefundHeard(BaseModel):
+    refund_id: str
+    amount: str
+    currency: str
+
+
+class OrderMilestones(BaseModel):
+    """An order as followups knows it: what its follow-ups hang on."""
+
+    order_id: str
+    placed_at: datetime | None
+    fulfilled_at: datetime | None
+    total: str | None
+    currency: str | None
+    refunds: list[RefundHeard]
+
+
+class EscalationExport(BaseModel):
+    escalation_id: str
+    feedback_id: str
+    order_id: str | None
+    due_by: datetime
+    resolved_at: datetime | None
+    breached_at: datetime | None
+    note: str | None = Field(description="What was done for the customer.")
+
+
+class FeedbackExport(FeedbackReceived):
+    followup_id: str | None = Field(description="The feedback request whose link it came through.")
+
+
+class FollowupsExport(BaseModel):
+    """Everything followups holds on the customer."""
+
+    customer_id: str
+    contact: dict[str, Any] | None = Field(description="Contact details from their latest order.")
+    first_order_at: datetime | None
+    orders: list[OrderMilestones]
+    followups: list[FollowupOut] = Field(description="Notes, e-mails, calls and tasks, with what became of each.")
+    feedback: list[FeedbackExport]
+    escalations: list[EscalationExport]
+
+
+@api.get("/customers/{customer_id}/export", openapi_extra=ADMIN_ONLY, responses={404: NOTHING_HELD})
+async def export_customer(customer_id: str, rt: Rt) -> FollowupsExport:
+    """Everything followups holds on the customer, for their copy of their data (read in one transaction, audited)."""
+
+    async def read(unit: FollowupsUnit) -> tuple[store.CustomerRecords, bool]:
+        return await store.customer_records(unit, customer_id), await store.customer_is_erased(unit, customer_id)
+
+    records, erased = await rt.transaction(read)
+    if records.empty:
+        raise nothing_held(customer_id, erased=erased)
+    customer = records.customer
+    return FollowupsExport(
+        customer_id=customer_id,
+        contact=None if customer is None or customer.contact is None else dict(customer.contact),
+        first_order_at=None if customer is None else customer.first_order_at,
+        orders=[
+            OrderMilestones(
+                order_id=order.order_id,
+                placed_at=order.placed_at,
+                fulfilled_at=order.fulfilled_at,
+                total=None if order.total is None else str(order.total),
+                currency=order.currency,
+                refunds=[
+                    RefundHeard(refund_id=refund_id, amount=str(amount), currency=currency)
+                    for refund_id, amount, currency in order.refunds
+                ],
+            )
+            for order in records.orders
+        ],
+        followups=[_followup(followup, None) for followup in records.followups],
+        feedback=[
+            FeedbackExport(**kept.feedback.model_dump(), followup_id=kept.followup_id) for kept in records.feedback
+        ],
+        escalations=[
+            EscalationExport(
+                escalation_id=e.escalation_id,
+                feedback_id=e.feedback_id,
+                order_id=e.order_id,
+                due_by=e.due_by,
+                resolved_at=e.resolved_at,
+                breached_at=e.breached_at,
+                note=e.note,
+            )
+            for e in records.escalations
+        ],
     )

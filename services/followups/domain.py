@@ -287,6 +287,10 @@ class FeedbackLinkUnknown(Exception):
     """The link names no feedback request this shop planned for that customer (or one erased since)."""
 
 
+class CustomerWasErased(Exception):
+    """The customer was erased: nothing new is kept about them."""
+
+
 def link_fits(
     followup_customer_id: str | None,
     followup_order_id: str | None,

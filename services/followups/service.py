@@ -16,7 +16,7 @@ import structlog
 
 from services.followups import domain, store
 from services.followups.settings import FollowupsUnit
-from shared.erasure import erased_alias
+from shared.erasure import erased_alias, rename_audit_targets
 from shared.events import (
     CustomerErasedEvent,
     CustomerSegmentChangedEvent,
@@ -108,6 +108,8 @@ async def note_order_refunded(unit: FollowupsUnit, event: OrderRefundedEvent) ->
     """A refund that makes the order's refunds whole cancels what is still pending for it, and what would be
     planned for it later; a partial refund cancels nothing."""
     data = event.data
+    if await store.customer_is_erased(unit, data.customer_id):
+        return  # what was pending for them was cancelled at the erasure; nothing new is kept about them
     order = domain.with_refund(
         await store.get_order(unit, data.order_id, data.customer_id), data.refund_id, data.amount, data.currency
     )
@@ -299,8 +301,11 @@ async def take_feedback(
     """Store feedback, publish FeedbackReceived, and open an escalation when it is unhappy.
 
     Raises FeedbackLinkUsed when the feedback came through a link that was used before, FeedbackLinkUnknown
-    when the link names no feedback request planned for that customer and order (an erased customer's among them).
+    when the link names no feedback request planned for that customer and order (an erased customer's among them),
+    CustomerWasErased when the shop logs feedback for an erased customer.
     """
+    if followup_id is None and await store.customer_is_erased(unit, feedback.customer_id):
+        raise domain.CustomerWasErased(feedback.customer_id)
     if followup_id is not None:
         planned = await store.find_followup(unit, followup_id)
         if planned is None or not domain.link_fits(
@@ -338,6 +343,9 @@ async def erase_customer(unit: FollowupsUnit, event: CustomerErasedEvent) -> Non
     customer = await store.find_customer(unit, customer_id)
     kept = None if customer is None else domain.erased(customer, alias)
     store.forget_customer(unit, customer_id, alias, kept, as_stored(event.data.requested_at))
+    renamed = await store.rename_call_task(unit, customer_id, alias)  # cancelled and re-keyed to the alias by now
+    if renamed is not None:
+        rename_audit_targets(unit, *renamed)
     log.info("customer_erased", alias=alias)
 
 

@@ -46,6 +46,7 @@ from services.followups.domain import (
     Plan,
     Standing,
     Status,
+    call_id,
 )
 from services.followups.settings import FollowupsUnit
 from shared.erasure import ERASED, customer_erased, erased_id, forget_sent_events, mark_erased, preload_customers
@@ -508,6 +509,43 @@ def _escalation_of(doc: Mapping[str, Any]) -> EscalationRecord:
     )
 
 
+# --- a customer's data (their export) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredFeedback:
+    feedback: FeedbackReceived
+    followup_id: str | None  # the feedback request whose link it came through
+
+
+@dataclass(frozen=True)
+class CustomerRecords:
+    """Everything followups holds on one customer: contact, orders' milestones, follow-ups, feedback, escalations."""
+
+    customer: Customer | None
+    orders: list[Order]
+    followups: list[FollowUp]
+    feedback: list[StoredFeedback]
+    escalations: list[EscalationRecord]
+
+    @property
+    def empty(self) -> bool:
+        return self.customer is None and not (self.orders or self.followups or self.feedback or self.escalations)
+
+
+async def customer_records(unit: FollowupsUnit, customer_id: str) -> CustomerRecords:
+    theirs = {"customer_id": customer_id}
+    orders = await unit.find(ORDERS, theirs, projection={"_id": 1}, sort=[("placed_at", 1), ("_id", 1)])
+    feedback = await unit.find(FEEDBACK, theirs, sort=[("received_at", 1)])
+    return CustomerRecords(
+        customer=await find_customer(unit, customer_id),
+        orders=[await get_order(unit, doc["_id"], customer_id) for doc in orders],
+        followups=[_followup_of(doc) for doc in await unit.find(FOLLOWUPS, theirs, sort=[("created_at", 1)])],
+        feedback=[StoredFeedback(FeedbackReceived.model_validate(doc), doc.get("followup_id")) for doc in feedback],
+        escalations=[_escalation_of(doc) for doc in await unit.find(ESCALATIONS, theirs, sort=[("opened_at", 1)])],
+    )
+
+
 # --- erasure ------------------------------------------------------------------------------------
 
 
@@ -524,7 +562,8 @@ def forget_customer(unit: FollowupsUnit, customer_id: str, alias: str, kept: Cus
             {"customer_id": customer_id, "status": "pending"},
             {"$set": {"status": "cancelled", "cancelled_because": "customer erased"}},
         ),
-        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+        # What a person noted after a call, and why a send failed, may name the customer.
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "note": None, "last_error": None}}),
     )
     # A person's task keeps what it was (a call, a review) under the alias, not what was said or planned in it.
     unit.write(FOLLOWUPS, UpdateMany({"customer_id": alias}, {"$set": {"note": None, "title": None}}))
@@ -842,3 +881,17 @@ async def was_erased(rt: Runtime, customer_id: str) -> bool:
     if await rt.db[CUSTOMERS].find_one({"_id": customer_id}, {"_id": 1}) is not None:
         return False
     return await rt.db[ERASED].find_one({"_id": erased_id(customer_id)}, {"_id": 1}) is not None
+
+
+async def rename_call_task(unit: FollowupsUnit, customer_id: str, alias: str) -> tuple[str, str] | None:
+    """Erasure, after `forget_customer`: the call task is kept under the alias's call id (its id named the customer).
+
+    Returns the (old, new) follow-up ids, for the audit trail to follow; None without a call task.
+    """
+    old, new = call_id(customer_id), call_id(alias)
+    found = await unit.find_one(FOLLOWUPS, {"_id": old})
+    if found is None:
+        return None
+    unit.write(FOLLOWUPS, DeleteOne({"_id": old}))
+    unit.replace(FOLLOWUPS, found | {"_id": new})
+    return old, new

@@ -30,7 +30,8 @@ from services.loyalty.domain import (
     UnknownReward,
 )
 from services.loyalty.settings import LoyaltyUnit
-from shared.http import error
+from services.loyalty.store import MemberRecords
+from shared.http import ADMIN_ONLY, NOTHING_HELD, error, nothing_held
 from shared.service import Runtime, runtime
 from shared.types import Currency, Timestamp, WholeFloats
 
@@ -423,3 +424,102 @@ async def retire_reward(reward_id: str, rt: Rt) -> RewardOut:
         return _reward_body(await rt.transaction(work))
     except UnknownReward as unknown:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"reward_id: no such reward {unknown.reward_id!r}") from unknown
+
+
+# --- a customer's data (GDPR Art. 15 and 20) ---------------------------------------------------------
+
+
+class MemberStanding(BaseModel):
+    balance: int
+    tier: str
+    tier_points: int = Field(description="Purchase points in the tier window, as of the last change.")
+
+
+class PurchaseOut(BaseModel):
+    order_id: str
+    placed_at: datetime
+    currency: str
+    total: str
+
+
+class PointsRefundOut(BaseModel):
+    refund_id: str
+    order_id: str
+    amount: str
+    refunded_at: datetime
+
+
+class ActivityOut(BaseModel):
+    """Points earned for a review, a survey answer or a referral."""
+
+    reason: Reason
+    points: int
+    at: datetime
+    order_id: str | None
+
+
+class RedemptionRecord(BaseModel):
+    redemption_id: str
+    reward_id: str
+    points: int
+    at: datetime
+
+
+class LoyaltyExport(BaseModel):
+    """Everything loyalty holds on the customer: the member, the whole ledger, the history it was worked out from."""
+
+    customer_id: str
+    member: MemberStanding | None
+    ledger: list[EntryOut] = Field(description="Every entry, oldest first.")
+    purchases: list[PurchaseOut]
+    refunds: list[PointsRefundOut]
+    activities: list[ActivityOut]
+    redemptions: list[RedemptionRecord]
+
+
+@api.get("/customers/{customer_id}/export", openapi_extra=ADMIN_ONLY, responses={404: NOTHING_HELD})
+async def export_customer(customer_id: str, rt: Rt) -> LoyaltyExport:
+    """Everything loyalty holds on the customer, for their copy of their data (read in one transaction, audited)."""
+
+    async def read(unit: LoyaltyUnit) -> tuple[MemberRecords, bool]:
+        return await service.member_records(unit, customer_id)
+
+    records, erased = await rt.transaction(read)
+    member, facts = records.member, records.facts
+    if member is None and not records.ledger:
+        raise nothing_held(customer_id, erased=erased)
+    return LoyaltyExport(
+        customer_id=customer_id,
+        member=None
+        if member is None
+        else MemberStanding(balance=member.balance, tier=member.tier, tier_points=member.qualifying_points),
+        ledger=[
+            EntryOut(
+                kind=e.kind,
+                reason=e.reason,
+                points=e.points,
+                balance_after=e.balance_after,
+                order_id=e.order_id,
+                expires_at=e.expires_at,
+                at=e.at,
+                entry_id=e.entry_id,
+                cause=e.cause_type,
+            )
+            for e in records.ledger
+        ],
+        purchases=[
+            PurchaseOut(order_id=p.order_id, placed_at=p.placed_at, currency=p.currency, total=str(p.total))
+            for p in facts.purchases
+        ],
+        refunds=[
+            PointsRefundOut(refund_id=r.refund_id, order_id=r.order_id, amount=str(r.amount), refunded_at=r.refunded_at)
+            for r in facts.refunds
+        ],
+        activities=[
+            ActivityOut(reason=a.reason, points=a.points, at=a.at, order_id=a.order_id) for a in facts.activities
+        ],
+        redemptions=[
+            RedemptionRecord(redemption_id=r.redemption_id, reward_id=r.reward_id, points=r.points, at=r.at)
+            for r in facts.redemptions
+        ],
+    )

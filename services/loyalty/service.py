@@ -210,6 +210,11 @@ async def member_page(unit: LoyaltyUnit, customer_id: str) -> MemberPage:
     return MemberPage(standing, await store.recent_entries(unit, customer_id))
 
 
+async def member_records(unit: LoyaltyUnit, customer_id: str) -> tuple[store.MemberRecords, bool]:
+    """Everything loyalty holds on the customer (their export), and whether they were erased."""
+    return await store.member_records(unit, customer_id), await store.member_erased(unit, customer_id)
+
+
 # --- what the owner configures: rules, campaigns, rewards --------------------------------------------
 
 

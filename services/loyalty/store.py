@@ -213,20 +213,39 @@ class RecordedEntry:
 
 async def recent_entries(unit: LoyaltyUnit, customer_id: str, limit: int = 20) -> list[RecordedEntry]:
     docs = await unit.find(LEDGER, {"customer_id": customer_id}, sort=[("at", -1)], limit=limit)
-    return [
-        RecordedEntry(
-            entry_id=doc["_id"],
-            kind=EntryKind(doc["kind"]),
-            reason=Reason(doc["reason"]),
-            points=doc["points"],
-            balance_after=doc["balance_after"],
-            order_id=doc["order_id"],
-            expires_at=doc["expires_at"],
-            at=doc["at"],
-            cause_type=doc.get("cause_type"),
-        )
-        for doc in docs
-    ]
+    return [_recorded_entry(doc) for doc in docs]
+
+
+def _recorded_entry(doc: Mapping[str, Any]) -> RecordedEntry:
+    return RecordedEntry(
+        entry_id=doc["_id"],
+        kind=EntryKind(doc["kind"]),
+        reason=Reason(doc["reason"]),
+        points=doc["points"],
+        balance_after=doc["balance_after"],
+        order_id=doc["order_id"],
+        expires_at=doc["expires_at"],
+        at=doc["at"],
+        cause_type=doc.get("cause_type"),
+    )
+
+
+@dataclass(frozen=True)
+class MemberRecords:
+    """Everything loyalty holds on one customer (their export): the member, their whole ledger, their history."""
+
+    member: Member | None
+    ledger: list[RecordedEntry]  # oldest first
+    facts: Facts  # what they bought, had refunded, did for points and redeemed
+
+
+async def member_records(unit: LoyaltyUnit, customer_id: str) -> MemberRecords:
+    ledger = await unit.find(LEDGER, {"customer_id": customer_id}, sort=[("at", 1), ("_id", 1)])
+    return MemberRecords(
+        member=await find_member(unit, customer_id),
+        ledger=[_recorded_entry(doc) for doc in ledger],
+        facts=_facts(await unit.find_one(MEMBER_FACTS, {"_id": customer_id}) or {}),
+    )
 
 
 async def claim_member_due(rt: Runtime, at: datetime, *, lease: timedelta, owner: str) -> str | None:

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
 from services.orders import domain, jobs, service, store
+from services.orders.domain import Refund
 from services.orders.insight import SEGMENTS, Rfm
 from services.orders.settings import OrdersUnit, settings_of
-from services.orders.store import CustomerSummary, OrderRecord
-from shared.http import ADMIN_ONLY, error
+from services.orders.store import CustomerSummary, Order, OrderRecord
+from shared.http import ADMIN_ONLY, NOTHING_HELD, error, nothing_held
 from shared.service import Runtime, runtime
 
 api = APIRouter(tags=["orders"])
@@ -236,14 +237,109 @@ def _order(order: OrderRecord) -> OrderOut:
             for item in order.items
         ],
         fulfilled_at=order.fulfilled_at,
-        refunds=[
-            RefundOut(
-                refund_id=refund.refund_id,
-                amount=str(refund.amount),
-                currency=refund.currency,
-                refunded_at=refund.refunded_at,
-                reason=refund.reason,
+        refunds=[_refund(refund) for refund in order.refunds],
+    )
+
+
+def _refund(refund: Refund) -> RefundOut:
+    return RefundOut(
+        refund_id=refund.refund_id,
+        amount=str(refund.amount),
+        currency=refund.currency,
+        refunded_at=refund.refunded_at,
+        reason=refund.reason,
+    )
+
+
+# --- a customer's data (GDPR Art. 15 and 20) ---------------------------------------------------------
+
+
+class ProfileOut(CustomerOut):
+    """The customer's profile: contact details from their latest order, stats, scores."""
+
+    refunded: dict[str, str]
+    average_order_value: dict[str, str]
+    rfm: Scores | None
+    scored_at: datetime | None
+
+
+class OrderedItem(ItemOut):
+    category: str | None
+
+
+class OrderExport(BaseModel):
+    """An order as the shop told it: who placed it (as that order gave it), where it went, what was in it."""
+
+    order_id: str
+    order_number: str | None
+    placed_at: datetime | None = Field(description="Null for a fulfilment or refund heard of before its order.")
+    currency: str | None
+    total: str | None
+    customer: dict[str, Any] | None = Field(description="The customer's details as this order gave them.")
+    shipping_address: dict[str, Any] | None
+    items: list[OrderedItem]
+    discount_codes: list[str]
+    referral_code: str | None
+    fulfilled_at: datetime | None
+    refunds: list[RefundOut]
+
+
+class OrdersExport(BaseModel):
+    """Everything orders holds on the customer."""
+
+    customer_id: str
+    profile: ProfileOut | None = Field(description="Null while none of their orders is known (only a refund, say).")
+    orders: list[OrderExport]
+
+
+@api.get("/customers/{customer_id}/export", openapi_extra=ADMIN_ONLY, responses={404: NOTHING_HELD})
+async def export_customer(customer_id: str, rt: Rt) -> OrdersExport:
+    """Everything orders holds on the customer, for their copy of their data (read in one transaction, audited)."""
+
+    async def read(unit: OrdersUnit) -> tuple[store.CustomerRecords, bool]:
+        return await store.customer_records(unit, customer_id), await store.customer_is_erased(unit, customer_id)
+
+    records, erased = await rt.transaction(read)
+    if records.profile is None and not records.orders:
+        raise nothing_held(customer_id, erased=erased)
+    profile = records.profile
+    return OrdersExport(
+        customer_id=customer_id,
+        profile=None
+        if profile is None
+        else ProfileOut(
+            **_summary(profile).model_dump(),
+            refunded=profile.refunded,
+            average_order_value=profile.average_order_value,
+            rfm=_scores(profile.rfm),
+            scored_at=profile.scored_at,
+        ),
+        orders=[_exported(order) for order in records.orders],
+    )
+
+
+def _exported(order: Order) -> OrderExport:
+    placed = order.placed or {}
+    return OrderExport(
+        order_id=order.order_id,
+        order_number=placed.get("order_number"),
+        placed_at=placed.get("placed_at"),
+        currency=placed.get("currency"),
+        total=placed.get("total"),
+        customer=placed.get("customer"),
+        shipping_address=placed.get("shipping_address"),
+        items=[
+            OrderedItem(
+                sku=item["sku"],
+                name=item["name"],
+                quantity=item["quantity"],
+                unit_price=item["unit_price"],
+                category=item.get("category"),
             )
-            for refund in order.refunds
+            for item in placed.get("line_items", [])
         ],
+        discount_codes=placed.get("discount_codes", []),
+        referral_code=placed.get("referral_code"),
+        fulfilled_at=order.fulfilled_at,
+        refunds=[_refund(refund) for refund in order.refunds],
     )

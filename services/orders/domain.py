@@ -175,6 +175,12 @@ def records_owner(customer_id: str, *, erased: bool) -> str:
     return erased_alias(customer_id) if erased else customer_id
 
 
+def reason_kept(reason: str | None, owner: str, customer_id: str) -> str | None:
+    """A refund's reason, kept for the customer's own records; none for an erased customer's (free text may
+    name them)."""
+    return reason if owner == customer_id else None
+
+
 def erased(customer: Customer, alias: str) -> Customer:
     """What is kept of an erased customer, under their alias: the orders and scores, not who they are."""
     return replace(customer, customer_id=alias, contact=None, contact_from=None)

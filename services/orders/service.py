@@ -66,10 +66,12 @@ async def record_fulfilment(unit: OrdersUnit, event: OrderFulfilledEvent) -> Non
 
 async def record_refund(unit: OrdersUnit, event: OrderRefundedEvent) -> None:
     data = event.data
-    order = await store.get_order(unit, data.order_id, await _owner(unit, data.customer_id))
+    owner = await _owner(unit, data.customer_id)
+    order = await store.get_order(unit, data.order_id, owner)
     if not domain.refund_is_new(order.refunds, data.refund_id):
         return
-    refund = Refund(data.refund_id, data.amount, data.currency, as_stored(data.refunded_at), data.reason)
+    reason = domain.reason_kept(data.reason, owner, data.customer_id)
+    refund = Refund(data.refund_id, data.amount, data.currency, as_stored(data.refunded_at), reason)
     await _save(unit, replace(order, refunds=(*order.refunds, refund)))
     log.info("refund_recorded", order_id=data.order_id, refund_id=data.refund_id, amount=str(data.amount))
 
@@ -123,6 +125,7 @@ async def erase_customer(unit: OrdersUnit, customer_id: str, requested_at: datet
     customer = await store.find_customer(unit, customer_id)
     kept = None if customer is None else domain.erased(customer, alias)
     store.forget_customer(unit, customer_id, alias, kept, requested_at)
-    unit.publish(CustomerErased(customer_id=customer_id, requested_at=requested_at), subject=customer_id)
+    erasure = CustomerErased(customer_id=customer_id, requested_at=requested_at)
+    unit.publish(erasure, subject=customer_id, forget_once_sent=True)  # it names whom it erases
     log.info("customer_erased", alias=alias)
     return True

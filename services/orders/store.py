@@ -43,7 +43,14 @@ from services.orders.domain import (
 )
 from services.orders.insight import RENAMED_SEGMENTS, History, Rfm, segment_named
 from services.orders.settings import OrdersSettings, OrdersUnit
-from shared.erasure import customer_erased, forget_sent_events, is_alias, mark_erased, preload_customers
+from shared.erasure import (
+    customer_erased,
+    forget_once_sent_if_erased,
+    forget_sent_events,
+    is_alias,
+    mark_erased,
+    preload_customers,
+)
 from shared.events import OrderPlaced
 from shared.leases import claim, release
 from shared.mongo import Database, as_stored
@@ -323,7 +330,8 @@ def forget_customer(unit: OrdersUnit, customer_id: str, alias: str, kept: Custom
             {"customer_id": customer_id, "placed": {"$ne": None}},
             {"$set": {"placed.customer": {"customer_id": alias}, "placed.shipping_address": None}},
         ),
-        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias}}),
+        # A refund's reason is the shop's free text ("call Zuzana at +421…"): it may name the customer.
+        UpdateMany({"customer_id": customer_id}, {"$set": {"customer_id": alias, "refunds.$[].reason": None}}),
     )
     forget_sent_events(unit, customer_id)
     mark_erased(unit, customer_id, at)
@@ -378,8 +386,10 @@ class OrderRecord:
 
 async def customer_figures(rt: Runtime, customer_id: str) -> CustomerFigures | None:
     found = await rt.db[CUSTOMERS].find_one({"_id": customer_id}, {"orders": 0})
-    if found is None:
-        return None
+    return None if found is None else _figures_of(found)
+
+
+def _figures_of(found: Mapping[str, Any]) -> CustomerFigures:
     return CustomerFigures(
         **vars(_summary_of(found)),
         refunded=money(found.get("refunded")),
@@ -470,6 +480,20 @@ def _record_of(doc: Mapping[str, Any]) -> OrderRecord:
     )
 
 
+@dataclass(frozen=True)
+class CustomerRecords:
+    """Everything orders holds on one customer (their export): the profile, and every order of theirs as told."""
+
+    profile: CustomerFigures | None
+    orders: list[Order]  # oldest first
+
+
+async def customer_records(unit: OrdersUnit, customer_id: str) -> CustomerRecords:
+    found = await unit.find_one(CUSTOMERS, {"_id": customer_id})
+    orders = await unit.find(ORDERS, {"customer_id": customer_id}, sort=[("placed.placed_at", 1), ("_id", 1)])
+    return CustomerRecords(None if found is None else _figures_of(found), [_order_of(doc) for doc in orders])
+
+
 # --- scoring round ----------------------------------------------------------------------------------
 
 
@@ -523,6 +547,7 @@ async def once_per_delivery(
         if await unit.find_one(WEBHOOK_DELIVERIES, {"_id": delivery}) is not None:
             return None
         result = await work(unit)
+        await forget_once_sent_if_erased(unit)  # a late order of an erased customer still names them
         unit.write(WEBHOOK_DELIVERIES, InsertOne({"_id": delivery, "topic": topic, "received_at": unit.now()}))
         return result
 

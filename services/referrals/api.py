@@ -23,7 +23,7 @@ from services.referrals.domain import (
     RefusalReason,
 )
 from services.referrals.settings import ReferralsUnit
-from shared.http import error, field_error
+from shared.http import ADMIN_ONLY, NOTHING_HELD, error, field_error, nothing_held
 from shared.service import Runtime, runtime
 from shared.types import Id, Timestamp, WholeFloats
 
@@ -512,3 +512,80 @@ def _affiliate_fields(affiliate: Affiliate) -> dict[str, Any]:
 
 def _affiliate(affiliate: Affiliate) -> AffiliateOut:
     return AffiliateOut(**_affiliate_fields(affiliate), code=affiliate.code)
+
+
+# --- a customer's data (GDPR Art. 15 and 20) ---------------------------------------------------------
+
+
+class ReferredOut(ReferralOut):
+    """The order they were referred on, with the identities it was placed under (kept to contest it later)."""
+
+    referee_email: str | None = Field(description="Their e-mail as the referral compares it.")
+    referee_address: str | None = Field(description="Their shipping address as the referral compares it.")
+
+
+class ReferralCustomer(BaseModel):
+    first_order_id: str | None
+    first_order_at: datetime | None
+    emails: list[str] = Field(description="The e-mail identities their orders were placed under.")
+    addresses: list[str] = Field(description="The shipping-address identities their orders were placed under.")
+    code: str | None
+    last_invited_at: datetime | None
+
+
+class InvitationOut(BaseModel):
+    feedback_id: str
+    code: str
+    at: datetime
+
+
+class ReferralsExport(BaseModel):
+    """Everything referrals holds on the customer."""
+
+    customer_id: str
+    customer: ReferralCustomer | None
+    codes: list[CodeOut]
+    as_referrer: list[ReferralOut] = Field(description="Orders placed with their code: converted or refused.")
+    as_referee: list[ReferredOut] = Field(description="Their own orders that carried someone's code.")
+    invitations: list[InvitationOut]
+    affiliates: list[AffiliateOut] = Field(description="Affiliate accounts enrolled under their customer id.")
+    commissions: list[CommissionOut] = Field(description="Those accounts' conversions, with commission.")
+
+
+@api.get("/customers/{customer_id}/export", openapi_extra=ADMIN_ONLY, responses={404: NOTHING_HELD})
+async def export_customer(customer_id: CustomerId, rt: Rt) -> ReferralsExport:
+    """Everything referrals holds on the customer, for their copy of their data (read in one transaction, audited)."""
+
+    async def read(unit: ReferralsUnit) -> tuple[store.CustomerRecords, bool]:
+        return await store.customer_records(unit, customer_id), await store.customer_was_erased(unit, customer_id)
+
+    records, erased = await rt.transaction(read)
+    if records.empty:
+        raise nothing_held(customer_id, erased=erased)
+    now, customer = rt.now(), records.customer
+    return ReferralsExport(
+        customer_id=customer_id,
+        customer=None
+        if customer is None
+        else ReferralCustomer(
+            first_order_id=None if customer.first_order is None else customer.first_order.order_id,
+            first_order_at=None if customer.first_order is None else customer.first_order.placed_at,
+            emails=list(customer.emails),
+            addresses=list(customer.addresses),
+            code=customer.code,
+            last_invited_at=customer.last_invited_at,
+        ),
+        codes=[_code(code, code.code, now) for code in records.codes],
+        as_referrer=[_referral(referral) for referral in records.as_referrer],
+        as_referee=[
+            ReferredOut(
+                **_referral_fields(referral),
+                referee_email=referral.referee_email if isinstance(referral, Conversion) else None,
+                referee_address=referral.referee_address if isinstance(referral, Conversion) else None,
+            )
+            for referral in records.as_referee
+        ],
+        invitations=[InvitationOut(feedback_id=i.feedback_id, code=i.code, at=i.at) for i in records.invitations],
+        affiliates=[_affiliate(affiliate) for affiliate in records.affiliates],
+        commissions=[_commission(conversion) for conversion in records.commissions],
+    )

@@ -21,6 +21,7 @@ Documents are read into the values of domain.py and written from them.
 """
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -540,6 +541,53 @@ def save_affiliate(unit: ReferralsUnit, affiliate: Affiliate) -> None:
 async def affiliates(unit: ReferralsUnit, limit: int) -> list[Affiliate]:
     """Affiliates, the first enrolled first."""
     return [_affiliate(doc) for doc in await unit.find(AFFILIATES, {}, sort=[("created_at", 1)], limit=limit)]
+
+
+# --- a customer's data (their export) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerRecords:
+    """Everything referrals holds on one customer: their record, codes, referrals both ways, invitations, and
+    the affiliate accounts enrolled under their customer id with those accounts' conversions."""
+
+    customer: Customer | None
+    codes: list[Code]
+    as_referrer: list[Referral]
+    as_referee: list[Referral]
+    invitations: list[Invitation]
+    affiliates: list[Affiliate]
+    commissions: list[Conversion]  # the conversions of those affiliate accounts
+
+    @property
+    def empty(self) -> bool:
+        return self.customer is None and not (self.codes or self.as_referrer or self.as_referee or self.affiliates)
+
+
+async def customer_records(unit: ReferralsUnit, customer_id: str) -> CustomerRecords:
+    by_time = [("placed_at", 1), ("_id", 1)]
+    affiliates = [_affiliate(doc) for doc in await unit.find(AFFILIATES, {"customer_id": customer_id})]
+    commissions = await unit.find(
+        REFERRALS,
+        {"affiliate_id": {"$in": [a.affiliate_id for a in affiliates]}, "outcome": CONVERTED},
+        sort=by_time,
+    )
+    return CustomerRecords(
+        customer=await find_customer(unit, customer_id),
+        codes=[_code(doc) for doc in await unit.find(CODES, {"referrer_customer_id": customer_id})],
+        as_referrer=[
+            _referral(doc) for doc in await unit.find(REFERRALS, {"referrer_customer_id": customer_id}, sort=by_time)
+        ],
+        as_referee=[
+            _referral(doc) for doc in await unit.find(REFERRALS, {"referee_customer_id": customer_id}, sort=by_time)
+        ],
+        invitations=[
+            Invitation(doc["_id"], doc["customer_id"], doc["code"], doc["at"])
+            for doc in await unit.find(INVITATIONS, {"customer_id": customer_id}, sort=[("at", 1)])
+        ],
+        affiliates=affiliates,
+        commissions=[c for c in map(_referral, commissions) if isinstance(c, Conversion)],
+    )
 
 
 # --- reading what no single document holds --------------------------------------------------

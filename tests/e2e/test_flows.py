@@ -5,7 +5,6 @@ hand from DESIGN.md §7's defaults: balances, counts, e-mails, and every event
 about the customer on the exchange — nothing lost, nothing doubled.
 """
 
-import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,9 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
 
-from shared.events import LineItem, ShippingAddress
+from shared.events import LineItem
 from tests.shop_day import CONSUMERS, order_fulfilled, order_placed, order_refunded
 from tests.support.processes import ServiceStack
 from tests.support.smtp import SmtpInbox
@@ -409,77 +407,4 @@ async def test_a_refund_reverses_points_and_claws_back_the_commission_and_only_a
     )
 
 
-# --- CustomerErased ---------------------------------------------------------------------------------------------
-
-GUS = {
-    "email": "gustav.kovac@example.com",
-    "first_name": "Gustav",
-    "last_name": "Kováč",
-    "phone": "+421900555111",
-    "city": "Prešov",
-}
-
-
-async def test_erasing_a_customer_makes_every_service_forget_who_they_are(
-    stack: ServiceStack, tap: EventTap, http: httpx.AsyncClient, mongo: AsyncMongoClient[dict[str, Any]]
-) -> None:
-    address = ShippingAddress(line1="Hlavná 17", postal_code="080 01", city="Prešov", country="SK")
-    placed = order_placed(
-        "cus-gus",
-        "ord-gus-1",
-        [line("MUG-RED", 6, "12.50")],
-        at=NOW - timedelta(days=3),
-        shipping_address=address,
-        **GUS,
-    )
-    await tap.publish(placed)
-    await tap.publish(order_fulfilled("cus-gus", "ord-gus-1", at=NOW - timedelta(days=2)))
-    await thanked(tap, "cus-gus")
-    issued = await http.post(f"{stack['referrals'].url}/referrers/cus-gus/code")
-    assert issued.status_code == 201, issued.text
-    code = issued.json()["code"]
-    unhappy = {"customer_id": "cus-gus", "order_id": "ord-gus-1", "ratings": {"overall": 2}, "nps": 4}
-    complaint = "Gustav Kováč here: two of the mugs arrived broken."
-    posted = await http.post(f"{stack['followups'].url}/feedback", json=unhappy | {"comment": complaint})
-    assert posted.status_code == 201, posted.text
-    resolved = await http.post(
-        f"{stack['followups'].url}/escalations/{posted.json()['escalation_id']}/resolve",
-        json={"note": "Called Gustav on +421900555111, new mugs sent."},
-    )
-    assert resolved.status_code == 200, resolved.text
-    await eventually(lambda: balance_is(http, stack, "cus-gus", 75 + 50 + 20))
-
-    erasures = await taken(stack, "CustomerErased")
-    erased = await http.post(f"{stack['orders'].url}/customers/cus-gus/erase")
-    assert (erased.status_code, erased.json()) == (
-        202,
-        {"customer_id": "cus-gus", "erased": True, "already_erased": False},
-    )
-    await erasures.wait()
-    again = await http.post(f"{stack['orders'].url}/customers/cus-gus/erase")
-    assert again.json()["already_erased"] is True
-
-    gone = await http.get(f"{stack['orders'].url}/customers/cus-gus")
-    assert (gone.status_code, gone.json()["detail"]) == (404, "customer_id: 'cus-gus' was erased")
-    assert (await http.get(f"{stack['loyalty'].url}/members/cus-gus")).status_code == 404
-    assert (await http.post(f"{stack['referrals'].url}/referrers/cus-gus/code")).status_code == 409
-    assert (await get(http, f"{stack['referrals'].url}/referrals/{code}"))["status"] == "revoked"
-    assert await followups_of(http, stack, "cus-gus") == {}
-    needles = [*GUS.values(), "Hlavná 17", "hlavna 17", "Gustav", complaint]
-    for service in ("orders", "followups", "loyalty", "referrals"):
-        left = await mentions(mongo, stack.topology.database(service), needles)
-        assert left == [], f"{service}: {left}"
-    [told] = [e for e in tap.bodies("CustomerErased") if e["subject"] == "cus-gus"]
-    assert told["source"] == "orders"
-
-
-async def mentions(mongo: AsyncMongoClient[dict[str, Any]], database: str, needles: list[str]) -> list[str]:
-    """Documents of every collection in `database` that contain any of `needles` (case ignored)."""
-    lowered = [needle.lower() for needle in needles]
-    found = []
-    db = mongo[database]
-    for collection in await db.list_collection_names():
-        async for doc in db[collection].find({}):
-            text = json.dumps(doc, default=str, ensure_ascii=False).lower()
-            found += [f"{collection}/{doc['_id']}: {n}" for n in lowered if n in text]
-    return found
+# --- CustomerErased: tests/e2e/test_customer_data.py (every document of every service searched) -----------

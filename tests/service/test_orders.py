@@ -79,7 +79,9 @@ def fulfilled(customer_id: str, order_id: str, day: str) -> Any:
     return OrderFulfilledEvent.new(data, source="shop", subject=customer_id)
 
 
-def refunded(customer_id: str, order_id: str, refund_id: str, amount: str, day: str, currency: str = "EUR") -> Any:
+def refunded(
+    customer_id: str, order_id: str, refund_id: str, amount: str, day: str, currency: str = "EUR", reason: str = ""
+) -> Any:
     data = OrderRefunded(
         refund_id=refund_id,
         order_id=order_id,
@@ -87,6 +89,7 @@ def refunded(customer_id: str, order_id: str, refund_id: str, amount: str, day: 
         amount=Decimal(amount),
         currency=currency,
         refunded_at=at(day),
+        reason=reason or None,
     )
     return OrderRefundedEvent.new(data, source="shop", subject=customer_id)
 
@@ -253,6 +256,39 @@ async def test_erasure_removes_personal_data_keeps_totals_and_tells_everyone_onc
     assert len([e for e in tap.bodies("CustomerErased") if e["data"]["customer_id"] == "cus-e"]) == 1
 
 
+async def test_erasure_scrubs_refund_reasons_and_a_late_refund_keeps_none_nor_the_erasure_event_once_sent(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    reason = "call Zuzana at +421 905 123 456"
+    await deliver(
+        rt,
+        tap,
+        placed("cus-z", "z1", "30.00", "2026-03-03"),
+        placed("cus-z", "z2", "20.00", "2026-03-04"),
+        refunded("cus-z", "z1", "rz1", "10.00", "2026-03-05", reason=reason),
+    )
+    assert (await customer(http, "cus-z"))["orders"][1]["refunds"][0]["reason"] == reason
+    assert (await http.post("/customers/cus-z/erase", headers=ADMIN)).status_code == 202
+    await tap.wait_for(lambda e: e["type"] == "CustomerErased" and e["data"]["customer_id"] == "cus-z")
+    # A refund told after the erasure, for a known order and for one not heard of yet.
+    await deliver(
+        rt,
+        tap,
+        refunded("cus-z", "z2", "rz2", "5.00", "2026-03-06", reason="Zuzana moved to Žilina"),
+        refunded("cus-z", "z3", "rz3", "5.00", "2026-03-06", reason="Zuzana again"),
+    )
+    await eventually(lambda: _outbox_empty(rt))
+    orders = [d async for d in rt.db[ORDERS].find({"_id": {"$in": ["z1", "z2", "z3"]}})]
+    assert sorted(len(order["refunds"]) for order in orders) == [1, 1, 1]  # the refunds still count, nameless
+    assert [refund["reason"] for order in orders for refund in order["refunds"]] == [None, None, None]
+    everything = json.dumps(
+        [doc for name in await rt.db.list_collection_names() async for doc in rt.db[name].find({})], default=str
+    )
+    for needle in ("Zuzana", "+421", "cus-z"):  # the sent CustomerErased too: it named the customer
+        assert needle not in everything, needle
+
+
 # --- webhooks -----------------------------------------------------------------------------------
 
 
@@ -296,6 +332,25 @@ async def test_a_signed_shopify_order_becomes_one_order_placed_and_a_redelivery_
 
 async def _outbox_empty(rt: Runtime) -> bool:
     return await rt.relay.backlog() == 0
+
+
+async def test_a_shop_order_for_an_erased_customer_goes_out_anonymous_and_its_event_is_not_kept(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    assert (await http.post("/customers/207119551/erase", headers=ADMIN)).status_code == 202
+    body = (WEBHOOKS / "shopify" / "orders_create.json").read_bytes()
+    answer = await http.post("/webhooks/shopify", content=body, headers=shopify_headers(body, "orders/create"))
+    assert answer.status_code == 200, answer.text
+    # The others hear of the order (and keep it anonymous); this outbox keeps no copy naming her once it is sent.
+    await tap.wait_for(lambda e: e["id"] == "shopify:order:450789469:placed")
+    await eventually(lambda: rt.db[ORDERS].find_one({"_id": "450789469"}))
+    await eventually(lambda: _outbox_empty(rt))
+    everything = json.dumps(
+        [doc for name in await rt.db.list_collection_names() async for doc in rt.db[name].find({})], default=str
+    )
+    for needle in ("eva.novakova@example.sk", "207119551", "Nováková"):
+        assert needle not in everything, needle
 
 
 async def test_a_refund_webhook_waits_for_its_order_then_names_the_customer(
