@@ -18,7 +18,7 @@ def bars(
     span = (top - bottom) or 1.0
     plot = HEIGHT - AXIS
     zero = plot * top / span if bottom < 0 else plot
-    width = (WIDTH - GAP * (len(points) + 1)) / max(len(points), 1)
+    width = min(56.0, (WIDTH - GAP * (len(points) + 1)) / max(len(points), 1))
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',

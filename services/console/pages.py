@@ -23,12 +23,14 @@ from services.console.web import (
     secure_cookies,
     visit,
 )
+from shared.export import gather_export
 from shared.i18n import LANGUAGES, choose_language
 from shared.mongo import ping
 
 pages = APIRouter()
 Signed = Annotated[Visit, Depends(visit)]
-BRIEFS_ON_TODAY = 10  # calls shown with their full brief; the rest are listed with name and phone
+CALLS_ON_TODAY = 25  # calls shown on Today, soonest due first; the rest wait for tomorrow's list
+BRIEFS_ON_TODAY = 10  # calls shown with followups' brief; the others with name, phone and town
 
 
 # --- signing in and out -------------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ async def _today(
     wanted |= {f["customer_id"] for f in (invited.data["followups"] if invited.ok else [])}
     wanted |= {f["customer_id"] for f in (feedback.data["feedback"] if feedback.ok else [])}
     briefs, names = await asyncio.gather(
-        _briefs(seen, [*win_backs[:BRIEFS_ON_TODAY], *due_calls[:BRIEFS_ON_TODAY]]), _names(seen, wanted)
+        _briefs(seen, [*due_calls, *win_backs][:BRIEFS_ON_TODAY]), _names(seen, wanted)
     )
     recent_invites = [
         f for f in (invited.data["followups"] if invited.ok else []) if _within(f.get("sent_at"), now, days=7)
@@ -168,7 +170,8 @@ async def _today(
             "title": "today.title",
             "csrf": seen.csrf,
             "calls": due,
-            "call_rows": [(f, briefs.get(f["followup_id"])) for f in due_calls],
+            "call_rows": [(f, briefs.get(f["followup_id"])) for f in due_calls[:CALLS_ON_TODAY]],
+            "calls_more": max(0, len(due_calls) - CALLS_ON_TODAY),
             "slipping": winning_back,
             "slipping_rows": [(f, briefs.get(f["followup_id"])) for f in win_backs],
             "reviews": reviews,
@@ -217,13 +220,14 @@ async def _briefs(seen: Visit, tasks: list[dict[str, Any]]) -> dict[str, views.B
 
 
 async def _names(seen: Visit, customer_ids: set[str]) -> dict[str, str]:
-    ids = sorted(customer_ids)[:50]
-    found = await seen.console.calls.read_all(*(("orders", f"/customers/{cid}", None) for cid in ids))
-    return {
-        cid: views.person_name(reading.data.get("contact"), cid)
-        for cid, reading in zip(ids, found, strict=True)
-        if reading.ok
-    }
+    """The names of these customers, in one question to orders."""
+    if not customer_ids:
+        return {}
+    wanted = {"customer_id": sorted(customer_ids)[:100], "limit": 100}
+    found = await seen.console.calls.read("orders", "/customers", wanted)
+    if not found.ok:
+        return {}
+    return {c["customer_id"]: views.person_name(c.get("contact"), c["customer_id"]) for c in found.data["customers"]}
 
 
 @pages.post("/today/calls/{followup_id}/done")
@@ -488,6 +492,26 @@ async def issue_reward(request: Request, customer_id: str, seen: Signed) -> Resp
         problem = "customer.error.points" if change.status == 409 else _problem(change.status)
         return await _customer(request, seen, customer_id, {"reward_id": problem}, form)
     return back_to(f"/customers/{customer_id}", "said.reward_issued")
+
+
+@pages.post("/customers/{customer_id}/export")
+async def export_customer(request: Request, customer_id: str, seen: Signed) -> Response:
+    """Everything the four services hold on the customer, as one JSON file (shared/export.py; owners only)."""
+    seen.require("export")
+    settings = seen.console.settings
+    key = settings.service_key
+    data = await gather_export(
+        customer_id,
+        urls=settings.service_urls,
+        api_key=key.get_secret_value() if key else "",
+        timeout=settings.service_timeout_seconds * 5,
+    )
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in customer_id)
+    return Response(
+        data.model_dump_json(indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="customer-{name}.json"'},
+    )
 
 
 @pages.post("/customers/{customer_id}/erase")

@@ -137,8 +137,16 @@ async def list_customers(
             " name (`Jana Nov`); the latest buyers first, `limit` of them.",
         ),
     ] = None,
+    customer_id: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]],
+        Query(max_length=500, description="These customers' headline figures instead (repeat it; those known)."),
+    ] = [],  # noqa: B006 - FastAPI copies a query list's default
 ) -> CustomerPage:
-    """Customers, optionally of one RFM segment, sorted; each with their headline stats. With `q`, those it finds."""
+    """Customers, optionally of one RFM segment, sorted; each with their headline stats. With `q`, those it finds;
+    with `customer_id`, those named."""
+    if customer_id:
+        found = await store.customers_named(rt, customer_id[:limit])
+        return CustomerPage(customers=[_summary(customer) for customer in found], limit=limit, offset=0)
     if q is not None:
         found = await store.customers_matching(rt, domain.search_terms(q), limit=limit)
         return CustomerPage(customers=[_summary(customer) for customer in found], limit=limit, offset=0)

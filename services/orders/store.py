@@ -416,6 +416,12 @@ async def customer_listing(
     return [_summary_of(profile) async for profile in found]
 
 
+async def customers_named(rt: Runtime, customer_ids: Sequence[str]) -> list[CustomerSummary]:
+    """The profiles of these customers (those known), in no particular order."""
+    found = rt.db[CUSTOMERS].find({"_id": {"$in": list(customer_ids)}}, {"orders": 0})
+    return [_summary_of(profile) async for profile in found]
+
+
 async def customers_matching(rt: Runtime, terms: SearchTerms, *, limit: int) -> list[CustomerSummary]:
     """Customers whose e-mail or phone is one of the terms, whose name starts so, or who placed the order named."""
     wanted: list[dict[str, Any]] = []

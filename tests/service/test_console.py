@@ -170,6 +170,7 @@ async def test_staff_cannot_reach_settings_erasure_or_people(console: Running) -
     assert 'href="/settings"' not in (await http.get("/today")).text
     for action, data in [
         ("/customers/cus_1/erase", {"confirm": "cus_1"}),
+        ("/customers/cus_1/export", {}),
         ("/settings/people", {"name": "X", "email": "x@shop.example", "password": "0123456789", "role": "owner"}),
         (f"/settings/people/{OWNER[0]}/remove", {}),
     ]:
@@ -244,3 +245,15 @@ async def test_a_language_is_chosen_per_person(console: Running) -> None:
     # Somewhere else than the console is never where a language switch sends you.
     away = await http.post("/preferences/language", data={"csrf": csrf, "language": "hu", "back": "//evil.example/"})
     assert away.headers["location"] == "/today"
+
+
+async def test_an_owner_exports_a_customer_and_the_file_says_what_is_missing(console: Running) -> None:
+    http = console.http
+    csrf = await sign_in(http, *OWNER)
+    answer = await http.post("/customers/cus_1/export", data={"csrf": csrf})
+    assert answer.status_code == 200
+    assert answer.headers["content-disposition"] == 'attachment; filename="customer-cus_1.json"'
+    data = answer.json()
+    assert data["customer_id"] == "cus_1"
+    assert sorted(data["missing"]) == ["followups", "loyalty", "orders", "referrals"]  # every service is away
+    assert SERVICE_KEY not in answer.text
