@@ -29,8 +29,8 @@ from shared.mongo import ping
 
 pages = APIRouter()
 Signed = Annotated[Visit, Depends(visit)]
-CALLS_ON_TODAY = 25  # calls shown on Today, soonest due first; the rest wait for tomorrow's list
-BRIEFS_ON_TODAY = 10  # calls shown with followups' brief; the others with name, phone and town
+CALLS_ON_TODAY = 20  # calls listed on Today, soonest due first; the rest come up as these are done
+BRIEFS_ON_TODAY = 5  # the next calls, with followups' brief; the others with name, phone and town (and a link)
 
 
 # --- signing in and out -------------------------------------------------------------------------------------

@@ -453,8 +453,11 @@ async def customers_matching(rt: Runtime, terms: SearchTerms, *, limit: int) -> 
             wanted.append({"_id": {"$in": sorted(owners)}})
     if not wanted:
         return []
-    found = rt.db[CUSTOMERS].find({"$or": wanted}, {"orders": 0}, sort=[("last_order_at", DESCENDING)], limit=limit)
-    return [_summary_of(profile) async for profile in found]
+    # Unsorted, so each branch stops at `limit` on its own index; the page is then put latest buyer first.
+    found = [
+        _summary_of(profile) async for profile in rt.db[CUSTOMERS].find({"$or": wanted}, {"orders": 0}, limit=limit)
+    ]
+    return sorted(found, key=lambda c: (c.last_order_at is not None, c.last_order_at), reverse=True)
 
 
 def _summary_of(profile: Mapping[str, Any]) -> CustomerSummary:

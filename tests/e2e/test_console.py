@@ -224,6 +224,19 @@ async def test_resolving_the_escalation_takes_it_off_today(page: Page, shop: Ser
     await expect(waiting).to_contain_text("Nobody is waiting for an answer.")
 
 
+@pytest.mark.parametrize(
+    "typed", ["jana", "Jana Nov", "cus_console_jana@example.com", "+421 900 123 456", "ord_console_1"]
+)
+async def test_search_finds_a_customer_by_what_the_owner_knows(page: Page, shop: ServiceProcess, typed: str) -> None:
+    await signed_in(page, shop)
+    await page.goto(f"{shop.url}/customers")
+    await page.get_by_label("Find a customer").fill(typed)
+    await page.get_by_role("button", name="Find").click()
+    found = page.locator("table tbody tr")
+    await expect(found).to_have_count(1)
+    await expect(found.get_by_role("link", name="Jana Nováková")).to_be_visible()
+
+
 async def test_a_staff_member_cannot_reach_settings(page: Page, shop: ServiceProcess) -> None:
     await signed_in(page, shop, STAFF)
     await expect(page.get_by_role("link", name="Settings")).to_have_count(0)
