@@ -147,7 +147,7 @@ async def _today(
         ("followups", "/followups", {"status": "due", "kind": "task", "limit": 100}),
         ("followups", "/escalations", {"open": "true"}),
         ("followups", "/followups", {"kind": "referral_invite", "status": "sent", "order": "latest", "limit": 20}),
-        ("followups", "/feedback", {"since": since, "limit": 50}),
+        ("followups", "/feedback/received", {"since": since, "limit": 50}),
     )
     due_calls = due.data["followups"] if due.ok else []
     win_backs = winning_back.data["followups"] if winning_back.ok else []
@@ -352,7 +352,7 @@ async def _customer(
         ("orders", f"/customers/{customer_id}", None),
         ("loyalty", f"/members/{customer_id}", None),
         ("followups", "/followups", {"customer_id": customer_id, "order": "latest", "limit": 100}),
-        ("followups", "/feedback", {"customer_id": customer_id, "limit": 50}),
+        ("followups", "/feedback/received", {"customer_id": customer_id, "limit": 50}),
         ("loyalty", "/rewards", None),
         ("followups", f"/customers/{customer_id}/brief", None),
     )

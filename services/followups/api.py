@@ -226,10 +226,12 @@ class FeedbackList(BaseModel):
     feedback: list[ReceivedFeedback]
 
 
-@api.get("/feedback")
+@api.get("/feedback/received")
 async def list_feedback(
     rt: Rt,
-    since: Annotated[datetime | None, Query(description="Only feedback received at or after this moment.")] = None,
+    since: Annotated[
+        Timestamp | None, Query(description="Only feedback received at or after this moment (RFC 3339).")
+    ] = None,
     customer_id: Annotated[Id | None, Query(description="Only this customer's feedback.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> FeedbackList:

@@ -179,7 +179,7 @@ async def main(count: int) -> None:
                 "calls due": f"{followups}/followups?status=due&kind=call&limit=100",
                 "win-backs due": f"{followups}/followups?status=due&kind=win_back&limit=100",
                 "escalations": f"{followups}/escalations?open=true",
-                "feedback today": f"{followups}/feedback?since={since.replace('+', '%2B')}&limit=50",
+                "feedback today": f"{followups}/feedback/received?since={since.replace('+', '%2B')}&limit=50",
                 "one brief": f"{followups}/customers/live-0001/brief",
                 "one customer (orders)": f"{stack['orders'].url}/customers/live-0001",
             }
