@@ -308,13 +308,25 @@ SEGMENTS = (
 
 
 @pages.get("/customers", response_class=HTMLResponse)
-async def customers(request: Request, seen: Signed, q: str = "", segment: str = "") -> Response:
+async def customers(request: Request, seen: Signed, q: str = "", segment: str = "", tier: str = "") -> Response:
     query = q.strip()[:200]
     chosen = segment if segment in SEGMENTS else ""
+    calls = seen.console.calls
+    rules = await calls.read("loyalty", "/rules")
+    tiers = [t["name"] for t in rules.data.get("tiers", [])] if rules.ok else []
     if query:
-        found = await seen.console.calls.read("orders", "/customers", {"q": query, "limit": 50})
+        found = await calls.read("orders", "/customers", {"q": query, "limit": 50})
+    elif tier and (members := await calls.read("loyalty", "/members", {"tier": tier[:40], "limit": 50})).ok:
+        ids = [m["customer_id"] for m in members.data["members"]]
+        found = await calls.read("orders", "/customers", {"customer_id": ids, "limit": 50}) if ids else members
+        if ids and found.ok:  # in the tier's order, most points first
+            rank = {customer_id: n for n, customer_id in enumerate(ids)}
+            found.data["customers"].sort(key=lambda c: rank.get(c["customer_id"], len(rank)))
+    elif tier:
+        found = members  # loyalty did not answer: the list says so
     else:
-        found = await seen.console.calls.read("orders", "/customers", {"segment": chosen or None, "limit": 50})
+        found = await calls.read("orders", "/customers", {"segment": chosen or None, "limit": 50})
+    rows = found.data.get("customers", []) if found.ok else []
     return render(
         request,
         "customers.html",
@@ -325,8 +337,10 @@ async def customers(request: Request, seen: Signed, q: str = "", segment: str = 
             "q": query,
             "segment": chosen,
             "segments": SEGMENTS,
+            "tier": tier if tier in tiers else "",
+            "tiers": tiers,
             "found": found,
-            "rows": found.data["customers"] if found.ok else [],
+            "rows": rows,
             "name_of": views.person_name,
             "parse_time": views.parse_time,
         },
@@ -629,11 +643,14 @@ def _is_rate(text: str) -> bool:
 
 @pages.get("/reports", response_class=HTMLResponse)
 async def reports(request: Request, seen: Signed) -> Response:
-    nps, retention, referral_stats, segments = await seen.console.calls.read_all(
-        ("followups", "/reports/nps", None),
-        ("orders", "/reports/retention", None),
-        ("referrals", "/stats", None),
-        ("orders", "/customers", {"limit": 1}),
+    calls = seen.console.calls
+    # Retention reads every customer's history (seconds at 100,000 customers): it gets longer than a page's wait.
+    slow = seen.console.settings.service_timeout_seconds * 5
+    (nps, referral_stats, tiers), retention = await asyncio.gather(
+        calls.read_all(
+            ("followups", "/reports/nps", None), ("referrals", "/stats", None), ("loyalty", "/reports/tiers", None)
+        ),
+        calls.read("orders", "/reports/retention", timeout=slow),
     )
     words = CATALOGUES.words(seen.language)
     months = nps.data["months"][-12:] if nps.ok else []
@@ -657,7 +674,14 @@ async def reports(request: Request, seen: Signed) -> Response:
             ),
             "k_months": k_months,
             "referral_stats": referral_stats,
-            "segments": segments,
+            "tiers": tiers,
+            "tier_chart": charts.bars(
+                [
+                    (words(f"tier.{name}") if f"tier.{name}" in CATALOGUES.by_language["en"] else name, float(count))
+                    for name, count in (tiers.data["tiers"].items() if tiers.ok else [])
+                ],
+                words("reports.tier_sizes"),
+            ),
             "heat": charts.heat,
         },
         visit=seen,

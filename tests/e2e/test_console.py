@@ -237,6 +237,19 @@ async def test_search_finds_a_customer_by_what_the_owner_knows(page: Page, shop:
     await expect(found.get_by_role("link", name="Jana Nováková")).to_be_visible()
 
 
+async def test_customers_are_listed_by_tier_and_the_report_counts_them(page: Page, shop: ServiceProcess) -> None:
+    await signed_in(page, shop)
+    await page.goto(f"{shop.url}/customers")
+    await page.get_by_label("Tier").select_option("bronze")
+    await page.get_by_role("button", name="Find").click()
+    await expect(page.get_by_role("heading", name="Bronze")).to_be_visible()
+    await expect(page.locator("table tbody tr")).to_have_count(3)  # Jana, Peter and Eva, each with some points
+    await page.goto(f"{shop.url}/reports")
+    tiers = page.locator("section", has=page.get_by_role("heading", name="Members per tier"))
+    await tiers.get_by_text("The numbers").click()
+    await expect(tiers.locator("tbody tr", has_text="Bronze")).to_contain_text("3")
+
+
 async def test_a_staff_member_cannot_reach_settings(page: Page, shop: ServiceProcess) -> None:
     await signed_in(page, shop, STAFF)
     await expect(page.get_by_role("link", name="Settings")).to_have_count(0)
