@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-service test-e2e lint format asyncapi bench bench-import bench-group-commit bench-loyalty bench-orders bench-op-cost constraints clean
+.PHONY: install run demo test test-unit test-service test-e2e lint format asyncapi bench bench-import bench-group-commit bench-loyalty bench-orders bench-op-cost constraints clean
 
 install: $(STAMP)
 
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml constraints.txt deploy/local/bootstrap.sh
 
 run: install
 	$(BIN)/python deploy/local/run.py
+
+# A realistic shop (300 customers, calls due, an open escalation) in the fresh system `make run` started.
+demo: install
+	$(BIN)/python deploy/local/demo.py
 
 test: install
 	deploy/local/ensure-rabbitmq.sh --tests

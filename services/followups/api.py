@@ -81,6 +81,10 @@ async def list_followups(
     ] = None,
     kind: Annotated[Kind | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    customer_id: Annotated[Id | None, Query(description="Only this customer's follow-ups.")] = None,
+    order: Annotated[
+        Literal["soonest", "latest"], Query(description="By due time, soonest or latest first.")
+    ] = "soonest",
 ) -> Followups:
     """Follow-ups soonest first; calls and notes come with the customer's name, phone and town."""
     due = status_ == "due"
@@ -90,6 +94,8 @@ async def list_followups(
         kind=kind,
         due_by=rt.now() if due else None,
         limit=limit,
+        customer_id=customer_id,
+        latest_first=order == "latest",
     )
     contacts = await store.contacts(rt, (f.customer_id for f in found))
     return Followups(followups=[_followup(f, contacts.get(f.customer_id)) for f in found])
@@ -228,6 +234,30 @@ async def nps_report(rt: Rt) -> NpsReport:
 
 
 # --- feedback -------------------------------------------------------------------------------------
+
+
+class ReceivedFeedback(FeedbackReceived):
+    followup_id: str | None = Field(description="The feedback request it answered, if any.")
+
+
+class FeedbackList(BaseModel):
+    feedback: list[ReceivedFeedback]
+
+
+@api.get("/feedback/received")
+async def list_feedback(
+    rt: Rt,
+    since: Annotated[
+        Timestamp | None, Query(description="Only feedback received at or after this moment (RFC 3339).")
+    ] = None,
+    customer_id: Annotated[Id | None, Query(description="Only this customer's feedback.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> FeedbackList:
+    """Feedback received, latest first (the owner's console shows today's, and each customer's)."""
+    found = await store.feedback_received(rt, since=since, customer_id=customer_id, limit=limit)
+    return FeedbackList(
+        feedback=[ReceivedFeedback(**feedback.model_dump(), followup_id=followup_id) for feedback, followup_id in found]
+    )
 
 
 class RatingsIn(BaseModel):

@@ -97,6 +97,7 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # th
                 [("followup_id", ASCENDING)], unique=True, partialFilterExpression={"followup_id": {"$type": "string"}}
             ),
             IndexModel([("received_at", ASCENDING)]),
+            IndexModel([("customer_id", ASCENDING), ("received_at", ASCENDING)]),
         ]
     )
     await db[ESCALATIONS].create_indexes(
@@ -343,18 +344,40 @@ async def mark_done(unit: FollowupsUnit, followup_id: str, at: datetime, note: s
 
 
 async def followups(
-    rt: Runtime, *, status: Status | None, kind: Kind | None, due_by: datetime | None, limit: int
+    rt: Runtime,
+    *,
+    status: Status | None,
+    kind: Kind | None,
+    due_by: datetime | None,
+    limit: int,
+    customer_id: str | None = None,
+    latest_first: bool = False,
 ) -> list[FollowUp]:
-    """Follow-ups soonest first: of a status, of a kind, pending and due by `due_by`."""
-    query: dict[str, Any] = {}
+    """Follow-ups soonest (or latest) first: of a status, of a kind, pending and due by `due_by`, of one customer."""
+    query: dict[str, Any] = {} if customer_id is None else {"customer_id": customer_id}
     if due_by is not None:
         query |= {"status": "pending", "due_at": {"$lte": due_by}}
     elif status is not None:
         query["status"] = status
     if kind is not None:
         query["kind"] = kind
-    found = await rt.db[FOLLOWUPS].find(query, sort=[("due_at", 1)], limit=limit).to_list()
+    found = await rt.db[FOLLOWUPS].find(query, sort=[("due_at", -1 if latest_first else 1)], limit=limit).to_list()
     return [_followup_of(doc) for doc in found]
+
+
+async def feedback_received(
+    rt: Runtime, *, since: datetime | None, customer_id: str | None, limit: int
+) -> list[tuple[FeedbackReceived, str | None]]:
+    """Feedback latest first, since a moment and of one customer when asked; each with the request it answered."""
+    query: dict[str, Any] = {} if customer_id is None else {"customer_id": customer_id}
+    if since is not None:
+        query["received_at"] = {"$gte": since}
+    found = await rt.db[FEEDBACK].find(query, sort=[("received_at", -1)], limit=limit).to_list()
+    fields = set(FeedbackReceived.model_fields)
+    return [
+        (FeedbackReceived.model_validate({k: v for k, v in doc.items() if k in fields}), doc.get("followup_id"))
+        for doc in found
+    ]
 
 
 async def contacts(rt: Runtime, customer_ids: Iterable[str]) -> dict[str, Contact | None]:

@@ -9,10 +9,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import pycountry
-from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from services.loyalty import service
+from services.loyalty import service, store
 from services.loyalty.domain import (
     Campaign,
     EmptyCampaignWindow,
@@ -119,6 +119,42 @@ class MemberOut(BaseModel):
     expiring_in_30_days: int
     expiring: list[ExpiringPoints]
     recent_entries: list[EntryOut]
+
+
+class MemberSummaryOut(BaseModel):
+    customer_id: str
+    tier: str
+    balance: int
+    tier_points: int = Field(description="Purchase points in the tier window (what the tier is decided on).")
+
+
+class MembersPage(BaseModel):
+    members: list[MemberSummaryOut]
+    limit: int
+    offset: int
+
+
+@api.get("/members")
+async def list_members(
+    rt: Rt,
+    tier: Annotated[str | None, Query(min_length=1, max_length=40, description="Only members of this tier.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> MembersPage:
+    """Members of one tier (or all, by tier), most points toward their tier first (the console's lists by tier)."""
+    found = await store.members_of_tier(rt, tier, limit=limit, offset=offset)
+    members = [MemberSummaryOut(**vars(m) | {"tier_points": m.qualifying_points}) for m in found]
+    return MembersPage(members=members, limit=limit, offset=offset)
+
+
+class TierSizes(BaseModel):
+    tiers: dict[str, int] = Field(description="Members per tier.")
+
+
+@api.get("/reports/tiers")
+async def tier_report(rt: Rt) -> TierSizes:
+    """How many members hold each tier."""
+    return TierSizes(tiers=await store.tier_sizes(rt))
 
 
 @api.get("/members/{customer_id}", responses={404: NO_MEMBER})

@@ -93,7 +93,10 @@ REDEMPTION_REQUESTS = "redemption_requests"
 
 async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # runs as the service starts
     await db[MEMBERS].create_indexes(
-        [IndexModel([("next_review_at", ASCENDING)], partialFilterExpression={"next_review_at": {"$type": "date"}})]
+        [
+            IndexModel([("next_review_at", ASCENDING)], partialFilterExpression={"next_review_at": {"$type": "date"}}),
+            IndexModel([("tier", ASCENDING), ("qualifying_points", DESCENDING), ("_id", ASCENDING)]),  # GET /members
+        ]
     )
     await db[LEDGER].create_indexes([IndexModel([("customer_id", ASCENDING), ("at", DESCENDING)])])
     await db[CAMPAIGNS].create_indexes([IndexModel([("ends_at", ASCENDING)])])
@@ -218,6 +221,33 @@ async def history(unit: LoyaltyUnit, member: Member) -> History:
     for entry in await unit.find(LEDGER, {"customer_id": member.customer_id}, projection={"key": 1, "points": 1}):
         recorded[entry["key"]] = recorded.get(entry["key"], 0) + entry["points"]
     return History(facts, recorded)
+
+
+@dataclass(frozen=True)
+class MemberSummary:
+    customer_id: str
+    tier: str
+    balance: int
+    qualifying_points: int
+
+
+async def members_of_tier(rt: Runtime, tier: str | None, *, limit: int, offset: int) -> list[MemberSummary]:
+    """Members (of one tier, or all), most points toward their tier first."""
+    query = {} if tier is None else {"tier": tier}
+    order = [("tier", ASCENDING), ("qualifying_points", DESCENDING), ("_id", ASCENDING)]
+    found = rt.db[MEMBERS].find(
+        query, {"tier": 1, "balance": 1, "qualifying_points": 1}, sort=order, skip=offset, limit=limit
+    )
+    return [
+        MemberSummary(doc["_id"], doc["tier"], int(doc["balance"]), int(doc.get("qualifying_points") or 0))
+        async for doc in found
+    ]
+
+
+async def tier_sizes(rt: Runtime) -> dict[str, int]:
+    """How many members hold each tier."""
+    counted = await rt.db[MEMBERS].aggregate([{"$group": {"_id": "$tier", "members": {"$sum": 1}}}])
+    return {doc["_id"]: int(doc["members"]) async for doc in counted}
 
 
 def save_decision(unit: LoyaltyUnit, decision: Decision, *, cause: Envelope[Any] | None, at: datetime) -> None:

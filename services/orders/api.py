@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
-from services.orders import jobs, service, store
+from services.orders import domain, jobs, service, store
 from services.orders.domain import Refund
 from services.orders.insight import SEGMENTS, Rfm
 from services.orders.settings import OrdersUnit, settings_of
@@ -129,8 +129,28 @@ async def list_customers(
     sort: Annotated[Sort, Query(description="Field to sort by; '-' for largest or latest first.")] = "-last_order_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Find customers instead: an e-mail, a phone number, an order number or id, or the start of a"
+            " name (`Jana Nov`); the latest buyers first, `limit` of them.",
+        ),
+    ] = None,
+    customer_id: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]],
+        Query(max_length=500, description="These customers' headline figures instead (repeat it; those known)."),
+    ] = [],  # noqa: B006 - FastAPI copies a query list's default
 ) -> CustomerPage:
-    """Customers, optionally of one RFM segment, sorted; each with their headline stats."""
+    """Customers, optionally of one RFM segment, sorted; each with their headline stats. With `q`, those it finds;
+    with `customer_id`, those named."""
+    if customer_id:
+        found = await store.customers_named(rt, customer_id[:limit])
+        return CustomerPage(customers=[_summary(customer) for customer in found], limit=limit, offset=0)
+    if q is not None:
+        found = await store.customers_matching(rt, domain.search_terms(q), limit=limit)
+        return CustomerPage(customers=[_summary(customer) for customer in found], limit=limit, offset=0)
     currency = settings_of(rt).reporting_currency
     found = await store.customer_listing(rt, segment, sort, currency, limit=limit, offset=offset)
     return CustomerPage(customers=[_summary(customer) for customer in found], limit=limit, offset=offset)

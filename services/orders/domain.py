@@ -236,3 +236,39 @@ def segment_changes(scored: Mapping[str, Rfm | None], scores: Mapping[str, Rfm])
 
 def _cents(amount: Decimal) -> Decimal:
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+# --- finding a customer --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchTerms:
+    """What a search box's text can be: an e-mail, a phone number, an order number or id, or a name."""
+
+    emails: tuple[str, ...]
+    phones: tuple[str, ...]
+    order_numbers: tuple[str, ...]
+    first_names: tuple[str, ...]  # prefixes, as typed and capitalised
+    last_names: tuple[str, ...]
+    full_name: tuple[tuple[str, ...], tuple[str, ...]] | None  # (first-name prefixes, last-name prefixes)
+
+
+def search_terms(text: str) -> SearchTerms:
+    """Read a search box the way the owner types into it: "jana@…", "+421 900…", "#1001", "Nová", "Jana Nová"."""
+    typed = " ".join(text.split())
+    if "@" in typed:
+        return SearchTerms((typed, typed.lower()), (), (), (), (), None)
+    digits = typed.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
+    phones = (typed, digits) if digits.lstrip("+").isdigit() and len(digits) >= 6 else ()
+    numbers = (typed, typed.lstrip("#"), f"#{typed.lstrip('#')}") if typed else ()
+    words = typed.split(" ")
+    if len(words) >= 2:
+        first, last = words[0], words[-1]
+        return SearchTerms((), phones, numbers, (), (), (_spellings(first), _spellings(last)))
+    names = _spellings(typed) if typed and not typed.startswith("#") else ()
+    return SearchTerms((), phones, numbers, names, names, None)
+
+
+def _spellings(word: str) -> tuple[str, ...]:
+    """A name prefix as typed and as names are written (capitalised), so the index serves both."""
+    return tuple(dict.fromkeys((word, word[:1].upper() + word[1:], word.capitalize())))

@@ -21,6 +21,7 @@ Collections:
 - jobs: one lease document per scheduled job.
 """
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -38,6 +39,7 @@ from services.orders.domain import (
     OrderLine,
     OrderRef,
     Refund,
+    SearchTerms,
     Stats,
     Telling,
     history_of,
@@ -97,7 +99,10 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:
     # The customer id breaks ties, so pages are stable; walked backwards, each index serves the other direction.
     sort_indexes = [IndexModel([(field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
     by_segment = [IndexModel([("segment", ASCENDING), (field, DESCENDING), ("_id", ASCENDING)]) for field in fields]
-    await db[CUSTOMERS].create_indexes([*sort_indexes, *by_segment])
+    # Finding a customer by what the owner knows of them (GET /customers?q=).
+    contact = [IndexModel([(f"contact.{field}", ASCENDING)]) for field in ("email", "phone", "first_name", "last_name")]
+    await db[CUSTOMERS].create_indexes([*sort_indexes, *by_segment, *contact])
+    await db[ORDERS].create_indexes([IndexModel([("placed.order_number", ASCENDING)])])
     await db[WEBHOOK_DELIVERIES].create_indexes(
         [IndexModel([("received_at", ASCENDING)], expireAfterSeconds=WEBHOOK_RETENTION_SECONDS)]
     )
@@ -441,6 +446,50 @@ async def customer_listing(
         query, {"orders": 0}, sort=listing_order(sort, reporting_currency), skip=offset, limit=limit
     )
     return [_summary_of(profile) async for profile in found]
+
+
+async def customers_named(rt: Runtime, customer_ids: Sequence[str]) -> list[CustomerSummary]:
+    """The profiles of these customers (those known), in no particular order."""
+    found = rt.db[CUSTOMERS].find({"_id": {"$in": list(customer_ids)}}, {"orders": 0})
+    return [_summary_of(profile) async for profile in found]
+
+
+async def customers_matching(rt: Runtime, terms: SearchTerms, *, limit: int) -> list[CustomerSummary]:
+    """Customers whose e-mail or phone is one of the terms, whose name starts so, or who placed the order named."""
+    wanted: list[dict[str, Any]] = []
+    if terms.emails:
+        wanted.append({"contact.email": {"$in": list(terms.emails)}})
+    if terms.phones:
+        wanted.append({"contact.phone": {"$in": list(terms.phones)}})
+    for field, prefixes in (("first_name", terms.first_names), ("last_name", terms.last_names)):
+        wanted += [{f"contact.{field}": {"$regex": f"^{re.escape(prefix)}"}} for prefix in prefixes]
+    if terms.full_name is not None:
+        firsts, lasts = terms.full_name
+        wanted += [
+            {
+                "contact.first_name": {"$regex": f"^{re.escape(first)}"},
+                "contact.last_name": {"$regex": f"^{re.escape(last)}"},
+            }
+            for first in firsts
+            for last in lasts
+        ]
+    if terms.order_numbers:
+        by_number = {
+            "$or": [
+                {"placed.order_number": {"$in": list(terms.order_numbers)}},
+                {"_id": {"$in": list(terms.order_numbers)}},
+            ]
+        }
+        owners = {doc["customer_id"] async for doc in rt.db[ORDERS].find(by_number, {"customer_id": 1}, limit=limit)}
+        if owners:
+            wanted.append({"_id": {"$in": sorted(owners)}})
+    if not wanted:
+        return []
+    # Unsorted, so each branch stops at `limit` on its own index; the page is then put latest buyer first.
+    found = [
+        _summary_of(profile) async for profile in rt.db[CUSTOMERS].find({"$or": wanted}, {"orders": 0}, limit=limit)
+    ]
+    return sorted(found, key=lambda c: (c.last_order_at is not None, c.last_order_at), reverse=True)
 
 
 def _summary_of(profile: Mapping[str, Any]) -> CustomerSummary:

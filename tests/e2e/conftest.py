@@ -8,7 +8,7 @@ from pymongo import AsyncMongoClient
 
 from shared.topology import Topology
 from tests.support.infra import Infrastructure, remove_declared
-from tests.support.processes import ServiceStack, start_stack
+from tests.support.processes import ServiceProcess, ServiceStack, console_process, start_stack
 from tests.support.smtp import SmtpInbox, smtp_server
 from tests.support.tap import EventTap
 
@@ -55,6 +55,40 @@ async def stack(
             if code != 0:
                 print(f"{key} stopped with {code}:\n{started[key].logs()[-3000:]}")
         await remove_declared(infra, topology, started.services)
+
+
+CONSOLE_OWNER = ("owner@teapot.example", "the owner's password")
+
+
+@pytest.fixture(scope="module")
+def console_env() -> dict[str, str]:
+    """Settings (environment variables) for a module's console; override in the module."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def console(
+    infra: Infrastructure, stack: ServiceStack, console_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The owner's console in front of the module's stack, its first owner CONSOLE_OWNER."""
+    log_dir = tmp_path_factory.mktemp("console-logs")
+    process = console_process(
+        stack,
+        mongodb_url=infra.mongodb_url,
+        log_dir=log_dir,
+        CONSOLE_API_KEY=ADMIN_KEY,
+        CONSOLE_OWNER_EMAIL=CONSOLE_OWNER[0],
+        CONSOLE_OWNER_PASSWORD=CONSOLE_OWNER[1],
+        **{"MAIL_FOLDER": str(tmp_path_factory.mktemp("mail")), **console_env},
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        code = process.terminate()
+        if code != 0:
+            print(f"console stopped with {code}:\n{process.logs()[-3000:]}")
 
 
 @pytest.fixture

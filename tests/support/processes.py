@@ -208,3 +208,20 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+def console_process(stack: ServiceStack, *, mongodb_url: str, log_dir: Path, **extra_env: str) -> ServiceProcess:
+    """The console (`python -m services.console`) in front of a running stack, under the stack's prefix."""
+    port = free_port()
+    urls = {f"{name.upper()}_URL": stack[name].url for name in ("orders", "followups", "loyalty", "referrals")}
+    env = {
+        **os.environ,
+        "MONGODB_URL": mongodb_url,
+        "CRM_PREFIX": stack.topology.prefix,
+        "HTTP_PORT": str(port),
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        **urls,
+        **extra_env,
+    }
+    return ServiceProcess("console", port, env, log_dir / "console.log")

@@ -1,11 +1,14 @@
-"""A real SMTP server in the test process (aiosmtpd), keeping what followups sends for the test to read."""
+"""A real SMTP server in the test process (aiosmtpd): in memory for the tests to read, or as files (`make run`)."""
 
 import email
 import email.policy
+import itertools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -49,5 +52,36 @@ def smtp_server() -> Iterator[SmtpInbox]:
     controller.start()
     try:
         yield inbox
+    finally:
+        controller.stop()
+
+
+class KeepEachMessage:
+    """aiosmtpd handler for `make run` and the console's tests: each message as `<folder>/<UTC time>-<n>.eml`.
+
+    The console's mail page reads that folder (MAIL_FOLDER), so a thank-you note shows up with no mail server
+    installed. Dev-only, like aiosmtpd: a shop's real stack sends through its own SMTP server.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.numbers = itertools.count(1)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{next(self.numbers):06d}.eml"
+        (self.folder / name).write_bytes(envelope.original_content)
+        return "250 Message accepted for delivery"
+
+
+@contextmanager
+def mail_catcher(folder: Path, port: int | None = None) -> Iterator[str]:
+    """The catcher on 127.0.0.1 while the block runs; yields the SMTP_URL to give followups."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = port or free_port()
+    controller = Controller(KeepEachMessage(folder), hostname="127.0.0.1", port=chosen)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{chosen}"
     finally:
         controller.stop()

@@ -217,3 +217,14 @@ def test_mailpit_catches_the_followups_mail_and_shows_it(stack: dict[str, Any]) 
     mailpit = stack["services"]["mailpit"]
     assert mailpit["image"].startswith("axllent/mailpit:")
     assert [port["target"] for port in mailpit["ports"]] == [8025]
+
+
+def test_the_console_calls_each_service_by_its_name_and_keeps_the_key(stack: dict[str, Any]) -> None:
+    console = stack["services"]["console"]
+    assert console["build"]["target"] == "console"
+    environment = console["environment"]
+    assert {environment[f"{name.upper()}_URL"] for name in PORTS} == {f"http://{n}:{p}" for n, p in PORTS.items()}
+    assert environment["ADMIN_API_KEY"]  # the console's key falls back to it (CONSOLE_API_KEY unset)
+    assert "RABBITMQ_URL" not in environment  # it talks to the services' APIs only
+    [published] = console["ports"]
+    assert (published["target"], published["host_ip"]) == (8000, "127.0.0.1")

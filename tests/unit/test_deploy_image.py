@@ -59,7 +59,7 @@ def test_hadolint_finds_nothing_to_say() -> None:
     assert linted.stdout == ""
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", [*SERVICES, "console"])
 def test_one_target_per_service_runs_it_on_its_port_with_a_health_check(service: str) -> None:
     stage = stages()[service]
     assert stage.base == "runtime"
@@ -138,6 +138,9 @@ def test_the_installed_package_has_every_module_and_template(wheel: zipfile.ZipF
     assert "shared/healthcheck.py" in installed
     assert "shared/deadletters.py" in installed
     assert any(name.startswith("services/followups/templates/en/") for name in installed)
+    assert "services/console/templates/today.html" in installed
+    assert "services/console/locales/fa.json" in installed
+    assert "services/console/static/console.css" in installed
 
 
 def test_the_installed_package_carries_no_test_or_dev_only_code(wheel: zipfile.ZipFile) -> None:

@@ -148,7 +148,7 @@ def test_the_secrets_example_has_every_key_the_deployments_read() -> None:
     example = (KUSTOMIZE / OVERLAY / "secrets.env.example").read_text().splitlines()
     keys = {line.split("=", 1)[0] for line in example if line and not line.startswith("#")}
     read = set()
-    for service in SERVICES:
+    for service in (*SERVICES, "console"):
         for doc in yaml.safe_load_all((KUSTOMIZE / "base" / f"{service}.yaml").read_text()):
             if doc["kind"] == "Deployment":
                 for item in doc["spec"]["template"]["spec"]["containers"][0]["env"]:
@@ -169,3 +169,12 @@ def test_the_overlay_pins_images_and_runs_two_replicas_at_least(rendered: dict[s
     namespaced = [o for o in objects if o["kind"] != "Namespace"]
     assert {o["metadata"].get("namespace") for o in namespaced} == {"rapport"}
     assert one(objects, "Namespace", "rapport")
+
+
+def test_the_console_is_deployed_with_the_services_addresses(rendered: dict[str, Objects]) -> None:
+    spec = container(rendered["overlay"], "console")
+    assert spec["image"] == "registry.example.com/rapport/console:0.1.0"
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    keys = {item["name"]: item["valueFrom"]["secretKeyRef"]["key"] for item in spec["env"] if "valueFrom" in item}
+    assert keys["CONSOLE_API_KEY"] == "ADMIN_API_KEY"
+    assert "RABBITMQ_URL" not in keys

@@ -1,0 +1,48 @@
+"""Charts as inline SVG drawn on the server: no Node toolchain, no CDN, no script; each page shows the numbers too."""
+
+from collections.abc import Sequence
+
+from markupsafe import Markup, escape
+
+WIDTH, HEIGHT, GAP = 640, 220, 6
+AXIS = 28  # room for the labels under the bars
+
+
+def bars(
+    points: Sequence[tuple[str, float | None]], title: str, *, low: float = 0.0, high: float | None = None
+) -> Markup:
+    """A bar chart of (label, value); a missing value leaves a gap. `low`/`high` fix the scale (NPS: −100…100)."""
+    values = [value for _, value in points if value is not None]
+    top = high if high is not None else max([*values, 1.0])
+    bottom = min(low, *values) if values else low
+    span = (top - bottom) or 1.0
+    plot = HEIGHT - AXIS
+    zero = plot * top / span if bottom < 0 else plot
+    width = min(56.0, (WIDTH - GAP * (len(points) + 1)) / max(len(points), 1))
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+        f'<line x1="0" y1="{zero:.1f}" x2="{WIDTH}" y2="{zero:.1f}" class="axis"/>',
+    ]
+    for index, (label, value) in enumerate(points):
+        x = GAP + index * (width + GAP)
+        if value is not None:
+            size = abs(value) / span * plot
+            y = zero - size if value >= 0 else zero
+            kind = "bar" if value >= 0 else "bar negative"
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{max(size, 1):.1f}" class="{kind}">'
+                f"<title>{escape(label)}: {value:g}</title></rect>"
+            )
+        parts.append(
+            f'<text x="{x + width / 2:.1f}" y="{HEIGHT - 8}" class="label" text-anchor="middle">{escape(label)}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every label and value above is escaped
+
+
+def heat(share: float | None) -> str:
+    """The class of a retention heat-map cell: six steps from none to all of the cohort."""
+    if share is None:
+        return "heat-none"
+    return f"heat-{min(5, int(share * 5 + 0.999))}"

@@ -1,0 +1,800 @@
+"""The console's pages and the changes made from them; each reads and changes through the services' APIs."""
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.console import charts, domain, mail, store, views
+from services.console.calls import SERVICES
+from services.console.web import (
+    CATALOGUES,
+    SESSION_COOKIE,
+    SIGN_IN_COOKIE,
+    Visit,
+    back_to,
+    client_address,
+    console_of,
+    form_of,
+    render,
+    secure_cookies,
+    visit,
+)
+from shared.export import gather_export
+from shared.i18n import LANGUAGES, choose_language
+from shared.mongo import ping
+
+pages = APIRouter()
+Signed = Annotated[Visit, Depends(visit)]
+CALLS_ON_TODAY = 20  # calls listed on Today, soonest due first; the rest come up as these are done
+BRIEFS_ON_TODAY = 5  # the next calls, with followups' brief; the others with name, phone and town (and a link)
+
+
+# --- signing in and out -------------------------------------------------------------------------------------
+
+
+@pages.get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@pages.get("/readyz", include_in_schema=False)
+async def readyz(request: Request, response: Response) -> dict[str, str]:
+    """Ready when its own database answers; the services it calls are shown on Operations, not needed here."""
+    up = await ping(console_of(request).db.client)
+    response.status_code = 200 if up else 503
+    return {"database": "ok" if up else "unreachable"}
+
+
+@pages.get("/login", response_class=HTMLResponse)
+async def sign_in_page(request: Request, lang: str | None = None) -> Response:
+    return _sign_in_form(request, lang, problem=None, email="")
+
+
+def _sign_in_form(
+    request: Request, lang: str | None, *, problem: str | None, email: str, status: int = 200
+) -> Response:
+    language = choose_language(lang, request.headers.get("accept-language"))
+    token = request.cookies.get(SIGN_IN_COOKIE) or domain.new_token()
+    response = render(
+        request,
+        "sign_in.html",
+        language,
+        {"problem": problem, "email": email, "csrf": token, "title": "sign_in.title"},
+        status_code=status,
+    )
+    settings = console_of(request).settings
+    response.set_cookie(
+        SIGN_IN_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies(request, settings), path="/login"
+    )
+    return response
+
+
+@pages.post("/login", response_class=HTMLResponse)
+async def sign_in(request: Request) -> Response:
+    console = console_of(request)
+    form = await form_of(request)
+    lang = form.get("lang")
+    if not domain.same_token(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf")):
+        return _sign_in_form(request, lang, problem="sign_in.error.expired", email="", status=400)
+    email = domain.normal_email(form.get("email", ""))
+    ip = client_address(request)
+    now = console.now()
+    if (await store.throttle(console.db, email, ip, now)).refuses:
+        return _sign_in_form(request, lang, problem="sign_in.error.throttled", email=email, status=429)
+    person = await store.find_person(console.db, email)
+    if not domain.password_matches(person.password_hash if person else None, form.get("password", "")):
+        await store.record_failure(console.db, email, ip, now)
+        return _sign_in_form(request, lang, problem="sign_in.error.wrong", email=email, status=401)
+    assert person is not None
+    await store.forget_failures(console.db, email)
+    token = domain.new_token()
+    expires_at = domain.session_expiry(now, console.settings.console_session_hours)
+    session = store.Session(email, domain.new_token(), expires_at)
+    await store.open_session(console.db, domain.token_digest(token), session, now)
+    response = RedirectResponse("/today", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies(request, console.settings), path="/"
+    )
+    response.delete_cookie(SIGN_IN_COOKIE, path="/login")
+    return response
+
+
+@pages.post("/logout")
+async def sign_out(request: Request, seen: Signed) -> Response:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    await store.close_session(seen.console.db, domain.token_digest(token))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@pages.post("/preferences/language")
+async def choose_own_language(request: Request, seen: Signed) -> Response:
+    form = await form_of(request)
+    language = form.get("language", "")
+    if language in LANGUAGES:
+        await store.set_language(seen.console.db, seen.person.email, language)
+    return back_to(form.get("back", "/today"))
+
+
+@pages.get("/")
+async def home() -> Response:
+    return RedirectResponse("/today", status_code=303)
+
+
+# --- Today ---------------------------------------------------------------------------------------------------
+
+
+@pages.get("/today", response_class=HTMLResponse)
+async def today(request: Request, seen: Signed) -> Response:
+    return await _today(request, seen)
+
+
+async def _today(
+    request: Request, seen: Visit, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
+) -> Response:
+    calls = seen.console.calls
+    now = seen.console.now()
+    since = (now - timedelta(days=1)).isoformat()
+    due, winning_back, reviews, tasks, escalations, invited, feedback = await calls.read_all(
+        ("followups", "/followups", {"status": "due", "kind": "call", "limit": 100}),
+        ("followups", "/followups", {"status": "due", "kind": "win_back", "limit": 100}),
+        ("followups", "/followups", {"status": "due", "kind": "review", "limit": 100}),
+        ("followups", "/followups", {"status": "due", "kind": "task", "limit": 100}),
+        ("followups", "/escalations", {"open": "true"}),
+        ("followups", "/followups", {"kind": "referral_invite", "status": "sent", "order": "latest", "limit": 20}),
+        ("followups", "/feedback/received", {"since": since, "limit": 50}),
+    )
+    due_calls = due.data["followups"] if due.ok else []
+    win_backs = winning_back.data["followups"] if winning_back.ok else []
+    open_escalations = escalations.data["escalations"] if escalations.ok else []
+    # Names of the people in the lists that come without them (escalations, invitations, feedback).
+    wanted = {e["customer_id"] for e in open_escalations}
+    wanted |= {f["customer_id"] for f in (invited.data["followups"] if invited.ok else [])}
+    wanted |= {f["customer_id"] for f in (feedback.data["feedback"] if feedback.ok else [])}
+    briefs, names = await asyncio.gather(
+        _briefs(seen, [*due_calls, *win_backs][:BRIEFS_ON_TODAY]), _names(seen, wanted)
+    )
+    recent_invites = [
+        f for f in (invited.data["followups"] if invited.ok else []) if _within(f.get("sent_at"), now, days=7)
+    ]
+    return render(
+        request,
+        "today.html",
+        seen.language,
+        {
+            "title": "today.title",
+            "csrf": seen.csrf,
+            "calls": due,
+            "call_rows": [(f, briefs.get(f["followup_id"])) for f in due_calls[:CALLS_ON_TODAY]],
+            "calls_more": max(0, len(due_calls) - CALLS_ON_TODAY),
+            "slipping": winning_back,
+            "slipping_rows": [(f, briefs.get(f["followup_id"])) for f in win_backs],
+            "reviews": reviews,
+            "review_rows": reviews.data["followups"] if reviews.ok else [],
+            "notes": tasks,
+            "note_rows": tasks.data["followups"] if tasks.ok else [],
+            "escalations": escalations,
+            "escalation_rows": views.escalation_rows(open_escalations, names),
+            "invited": invited,
+            "invite_rows": recent_invites,
+            "feedback": feedback,
+            "feedback_rows": feedback.data["feedback"] if feedback.ok else [],
+            "names": names,
+            "errors": errors or {},
+            "values": values or {},
+            "outcomes": OUTCOMES,
+            "fact_kinds": FACT_KINDS,
+            "name_of": views.person_name,
+            "parse_time": views.parse_time,
+            "late_by": lambda due_at: (views.parse_time(due_at) or now) - now,
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+# How a call went (followups' CallOutcome); reached and wrong number close the task, the others try again later.
+OUTCOMES = ("reached", "no_answer", "voicemail", "wrong_number")
+FACT_KINDS = ("birthday", "family", "interest", "preference", "occasion", "other")
+
+
+def _within(moment: Any, now: Any, *, days: int) -> bool:
+    parsed = views.parse_time(moment)
+    return parsed is not None and now - parsed <= timedelta(days=days)
+
+
+async def _briefs(seen: Visit, tasks: list[dict[str, Any]]) -> dict[str, views.Brief]:
+    """followups' brief of each customer to call, all at once."""
+    found = await seen.console.calls.read_all(
+        *(("followups", f"/customers/{task['customer_id']}/brief", None) for task in tasks)
+    )
+    return {
+        task["followup_id"]: views.brief_of(task["customer_id"], task.get("customer"), brief)
+        for task, brief in zip(tasks, found, strict=True)
+    }
+
+
+async def _names(seen: Visit, customer_ids: set[str]) -> dict[str, str]:
+    """The names of these customers, in one question to orders."""
+    if not customer_ids:
+        return {}
+    wanted = {"customer_id": sorted(customer_ids)[:100], "limit": 100}
+    found = await seen.console.calls.read("orders", "/customers", wanted)
+    if not found.ok:
+        return {}
+    return {c["customer_id"]: views.person_name(c.get("contact"), c["customer_id"]) for c in found.data["customers"]}
+
+
+@pages.post("/today/calls/{followup_id}/done")
+async def log_call(request: Request, followup_id: str, seen: Signed) -> Response:
+    """A call's outcome, what was said, and (optionally) a new personal fact, in followups' relationship log."""
+    form = await form_of(request)
+    outcome = form.get("outcome", "")
+    customer_id = form.get("customer_id", "")
+    if outcome not in OUTCOMES:
+        return await _today(request, seen, {f"outcome-{followup_id}": "today.error.outcome"}, form)
+    fact, kind = form.get("fact", ""), form.get("fact_kind", "other")
+    if fact and kind not in FACT_KINDS:
+        return await _today(request, seen, {f"fact-{followup_id}": "error.invalid"}, form)
+    calls = seen.console.calls
+    if fact:  # first, so a refused fact leaves the call to log again with nothing lost
+        change = await calls.change(
+            "followups", "POST", f"/customers/{customer_id}/facts", seen.person.actor, {"kind": kind, "value": fact}
+        )
+        if not change.ok:
+            return await _today(request, seen, {f"fact-{followup_id}": _problem(change.status)}, form)
+    body = {"outcome": outcome, "summary": form.get("note", ""), "followup_id": followup_id}
+    change = await calls.change("followups", "POST", f"/customers/{customer_id}/calls", seen.person.actor, body)
+    if not change.ok:
+        return await _today(request, seen, {f"note-{followup_id}": _problem(change.status)}, form)
+    return back_to("/today", "said.call_logged")
+
+
+@pages.post("/today/tasks/{followup_id}/done")
+async def task_done(request: Request, followup_id: str, seen: Signed) -> Response:
+    """A task by hand (a note to write, a parcel to send) done."""
+    form = await form_of(request)
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/followups/{followup_id}/done", seen.person.actor, {"note": form.get("note", "")}
+    )
+    if not change.ok:
+        return await _today(request, seen, {f"task-{followup_id}": _problem(change.status)}, form)
+    return back_to("/today", "said.task_done")
+
+
+@pages.post("/today/escalations/{escalation_id}/resolve")
+async def resolve_escalation(request: Request, escalation_id: str, seen: Signed) -> Response:
+    form = await form_of(request)
+    note = form.get("note", "")
+    if not note:
+        return await _today(request, seen, {f"resolution-{escalation_id}": "today.error.resolution"}, form)
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/escalations/{escalation_id}/resolve", seen.person.actor, {"note": note}
+    )
+    if not change.ok:
+        return await _today(request, seen, {f"resolution-{escalation_id}": _problem(change.status)}, form)
+    return back_to("/today", "said.escalation_resolved")
+
+
+def _problem(status: int) -> str:
+    """The message id for a refusal a person can act on."""
+    if status == 404:
+        return "error.gone"
+    if status == 422:
+        return "error.invalid"
+    return "error.unavailable"
+
+
+# --- customers -----------------------------------------------------------------------------------------------
+
+# The RFM segments orders names (services/orders/insight.py; a unit test keeps the two lists the same).
+SEGMENTS = (
+    "champions",
+    "loyal",
+    "potential_loyalists",
+    "new",
+    "promising",
+    "need_attention",
+    "about_to_sleep",
+    "cant_lose",
+    "at_risk",
+    "hibernating",
+)
+
+
+@pages.get("/customers", response_class=HTMLResponse)
+async def customers(request: Request, seen: Signed, q: str = "", segment: str = "", tier: str = "") -> Response:
+    query = q.strip()[:200]
+    chosen = segment if segment in SEGMENTS else ""
+    calls = seen.console.calls
+    rules = await calls.read("loyalty", "/rules")
+    tiers = [t["name"] for t in rules.data.get("tiers", [])] if rules.ok else []
+    if query:
+        found = await calls.read("orders", "/customers", {"q": query, "limit": 50})
+    elif tier and (members := await calls.read("loyalty", "/members", {"tier": tier[:40], "limit": 50})).ok:
+        ids = [m["customer_id"] for m in members.data["members"]]
+        found = await calls.read("orders", "/customers", {"customer_id": ids, "limit": 50}) if ids else members
+        if ids and found.ok:  # in the tier's order, most points first
+            rank = {customer_id: n for n, customer_id in enumerate(ids)}
+            found.data["customers"].sort(key=lambda c: rank.get(c["customer_id"], len(rank)))
+    elif tier:
+        found = members  # loyalty did not answer: the list says so
+    else:
+        found = await calls.read("orders", "/customers", {"segment": chosen or None, "limit": 50})
+    rows = found.data.get("customers", []) if found.ok else []
+    return render(
+        request,
+        "customers.html",
+        seen.language,
+        {
+            "title": "customers.title",
+            "csrf": seen.csrf,
+            "q": query,
+            "segment": chosen,
+            "segments": SEGMENTS,
+            "tier": tier if tier in tiers else "",
+            "tiers": tiers,
+            "found": found,
+            "rows": rows,
+            "name_of": views.person_name,
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+    )
+
+
+@pages.get("/customers/{customer_id}", response_class=HTMLResponse)
+async def customer(request: Request, customer_id: str, seen: Signed) -> Response:
+    return await _customer(request, seen, customer_id)
+
+
+async def _customer(
+    request: Request,
+    seen: Visit,
+    customer_id: str,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    code: str | None = None,
+) -> Response:
+    calls = seen.console.calls
+    profile, member, followups, feedback, rewards, memory = await calls.read_all(
+        ("orders", f"/customers/{customer_id}", None),
+        ("loyalty", f"/members/{customer_id}", None),
+        ("followups", "/followups", {"customer_id": customer_id, "order": "latest", "limit": 100}),
+        ("followups", "/feedback/received", {"customer_id": customer_id, "limit": 50}),
+        ("loyalty", "/rewards", None),
+        ("followups", f"/customers/{customer_id}/brief", None),
+    )
+    if profile.problem == "not_found" and member.problem == "not_found":
+        return render(
+            request,
+            "not_found.html",
+            seen.language,
+            {"title": "customer.not_found", "csrf": seen.csrf},
+            visit=seen,
+            status_code=404,
+        )
+    contact = profile.data.get("contact") if profile.ok else None
+    return render(
+        request,
+        "customer.html",
+        seen.language,
+        {
+            "title": "customer.title",
+            "csrf": seen.csrf,
+            "customer_id": customer_id,
+            "name": views.person_name(contact, customer_id),
+            "contact": contact or {},
+            "profile": profile,
+            "member": member,
+            "rewards": [r for r in (rewards.data if rewards.ok else []) if r.get("active")],
+            "memory": memory,
+            "timeline": views.timeline_of(profile, member, followups, feedback, memory),
+            "fact_kinds": FACT_KINDS,
+            "review_due": memory.ok
+            and any(task.get("kind") == "review" for task in memory.data.get("open_tasks") or []),
+            "sources": {r.service for r in (profile, member, followups, feedback) if r.problem == "unavailable"},
+            "errors": errors or {},
+            "values": values or {},
+            "code": code,
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+@pages.post("/customers/{customer_id}/notes")
+async def write_note(request: Request, customer_id: str, seen: Signed) -> Response:
+    form = await form_of(request)
+    if not form.get("note"):
+        return await _customer(request, seen, customer_id, {"note": "customer.error.note_empty"}, form)
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/customers/{customer_id}/notes", seen.person.actor, {"text": form["note"]}
+    )
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"note": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", "said.note_saved")
+
+
+@pages.post("/customers/{customer_id}/facts")
+async def note_fact(request: Request, customer_id: str, seen: Signed) -> Response:
+    form = await form_of(request)
+    if problem := _fact_problem(form):
+        return await _customer(request, seen, customer_id, {"fact": problem}, form)
+    body = {"kind": form["fact_kind"], "value": form["fact"]}
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/customers/{customer_id}/facts", seen.person.actor, body
+    )
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"fact": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", "said.fact_saved")
+
+
+@pages.post("/customers/{customer_id}/facts/{fact_id}")
+async def change_fact(request: Request, customer_id: str, fact_id: str, seen: Signed) -> Response:
+    """A fact edited in place (`action=save`) or removed (`action=remove`)."""
+    form = await form_of(request)
+    calls, actor, path = seen.console.calls, seen.person.actor, f"/customers/{customer_id}/facts/{fact_id}"
+    if form.get("action") == "remove":
+        change = await calls.change("followups", "DELETE", path, actor)
+        said = "said.fact_removed"
+    else:
+        if problem := _fact_problem(form):
+            return await _customer(request, seen, customer_id, {f"fact-{fact_id}": problem}, form)
+        change = await calls.change("followups", "PUT", path, actor, {"kind": form["fact_kind"], "value": form["fact"]})
+        said = "said.fact_saved"
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {f"fact-{fact_id}": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", said)
+
+
+def _fact_problem(form: dict[str, str]) -> str | None:
+    if not form.get("fact"):
+        return "customer.error.fact_empty"
+    if form.get("fact_kind") not in FACT_KINDS:
+        return "customer.error.fact_kind"
+    return None
+
+
+@pages.post("/customers/{customer_id}/reviews")
+async def record_review(request: Request, customer_id: str, seen: Signed) -> Response:
+    """A key-account review: what they need, what went well and badly, the next step."""
+    form = await form_of(request)
+    errors = {
+        f"review-{name}": f"customer.error.review_{name}" for name in ("needs", "next_step") if not form.get(name)
+    }
+    if errors:
+        return await _customer(request, seen, customer_id, errors, form)
+    body = {name: form.get(name, "") for name in ("needs", "went_well", "went_badly", "next_step")}
+    change = await seen.console.calls.change(
+        "followups", "POST", f"/customers/{customer_id}/reviews", seen.person.actor, body
+    )
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"review-needs": _problem(change.status)}, form)
+    return back_to(f"/customers/{customer_id}", "said.review_recorded")
+
+
+@pages.post("/customers/{customer_id}/code")
+async def referral_code(request: Request, customer_id: str, seen: Signed) -> Response:
+    change = await seen.console.calls.change("referrals", "POST", f"/referrers/{customer_id}/code", seen.person.actor)
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"code": _problem(change.status)})
+    return await _customer(request, seen, customer_id, code=change.data["code"])
+
+
+@pages.post("/customers/{customer_id}/rewards")
+async def issue_reward(request: Request, customer_id: str, seen: Signed) -> Response:
+    form = await form_of(request)
+    reward_id = form.get("reward_id", "")
+    if not reward_id:
+        return await _customer(request, seen, customer_id, {"reward_id": "customer.error.reward"}, form)
+    change = await seen.console.calls.change(
+        "loyalty",
+        "POST",
+        f"/members/{customer_id}/redemptions",
+        seen.person.actor,
+        {"reward_id": reward_id},
+        headers={"Idempotency-Key": form.get("attempt") or str(uuid.uuid4())},
+    )
+    if not change.ok:
+        problem = "customer.error.points" if change.status == 409 else _problem(change.status)
+        return await _customer(request, seen, customer_id, {"reward_id": problem}, form)
+    return back_to(f"/customers/{customer_id}", "said.reward_issued")
+
+
+@pages.post("/customers/{customer_id}/export")
+async def export_customer(request: Request, customer_id: str, seen: Signed) -> Response:
+    """Everything the four services hold on the customer, as one JSON file (shared/export.py; owners only)."""
+    seen.require("export")
+    settings = seen.console.settings
+    key = settings.service_key
+    data = await gather_export(
+        customer_id,
+        urls=settings.service_urls,
+        api_key=key.get_secret_value() if key else "",
+        acting_for=seen.person.actor,
+        timeout=settings.service_timeout_seconds * 5,
+    )
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in customer_id)
+    return Response(
+        data.model_dump_json(indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="customer-{name}.json"'},
+    )
+
+
+@pages.post("/customers/{customer_id}/erase")
+async def erase_customer(request: Request, customer_id: str, seen: Signed) -> Response:
+    seen.require("erasure")
+    form = await form_of(request)
+    if form.get("confirm") != customer_id:
+        return await _customer(request, seen, customer_id, {"confirm": "customer.error.confirm"}, form)
+    change = await seen.console.calls.change("orders", "POST", f"/customers/{customer_id}/erase", seen.person.actor)
+    if not change.ok:
+        return await _customer(request, seen, customer_id, {"confirm": _problem(change.status)}, form)
+    return back_to("/customers", "said.erased")
+
+
+# --- programs --------------------------------------------------------------------------------------------------
+
+
+@pages.get("/programs", response_class=HTMLResponse)
+async def programs(request: Request, seen: Signed) -> Response:
+    return await _programs(request, seen)
+
+
+async def _programs(
+    request: Request, seen: Visit, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
+) -> Response:
+    rules, campaigns, rewards, affiliates, stats = await seen.console.calls.read_all(
+        ("loyalty", "/rules", None),
+        ("loyalty", "/campaigns", None),
+        ("loyalty", "/rewards", None),
+        ("referrals", "/affiliates", None),
+        ("referrals", "/stats", None),
+    )
+    return render(
+        request,
+        "programs.html",
+        seen.language,
+        {
+            "title": "programs.title",
+            "csrf": seen.csrf,
+            "rules": rules,
+            "campaigns": campaigns,
+            "rewards": rewards,
+            "affiliates": affiliates,
+            "stats": stats,
+            "errors": errors or {},
+            "values": values or {},
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+@pages.post("/programs/rewards")
+async def add_reward(request: Request, seen: Signed) -> Response:
+    form = await form_of(request)
+    errors: dict[str, str] = {}
+    if not form.get("name"):
+        errors["reward-name"] = "programs.error.name"
+    price = form.get("points_price", "")
+    if not price.isdigit() or int(price) < 1:
+        errors["reward-points_price"] = "programs.error.points"
+    if errors:
+        return await _programs(request, seen, errors, form)
+    body = {"name": form["name"], "points_price": int(price), "description": form.get("description") or None}
+    change = await seen.console.calls.change("loyalty", "POST", "/rewards", seen.person.actor, body)
+    if not change.ok:
+        named = _named(change.fields, "reward-") or {"reward-name": _problem(change.status)}
+        return await _programs(request, seen, named, form)
+    return back_to("/programs", "said.reward_added")
+
+
+@pages.post("/programs/rewards/{reward_id}/retire")
+async def retire_reward(request: Request, reward_id: str, seen: Signed) -> Response:
+    seen.require("settings")
+    await seen.console.calls.change("loyalty", "DELETE", f"/rewards/{reward_id}", seen.person.actor)
+    return back_to("/programs", "said.reward_retired")
+
+
+@pages.post("/programs/affiliates")
+async def enrol_affiliate(request: Request, seen: Signed) -> Response:
+    form = await form_of(request)
+    errors: dict[str, str] = {}
+    if not form.get("name"):
+        errors["affiliate-name"] = "programs.error.name"
+    if domain.email_problem(form.get("email", "")):
+        errors["affiliate-email"] = "programs.error.email"
+    rate = form.get("commission_rate", "")
+    if rate and not _is_rate(rate):
+        errors["affiliate-commission_rate"] = "programs.error.rate"
+    if errors:
+        return await _programs(request, seen, errors, form)
+    body = {"name": form["name"], "email": form["email"], "commission_rate": rate or None}
+    change = await seen.console.calls.change("referrals", "POST", "/affiliates", seen.person.actor, body)
+    if not change.ok:
+        named = _named(change.fields, "affiliate-") or {"affiliate-name": _problem(change.status)}
+        return await _programs(request, seen, named, form)
+    return back_to("/programs", "said.affiliate_added")
+
+
+def _named(fields: dict[str, str], form: str) -> dict[str, str]:
+    """The service's refusal, next to the fields it names."""
+    return {f"{form}{name}": "error.invalid" for name in fields}
+
+
+def _is_rate(text: str) -> bool:
+    try:
+        return 0 <= float(text) <= 1
+    except ValueError:
+        return False
+
+
+# --- reports ----------------------------------------------------------------------------------------------------
+
+
+@pages.get("/reports", response_class=HTMLResponse)
+async def reports(request: Request, seen: Signed) -> Response:
+    calls = seen.console.calls
+    # Retention reads every customer's history (seconds at 100,000 customers): it gets longer than a page's wait.
+    slow = seen.console.settings.service_timeout_seconds * 5
+    (nps, referral_stats, tiers), retention = await asyncio.gather(
+        calls.read_all(
+            ("followups", "/reports/nps", None), ("referrals", "/stats", None), ("loyalty", "/reports/tiers", None)
+        ),
+        calls.read("orders", "/reports/retention", timeout=slow),
+    )
+    words = CATALOGUES.words(seen.language)
+    months = nps.data["months"][-12:] if nps.ok else []
+    k_months = referral_stats.data["months"][-12:] if referral_stats.ok else []
+    return render(
+        request,
+        "reports.html",
+        seen.language,
+        {
+            "title": "reports.title",
+            "csrf": seen.csrf,
+            "nps": nps,
+            "nps_chart": charts.bars(
+                [(m["month"], m["nps"]) for m in months], words("reports.nps_by_month"), low=-100, high=100
+            ),
+            "nps_months": months,
+            "retention": retention,
+            "k_chart": charts.bars(
+                [(m["month"], float(m["k_factor"]) if m["k_factor"] is not None else None) for m in k_months],
+                words("reports.k_by_month"),
+            ),
+            "k_months": k_months,
+            "referral_stats": referral_stats,
+            "tiers": tiers,
+            "tier_chart": charts.bars(
+                [
+                    (words(f"tier.{name}") if f"tier.{name}" in CATALOGUES.by_language["en"] else name, float(count))
+                    for name, count in (tiers.data["tiers"].items() if tiers.ok else [])
+                ],
+                words("reports.tier_sizes"),
+            ),
+            "heat": charts.heat,
+        },
+        visit=seen,
+    )
+
+
+# --- operations and mail --------------------------------------------------------------------------------------
+
+
+@pages.get("/operations", response_class=HTMLResponse)
+async def operations(request: Request, seen: Signed) -> Response:
+    calls = seen.console.calls
+    readiness = await calls.read_all(*((service, "/readyz", None) for service in SERVICES))
+    metrics = await asyncio.gather(*(calls.metrics(service) for service in SERVICES))
+    sent, failed = await calls.read_all(
+        ("followups", "/followups", {"status": "sent", "order": "latest", "limit": 20}),
+        ("followups", "/followups", {"status": "failed", "order": "latest", "limit": 20}),
+    )
+    return render(
+        request,
+        "operations.html",
+        seen.language,
+        {
+            "title": "operations.title",
+            "csrf": seen.csrf,
+            "health": list(zip(SERVICES, readiness, metrics, strict=True)),
+            "sent": sent,
+            "failed": failed,
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+    )
+
+
+@pages.get("/mail", response_class=HTMLResponse)
+async def mailbox(request: Request, seen: Signed) -> Response:
+    letters = mail.letters(seen.console.settings.mail_folder, limit=50)
+    return render(
+        request,
+        "mail.html",
+        seen.language,
+        {"title": "mail.title", "csrf": seen.csrf, "letters": letters, "folder": seen.console.settings.mail_folder},
+        visit=seen,
+    )
+
+
+# --- settings and people (owners only) ------------------------------------------------------------------------
+
+
+@pages.get("/settings", response_class=HTMLResponse)
+async def settings_page(request: Request, seen: Signed) -> Response:
+    seen.require("settings")
+    return await _settings(request, seen)
+
+
+async def _settings(
+    request: Request, seen: Visit, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
+) -> Response:
+    settings = seen.console.settings
+    return render(
+        request,
+        "settings.html",
+        seen.language,
+        {
+            "title": "settings.title",
+            "csrf": seen.csrf,
+            "people": await store.people(seen.console.db),
+            "urls": settings.service_urls,
+            "key_set": settings.service_key is not None,
+            "errors": errors or {},
+            "values": values or {},
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+@pages.post("/settings/people")
+async def add_person(request: Request, seen: Signed) -> Response:
+    seen.require("people")
+    form = await form_of(request)
+    email = domain.normal_email(form.get("email", ""))
+    errors: dict[str, str] = {}
+    if not form.get("name"):
+        errors["person-name"] = "people.error.name"
+    if problem := domain.email_problem(email):
+        errors["person-email"] = problem
+    if problem := domain.password_problem(form.get("password", "")):
+        errors["person-password"] = problem
+    role = form.get("role", "staff")
+    if role not in domain.ROLES:
+        errors["person-role"] = "people.error.role"
+    if not errors:
+        person = store.Person(
+            email,
+            form["name"],
+            "owner" if role == "owner" else "staff",
+            domain.hash_password(form["password"]),
+            None,
+            seen.console.now(),
+        )
+        if not await store.add_person(seen.console.db, person):
+            errors["person-email"] = "people.error.taken"
+    if errors:
+        return await _settings(request, seen, errors, {k: v for k, v in form.items() if k != "password"})
+    return back_to("/settings", "said.person_added")
+
+
+@pages.post("/settings/people/{email}/remove")
+async def remove_person(request: Request, email: str, seen: Signed) -> Response:
+    seen.require("people")
+    if email == seen.person.email:
+        return await _settings(request, seen, {"people": "people.error.self"})
+    await store.remove_person(seen.console.db, email)
+    return back_to("/settings", "said.person_removed")
