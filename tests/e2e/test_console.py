@@ -47,7 +47,12 @@ def catcher(mail_folder: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack_env(catcher: str) -> dict[str, str]:
-    return {"SMTP_URL": catcher, "SCHEDULER_INTERVAL_SECONDS": "0.2", "SHOP_NAME": "Teapot & Co"}
+    return {
+        "SMTP_URL": catcher,
+        "SCHEDULER_INTERVAL_SECONDS": "0.2",
+        "SHOP_NAME": "Teapot & Co",
+        "FEEDBACK_TOKEN_SECRET": "e2e-console-links",  # relationship mail carries a signed unsubscribe link
+    }
 
 
 @pytest.fixture(scope="module")
