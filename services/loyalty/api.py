@@ -269,7 +269,7 @@ class AdjustmentIn(BaseModel):
     reason: str = Field(
         min_length=1,
         max_length=MAX_NOTE_CHARS,
-        pattern=r"\S",
+        pattern=r"[^ \t\r\n]",  # something besides domain.BLANK, the same in every regex engine
         description="Why, in the owner's words (kept with the member's history; erased with the customer).",
     )
 

@@ -1099,6 +1099,7 @@ def adjustment_again(first: FirstAnswer, points: int, note: str) -> Adjusted:
 
 MAX_ADJUSTMENT = 1_000_000  # points given or taken by hand at once
 MAX_NOTE_CHARS = 500
+BLANK = " \t\r\n"  # a reason of only these says nothing (the API's schema spells the same characters)
 
 
 class NoAdjustment(LoyaltyRefusal):
@@ -1113,7 +1114,7 @@ def adjustment_of(adjustment_id: str, points: int, note: str, at: datetime, rule
     """The owner's adjustment as a fact of the member's history; given points live as long as earned ones."""
     if points == 0 or abs(points) > MAX_ADJUSTMENT:
         raise NoAdjustment("points", f"from -{MAX_ADJUSTMENT:,} to {MAX_ADJUSTMENT:,} and not 0, not {points}")
-    if not note.strip() or len(note) > MAX_NOTE_CHARS:
+    if not note.strip(BLANK) or len(note) > MAX_NOTE_CHARS:
         raise NoAdjustment("reason", f"the owner's words, 1 to {MAX_NOTE_CHARS} characters")
     return Adjustment(adjustment_id, points, note, as_stored(at), rules.points_lifetime_days)
 
