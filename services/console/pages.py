@@ -402,6 +402,7 @@ async def _customer(
             "errors": errors or {},
             "values": values or {},
             "code": code,
+            "attempt": (values or {}).get("attempt") or str(uuid.uuid4()),  # the adjustment's Idempotency-Key
             "parse_time": views.parse_time,
         },
         visit=seen,
@@ -506,6 +507,45 @@ async def issue_reward(request: Request, customer_id: str, seen: Signed) -> Resp
         problem = "customer.error.points" if change.status == 409 else _problem(change.status)
         return await _customer(request, seen, customer_id, {"reward_id": problem}, form)
     return back_to(f"/customers/{customer_id}", "said.reward_issued")
+
+
+MOST_POINTS_ADJUSTED = 1_000_000  # as loyalty bounds an adjustment (services/loyalty/domain.py)
+
+
+@pages.post("/customers/{customer_id}/points")
+async def adjust_points(request: Request, customer_id: str, seen: Signed) -> Response:
+    """Give (or, with a minus, take) points by hand with the reason; staff may too. A resent form is one change."""
+    form = await form_of(request)
+    points, reason = _adjusted_points(form.get("points", "")), form.get("reason", "")
+    errors = {}
+    if points is None:
+        errors["adjust-points"] = "customer.error.adjust_points"
+    if not reason.strip() or len(reason) > 500:
+        errors["adjust-reason"] = "customer.error.adjust_reason"
+    if errors:
+        return await _customer(request, seen, customer_id, errors, form)
+    change = await seen.console.calls.change(
+        "loyalty",
+        "POST",
+        f"/members/{customer_id}/adjustments",
+        seen.person.actor,
+        {"points": points, "reason": reason},
+        headers={"Idempotency-Key": form.get("attempt") or str(uuid.uuid4())},
+    )
+    if not change.ok:
+        named = _named(change.fields, "adjust-") or {"adjust-points": _problem(change.status)}
+        return await _customer(request, seen, customer_id, named, form)
+    return back_to(f"/customers/{customer_id}", "said.points_adjusted")
+
+
+def _adjusted_points(text: str) -> int | None:
+    """A whole number of points, a minus to take them, not 0 and within the bound; None otherwise."""
+    written = text.strip().replace(" ", "")
+    digits = written.removeprefix("-").removeprefix("+")
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    points = int(written)
+    return points if points != 0 and abs(points) <= MOST_POINTS_ADJUSTED else None
 
 
 @pages.post("/customers/{customer_id}/export")

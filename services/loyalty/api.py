@@ -14,10 +14,14 @@ from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from services.loyalty import service, store
 from services.loyalty.domain import (
+    MAX_ADJUSTMENT,
+    MAX_NOTE_CHARS,
+    Adjusted,
     Campaign,
     EmptyCampaignWindow,
     EntryKind,
     IdempotencyKeyReused,
+    NoAdjustment,
     NotEnoughPoints,
     Reason,
     RedemptionOutcome,
@@ -31,7 +35,7 @@ from services.loyalty.domain import (
 )
 from services.loyalty.settings import LoyaltyUnit
 from services.loyalty.store import MemberRecords
-from shared.http import ADMIN_ONLY, NOTHING_HELD, error, nothing_held
+from shared.http import ADMIN_ONLY, NOTHING_HELD, error, field_error, nothing_held
 from shared.service import Runtime, runtime
 from shared.types import Currency, Timestamp, WholeFloats
 
@@ -249,6 +253,72 @@ async def redeem(
         reward_id=outcome.reward_id,
         points=outcome.points,
         balance=outcome.balance,
+    )
+
+
+# Points given (> 0) or taken (< 0) by hand: never 0, which the schema says too.
+AdjustedPoints = Annotated[
+    int,
+    Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT, strict=True, json_schema_extra={"not": {"const": 0}}),
+    WholeFloats,
+]
+
+
+class AdjustmentIn(BaseModel):
+    points: AdjustedPoints = Field(description="Points to give (positive) or take (negative); not 0.")
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_NOTE_CHARS,
+        pattern=r"[^ \t\r\n]",  # something besides domain.BLANK, the same in every regex engine
+        description="Why, in the owner's words (kept with the member's history; erased with the customer).",
+    )
+
+
+class AdjustmentOut(BaseModel):
+    """An adjustment made: the points given (or taken, negative) and the balance after."""
+
+    adjustment_id: str
+    customer_id: str
+    points: int
+    reason: str
+    balance: int
+
+
+@api.post(
+    "/members/{customer_id}/adjustments",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        400: BAD_BODY,
+        404: NO_MEMBER,
+        409: error("The Idempotency-Key was used for another adjustment or for a redemption."),
+    },
+)
+async def adjust_points(
+    customer_id: str,
+    body: AdjustmentIn,
+    rt: Rt,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
+) -> AdjustmentOut:
+    """Give or take points by hand with the owner's reason (the balance may go below zero; no tier counts it).
+    Retrying with the same Idempotency-Key returns the first result."""
+
+    async def work(unit: LoyaltyUnit) -> Adjusted:
+        return await service.adjust_points(unit, customer_id, body.points, body.reason, idempotency_key)
+
+    try:
+        adjusted = await rt.transaction(work)
+    except UnknownMember as unknown:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer_id: {unknown}") from unknown
+    except IdempotencyKeyReused as reused:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"Idempotency-Key: {reused}") from reused
+    except NoAdjustment as refused:
+        raise field_error(refused.field, str(refused)) from refused
+    return AdjustmentOut(
+        adjustment_id=adjusted.adjustment_id,
+        customer_id=adjusted.customer_id,
+        points=adjusted.points,
+        reason=adjusted.note,
+        balance=adjusted.balance,
     )
 
 
@@ -501,6 +571,15 @@ class RedemptionRecord(BaseModel):
     at: datetime
 
 
+class AdjustmentRecord(BaseModel):
+    """Points the owner gave (or took, negative) by hand, in their words."""
+
+    adjustment_id: str
+    points: int
+    reason: str
+    at: datetime
+
+
 class LoyaltyExport(BaseModel):
     """Everything loyalty holds on the customer: the member, the whole ledger, the history it was worked out from."""
 
@@ -511,6 +590,7 @@ class LoyaltyExport(BaseModel):
     refunds: list[PointsRefundOut]
     activities: list[ActivityOut]
     redemptions: list[RedemptionRecord]
+    adjustments: list[AdjustmentRecord]
 
 
 @api.get("/customers/{customer_id}/export", openapi_extra=ADMIN_ONLY, responses={404: NOTHING_HELD})
@@ -557,5 +637,9 @@ async def export_customer(customer_id: str, rt: Rt) -> LoyaltyExport:
         redemptions=[
             RedemptionRecord(redemption_id=r.redemption_id, reward_id=r.reward_id, points=r.points, at=r.at)
             for r in facts.redemptions
+        ],
+        adjustments=[
+            AdjustmentRecord(adjustment_id=a.adjustment_id, points=a.points, reason=a.note, at=a.at)
+            for a in facts.adjustments
         ],
     )

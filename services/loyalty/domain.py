@@ -1,7 +1,7 @@
 """Loyalty rules as plain values and functions, no I/O: the part of the service to read first.
 
 A member's ledger is derived from the facts loyalty knows of (purchases, refunds,
-activities, redemptions), replayed in the order they happened. Every logical
+activities, redemptions, the owner's adjustments), replayed in the order they happened. Every logical
 award has a key (``purchase:<order>``, ``refund:<order>``, ``review:<order>``…) and
 the replay says how many points each key should amount to. `decide` turns the
 difference from what the ledger already records into the whole decision: the
@@ -197,9 +197,31 @@ class Redemption:
     at: datetime
 
 
-Fact = Purchase | Refund | Cancellation | Activity | Redemption
-FactKind = Literal["purchases", "refunds", "cancellations", "activities", "redemptions"]
-FACT_KINDS: tuple[FactKind, ...] = ("purchases", "refunds", "cancellations", "activities", "redemptions")
+@dataclass(frozen=True)
+class Adjustment:
+    """The owner gave (points > 0) or took (points < 0) points by hand, in their own words (`note`).
+
+    Given points expire like earned ones; taken points come off the soonest-expiring first and may take
+    the balance below zero (as a refund may). Neither counts towards a tier: tiers come from purchases.
+    """
+
+    adjustment_id: str
+    points: int  # signed, never 0
+    note: str
+    at: datetime
+    lifetime_days: int
+
+
+Fact = Purchase | Refund | Cancellation | Activity | Redemption | Adjustment
+FactKind = Literal["purchases", "refunds", "cancellations", "activities", "redemptions", "adjustments"]
+FACT_KINDS: tuple[FactKind, ...] = (
+    "purchases",
+    "refunds",
+    "cancellations",
+    "activities",
+    "redemptions",
+    "adjustments",
+)
 
 
 def fact_moment(fact: Fact) -> datetime:
@@ -220,6 +242,8 @@ def fact_id(fact: Fact) -> str:
         return fact.refund_id
     if isinstance(fact, Activity):
         return fact.key
+    if isinstance(fact, Adjustment):
+        return fact.adjustment_id
     return fact.redemption_id
 
 
@@ -233,6 +257,8 @@ def fact_kind(fact: Fact) -> FactKind:
         return "cancellations"
     if isinstance(fact, Activity):
         return "activities"
+    if isinstance(fact, Adjustment):
+        return "adjustments"
     return "redemptions"
 
 
@@ -245,9 +271,17 @@ class Facts:
     activities: tuple[Activity, ...] = ()
     redemptions: tuple[Redemption, ...] = ()
     cancellations: tuple[Cancellation, ...] = ()
+    adjustments: tuple[Adjustment, ...] = ()
 
     def every(self) -> list[Fact]:
-        return [*self.purchases, *self.refunds, *self.cancellations, *self.activities, *self.redemptions]
+        return [
+            *self.purchases,
+            *self.refunds,
+            *self.cancellations,
+            *self.activities,
+            *self.redemptions,
+            *self.adjustments,
+        ]
 
     def adding(self, *new: Fact) -> "Facts | None":
         """These facts added to the known ones; None when all were known (a repeat changes nothing)."""
@@ -539,13 +573,15 @@ class Ledger:
         )
 
 
-# At one moment: the order, then what was said of it, its refunds, spending, and last its cancellation.
+# At one moment: the order, then what was said of it, its refunds, spending, its cancellation, and last
+# the owner's adjustments (ranks are stored in checkpoints: a new kind takes a new number).
 _RANK_OF_KIND: dict[FactKind, int] = {
     "purchases": 0,
     "activities": 1,
     "refunds": 2,
     "redemptions": 3,
     "cancellations": 4,
+    "adjustments": 5,
 }
 
 
@@ -681,6 +717,8 @@ class _Replay:
                 self.cancel(fact)
             else:  # as a refund: it waits for its order
                 self.pending_cancellations[fact.order_id] = fact
+        elif isinstance(fact, Adjustment):
+            self.adjust(fact)
         else:
             key = f"redeem:{fact.redemption_id}"
             self.set(key, -fact.points, KeyInfo(EntryKind.REDEEM, Reason.REDEMPTION, redemption=fact))
@@ -754,6 +792,15 @@ class _Replay:
             taken = min(owed, lot.remaining)
             lot.remaining -= taken
             owed -= taken
+
+    def adjust(self, adjustment: Adjustment) -> None:
+        """Points given by hand earn (and expire) like any; points taken spend the soonest-expiring first."""
+        key = f"adjust:{adjustment.adjustment_id}"
+        if adjustment.points > 0:
+            self.earn(Activity(key, Reason.ADJUSTMENT, adjustment.points, adjustment.at, adjustment.lifetime_days))
+        else:
+            self.set(key, adjustment.points, KeyInfo(EntryKind.ADJUST, Reason.ADJUSTMENT))
+            self.spend(-adjustment.points)
 
     def spend(self, points: int) -> None:
         """Redemptions spend the points that expire soonest first."""
@@ -829,7 +876,12 @@ def entries_to_append(desired: Ledger, recorded: Mapping[str, int]) -> list[Entr
     return entries
 
 
-_KIND_OF_PREFIX = {"refund": EntryKind.REVERSE, "redeem": EntryKind.REDEEM, "expire": EntryKind.EXPIRE}
+_KIND_OF_PREFIX = {
+    "refund": EntryKind.REVERSE,
+    "redeem": EntryKind.REDEEM,
+    "expire": EntryKind.EXPIRE,
+    "adjust": EntryKind.ADJUST,
+}
 
 
 def _untouched(key: str) -> KeyInfo:
@@ -953,6 +1005,29 @@ class RedemptionRequest:
     outcome: RedemptionOutcome
 
 
+@dataclass(frozen=True)
+class Adjusted:
+    """An adjustment made: the points given (or taken, negative) and the balance after."""
+
+    adjustment_id: str
+    customer_id: str
+    points: int
+    note: str
+    balance: int
+
+
+@dataclass(frozen=True)
+class AdjustmentRequest:
+    """The first answer to one Idempotency-Key used for an adjustment."""
+
+    points: int
+    note: str
+    outcome: Adjusted
+
+
+FirstAnswer = RedemptionRequest | AdjustmentRequest  # what an Idempotency-Key was first used for
+
+
 class LoyaltyRefusal(Exception):
     """A request the rules refuse; the route says why."""
 
@@ -1000,15 +1075,60 @@ class UnknownMember(LoyaltyRefusal):
 
 
 class IdempotencyKeyReused(LoyaltyRefusal):
-    def __init__(self) -> None:
-        super().__init__("already used for another reward")
+    def __init__(self, other: str = "another reward") -> None:
+        super().__init__(f"already used for {other}")
 
 
-def answer_again(first: RedemptionRequest, reward_id: str) -> RedemptionOutcome:
+def answer_again(first: FirstAnswer, reward_id: str) -> RedemptionOutcome:
     """A retried request gets its first answer; the same key for another reward is refused."""
+    if not isinstance(first, RedemptionRequest):
+        raise IdempotencyKeyReused("an adjustment")
     if first.reward_id != reward_id:
         raise IdempotencyKeyReused
     return first.outcome
+
+
+def adjustment_again(first: FirstAnswer, points: int, note: str) -> Adjusted:
+    """A retried adjustment gets its first answer; the same key for other points or words is refused."""
+    if not isinstance(first, AdjustmentRequest):
+        raise IdempotencyKeyReused("a redemption")
+    if (first.points, first.note) != (points, note):
+        raise IdempotencyKeyReused("another adjustment")
+    return first.outcome
+
+
+MAX_ADJUSTMENT = 1_000_000  # points given or taken by hand at once
+MAX_NOTE_CHARS = 500
+BLANK = " \t\r\n"  # a reason of only these says nothing (the API's schema spells the same characters)
+
+
+class NoAdjustment(LoyaltyRefusal):
+    """An adjustment of no points or beyond MAX_ADJUSTMENT, or without the owner's reason; `field` says which."""
+
+    def __init__(self, field: Literal["points", "reason"], problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+
+
+def adjustment_of(adjustment_id: str, points: int, note: str, at: datetime, rules: Rules) -> Adjustment:
+    """The owner's adjustment as a fact of the member's history; given points live as long as earned ones."""
+    if points == 0 or abs(points) > MAX_ADJUSTMENT:
+        raise NoAdjustment("points", f"from -{MAX_ADJUSTMENT:,} to {MAX_ADJUSTMENT:,} and not 0, not {points}")
+    if not note.strip(BLANK) or len(note) > MAX_NOTE_CHARS:
+        raise NoAdjustment("reason", f"the owner's words, 1 to {MAX_NOTE_CHARS} characters")
+    return Adjustment(adjustment_id, points, note, as_stored(at), rules.points_lifetime_days)
+
+
+def adjust(
+    member: Member, adjustment: Adjustment, history: History | None, tiers: Sequence[Tier], new_id: NewId
+) -> tuple[Decision, Adjusted]:
+    """Give or take the points now; taking may leave the balance below zero. The adjustment counts towards
+    no tier (time passing up to now may still expire points or move the tier, as for any change)."""
+    decision = _decision(member, [adjustment], history, tiers, adjustment.at, new_id)
+    adjusted = Adjusted(
+        adjustment.adjustment_id, member.customer_id, adjustment.points, adjustment.note, decision.member.balance
+    )
+    return decision, adjusted
 
 
 def redeem(

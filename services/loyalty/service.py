@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from services.loyalty import domain, store
 from services.loyalty.domain import (
+    Adjusted,
+    AdjustmentRequest,
     Campaign,
     Decision,
     Fact,
@@ -198,6 +200,24 @@ async def redeem_reward(unit: LoyaltyUnit, customer_id: str, reward_id: str, ide
         _keep(unit, decision, cause=None, at=at)
     store.keep_answer(unit, customer_id, idempotency_key, RedemptionRequest(reward_id, answer), at)
     return answer
+
+
+async def adjust_points(unit: LoyaltyUnit, customer_id: str, points: int, note: str, idempotency_key: str) -> Adjusted:
+    """Give (points > 0) or take (points < 0) points by hand, in the owner's words, once per Idempotency-Key."""
+    first = await store.first_answer(unit, customer_id, idempotency_key)
+    if first is not None:
+        return domain.adjustment_again(first, points, note)
+    member = await store.find_member(unit, customer_id)
+    if member is None:
+        raise UnknownMember(customer_id)
+    scheme = await store.SCHEMES.get(unit)
+    adjustment = domain.adjustment_of(str(uuid.uuid4()), points, note, unit.now(), scheme.rules)
+    history = await store.history(unit, member) if domain.needs_history(member, [adjustment]) else None
+    decision, adjusted = domain.adjust(member, adjustment, history, scheme.rules.tiers, _new_entry_id)
+    _keep(unit, decision, cause=None, at=adjustment.at)
+    store.keep_answer(unit, customer_id, idempotency_key, AdjustmentRequest(points, note, adjusted), adjustment.at)
+    log.info("points_adjusted", points=points)
+    return adjusted
 
 
 @dataclass(frozen=True)

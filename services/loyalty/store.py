@@ -5,7 +5,8 @@ Collections:
   tier, and the replay's checkpoint after the latest fact (domain.Checkpoint),
   which is all an in-order fact needs.
 - member_facts: the members' history, one document per fact (a purchase, refund,
-  cancellation, activity or redemption; `_id` {member, fact: "<kind>:<id>"},
+  cancellation, activity, redemption, or the owner's adjustment with their words in `note`;
+  `_id` {member, fact: "<kind>:<id>"},
   `kind`, the fact's fields under `fact`), so no document grows with a member's
   orders; read by `_id.member` (indexed), all of a batch's late members in one
   query, only to replay a member in full when a fact arrives out of order. Histories
@@ -14,7 +15,8 @@ Collections:
 - ledger: append-only entries, one per change of a key.
 - config: the shop's rules (one document, `_id: "rules"`).
 - campaigns, rewards: what the owner configured.
-- redemption_requests: Idempotency-Key → first answer.
+- redemption_requests: Idempotency-Key → first answer, of a redemption (`redeemed` / `not_enough_points`)
+  or of an adjustment (`adjusted`, with the owner's words).
 - erased: sha256 of erased customer ids, so late events do not bring them back (shared/erasure.py).
 
 Every document has named fields; money and multipliers are decimal strings, so they come back exactly.
@@ -45,6 +47,9 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from services.loyalty.domain import (
     FACT_KINDS,
     Activity,
+    Adjusted,
+    Adjustment,
+    AdjustmentRequest,
     Campaign,
     Cancellation,
     Checkpoint,
@@ -52,6 +57,7 @@ from services.loyalty.domain import (
     EntryKind,
     Fact,
     Facts,
+    FirstAnswer,
     History,
     LedgerEntry,
     Line,
@@ -326,15 +332,17 @@ class MemberRecords:
 
     member: Member | None
     ledger: list[RecordedEntry]  # oldest first
-    facts: Facts  # what they bought, had refunded, did for points and redeemed
+    facts: Facts  # what they bought, had refunded, did for points and redeemed, and the owner's adjustments
 
 
 async def member_records(unit: LoyaltyUnit, customer_id: str) -> MemberRecords:
     ledger = await unit.find(LEDGER, {"customer_id": customer_id}, sort=[("at", 1), ("_id", 1)])
+    await preload_histories(unit, [customer_id])
+    read = _histories(unit)[customer_id]
     return MemberRecords(
         member=await find_member(unit, customer_id),
         ledger=[_recorded_entry(doc) for doc in ledger],
-        facts=_facts(await unit.find_one(MEMBER_FACTS, {"_id": customer_id}) or {}),
+        facts=_history_facts(read["facts"] if read is not None else []),
     )
 
 
@@ -481,6 +489,7 @@ def _facts(doc: Mapping[str, list[dict[str, Any]]]) -> Facts:
         activities=tuple(_activity(a) for a in doc.get("activities", [])),
         redemptions=tuple(_redemption(r) for r in doc.get("redemptions", [])),
         cancellations=tuple(_cancellation(c) for c in doc.get("cancellations", [])),
+        adjustments=tuple(_adjustment(a) for a in doc.get("adjustments", [])),
     )
 
 
@@ -510,6 +519,14 @@ def fact_doc(fact: Fact) -> dict[str, Any]:
             "at": fact.at,
             "lifetime_days": fact.lifetime_days,
             "order_id": fact.order_id,
+        }
+    if isinstance(fact, Adjustment):
+        return {
+            "adjustment_id": fact.adjustment_id,
+            "points": fact.points,
+            "note": fact.note,
+            "at": fact.at,
+            "lifetime_days": fact.lifetime_days,
         }
     return {"redemption_id": fact.redemption_id, "reward_id": fact.reward_id, "points": fact.points, "at": fact.at}
 
@@ -603,13 +620,21 @@ def _redemption(doc: dict[str, Any]) -> Redemption:
     return Redemption(doc["redemption_id"], doc["reward_id"], int(doc["points"]), doc["at"])
 
 
-# --- redemption requests: the first answer per Idempotency-Key --------------------------------------
+def _adjustment(doc: dict[str, Any]) -> Adjustment:
+    return Adjustment(doc["adjustment_id"], int(doc["points"]), doc["note"], doc["at"], int(doc["lifetime_days"]))
 
 
-async def first_answer(unit: LoyaltyUnit, customer_id: str, idempotency_key: str) -> RedemptionRequest | None:
+# --- redemption requests: the first answer per Idempotency-Key (redemptions and adjustments) --------------
+
+
+async def first_answer(unit: LoyaltyUnit, customer_id: str, idempotency_key: str) -> FirstAnswer | None:
     doc = await unit.find_one(REDEMPTION_REQUESTS, {"_id": f"{customer_id}:{idempotency_key}"})
     if doc is None:
         return None
+    adjusted = doc.get("adjusted")
+    if adjusted is not None:
+        outcome = Adjusted(customer_id=customer_id, **adjusted)
+        return AdjustmentRequest(outcome.points, outcome.note, outcome)
     if "status" in doc:  # stored before answers had named fields: the HTTP status and body
         return RedemptionRequest(doc["reward_id"], _answer_stored_as_http(doc["status"], doc["body"]))
     redeemed, refused = doc.get("redeemed"), doc.get("not_enough_points")
@@ -618,9 +643,26 @@ async def first_answer(unit: LoyaltyUnit, customer_id: str, idempotency_key: str
     return RedemptionRequest(doc["reward_id"], NotEnoughPoints(**(refused or {})))
 
 
-def keep_answer(
-    unit: LoyaltyUnit, customer_id: str, idempotency_key: str, request: RedemptionRequest, at: datetime
-) -> None:
+def keep_answer(unit: LoyaltyUnit, customer_id: str, idempotency_key: str, request: FirstAnswer, at: datetime) -> None:
+    if isinstance(request, AdjustmentRequest):
+        adjusted = request.outcome
+        unit.write(
+            REDEMPTION_REQUESTS,
+            InsertOne(
+                {
+                    "_id": f"{customer_id}:{idempotency_key}",
+                    "customer_id": customer_id,
+                    "adjusted": {
+                        "adjustment_id": adjusted.adjustment_id,
+                        "points": adjusted.points,
+                        "note": adjusted.note,
+                        "balance": adjusted.balance,
+                    },
+                    "at": at,
+                }
+            ),
+        )
+        return
     outcome = request.outcome
     redeemed = (
         {

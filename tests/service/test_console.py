@@ -97,6 +97,7 @@ async def test_nothing_but_the_sign_in_page_without_a_session(console: Running) 
         "/today/escalations/esc_1/resolve",
         "/customers/cus_1/erase",
         "/customers/cus_1/facts",
+        "/customers/cus_1/points",
         "/programs/rewards",
         "/settings/people",
         "/logout",

@@ -728,3 +728,119 @@ async def test_an_imported_history_builds_points_with_their_true_dates_and_tells
     # A live order afterwards earns at the tier the history left, and is not history.
     live = await earn(tap, order("cus-h1", "ord-h4", "100", NOW))
     assert (live["data"]["points"], live["imported"]) == (125, None)
+
+
+# --- the owner's adjustments -------------------------------------------------------------------------------
+
+EVA = ADMIN | {"X-Rapport-Actor": "eva@shop.example"}
+
+
+async def adjust(http: httpx.AsyncClient, customer_id: str, points: int, reason: str, key: str) -> httpx.Response:
+    return await http.post(
+        f"/members/{customer_id}/adjustments",
+        json={"points": points, "reason": reason},
+        headers=EVA | {"Idempotency-Key": key},
+    )
+
+
+async def test_the_owner_gives_and_takes_points_by_hand_once_per_idempotency_key_audited_as_the_person(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    await earn(tap, order("cus-adj", "ord-adj1", "100", NOW - timedelta(days=1)))
+    given = await adjust(http, "cus-adj", 900, "Parcel lost in the post", "adj-1")
+    assert given.status_code == 201, given.text
+    assert given.json() | {"adjustment_id": "-"} == {
+        "adjustment_id": "-",
+        "customer_id": "cus-adj",
+        "points": 900,
+        "reason": "Parcel lost in the post",
+        "balance": 1000,
+    }
+    again = await adjust(http, "cus-adj", 900, "Parcel lost in the post", "adj-1")
+    assert (again.status_code, again.json()) == (201, given.json())
+    awarded = await tap.wait_for(lambda e: e["type"] == "PointsAwarded" and e["data"]["reason"] == "adjustment")
+    assert (awarded[0]["data"]["points"], awarded[0]["data"]["tier"]) == (900, "bronze")  # no tier for it
+    assert awarded[0]["data"]["expires_at"] is not None  # expires like earned points
+    page = await member(http, "cus-adj")
+    assert (page["balance"], page["tier"], page["tier_points"]) == (1000, "bronze", 100)
+
+    taken = await adjust(http, "cus-adj", -1200, "Points given twice by mistake", "adj-2")
+    assert (taken.status_code, taken.json()["balance"]) == (201, -200)  # below zero, as a refund may go
+    reversed_ = await tap.wait_for(lambda e: e["type"] == "PointsReversed" and e["data"]["customer_id"] == "cus-adj")
+    assert (reversed_[0]["data"]["reason"], reversed_[0]["data"]["points"]) == ("adjustment", 1200)
+    reused = await adjust(http, "cus-adj", -1, "Points given twice by mistake", "adj-2")
+    assert (reused.status_code, reused.json()) == (
+        409,
+        {"detail": "Idempotency-Key: already used for another adjustment"},
+    )
+    assert (await member(http, "cus-adj"))["balance"] == -200
+    assert len(tap.bodies("PointsAwarded")) == 2  # the purchase and the one adjustment, not its replay
+
+    audit = (await http.get("/audit", headers=ADMIN)).json()
+    made = [r for r in audit if r["action"] == "POST /members/{customer_id}/adjustments"]
+    assert [(r["actor"], r["target"]) for r in made] == [("admin/eva@shop.example", {"customer_id": "cus-adj"})] * 3
+    exported = (await http.get("/customers/cus-adj/export", headers=ADMIN)).json()
+    assert [(a["points"], a["reason"]) for a in exported["adjustments"]] == [
+        (900, "Parcel lost in the post"),
+        (-1200, "Points given twice by mistake"),
+    ]
+    assert [p["order_id"] for p in exported["purchases"]] == ["ord-adj1"]
+    assert await rt.db[LEDGER].count_documents({"customer_id": "cus-adj", "reason": "adjustment"}) == 2
+
+
+async def test_an_order_placed_before_an_adjustment_arriving_late_or_twice_ends_in_the_in_order_balance(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    await earn(tap, order("cus-late", "ord-l1", "100", NOW - timedelta(days=3)))
+    taken = await adjust(http, "cus-late", -150, "Returned the gift card", "late-1")
+    assert taken.json()["balance"] == -50
+    late = order("cus-late", "ord-l0", "200", NOW - timedelta(days=5))  # placed before both, told after
+    await earn(tap, late)
+    await tap.publish(told_again(late))
+    await eventually(lambda: consumed(rt) == 3)
+    page = await member(http, "cus-late")
+    assert (page["balance"], page["tier_points"]) == (150, 300)
+    # the in-order ledger: 200 + 100 earned, 150 taken; the late order's points neither repeat nor move the taking
+    assert await rt.db[LEDGER].count_documents({"customer_id": "cus-late"}) == 3
+
+
+async def test_an_adjustment_names_its_bad_field_and_needs_a_member(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    _rt, http = loyalty_service
+    await earn(tap, order("cus-bad", "ord-b1", "10", NOW - timedelta(days=1)))
+    for body, field in [
+        ({"points": 0, "reason": "why"}, "points"),
+        ({"points": 1_000_001, "reason": "why"}, "points"),
+        ({"points": "5", "reason": "why"}, "points"),
+        ({"points": 5, "reason": ""}, "reason"),
+        ({"points": 5, "reason": "   "}, "reason"),
+        ({"points": 5, "reason": "x" * 501}, "reason"),
+    ]:
+        refused = await http.post("/members/cus-bad/adjustments", json=body, headers=EVA | {"Idempotency-Key": "b"})
+        assert refused.status_code == 422, (body, refused.text)
+        assert [problem["loc"][-1] for problem in refused.json()["detail"]] == [field], body
+    unknown = await adjust(http, "cus-nobody", 5, "why", "b")
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "customer_id: no member 'cus-nobody'"})
+    no_key = await http.post("/members/cus-bad/adjustments", json={"points": 5, "reason": "why"}, headers=EVA)
+    assert no_key.status_code == 422
+    assert (await member(http, "cus-bad"))["balance"] == 10
+
+
+async def test_customer_erased_forgets_the_owners_words_on_their_adjustments(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    await earn(tap, order("cus-words", "ord-w1", "70", NOW - timedelta(days=2)))
+    assert (await adjust(http, "cus-words", 30, "Complained about the rude courier", "w-1")).status_code == 201
+    erased = CustomerErasedEvent.new(CustomerErased(customer_id="cus-words", requested_at=NOW), source="orders")
+    await tap.publish(erased)
+    await eventually(lambda: consumed(rt) == 2)
+    for collection in (MEMBERS, MEMBER_FACTS, LEDGER, OUTBOX, "redemption_requests", "audit"):
+        stored = [doc async for doc in rt.db[collection].find({})]
+        assert "rude courier" not in str(stored), collection
+        assert "cus-words" not in str(stored), collection
+    assert await rt.db[LEDGER].count_documents({"customer_id": {"$regex": "^erased-"}, "points": 30}) == 1
+    assert (await adjust(http, "cus-words", 5, "why", "w-2")).status_code == 404

@@ -8,7 +8,7 @@ import pytest
 
 from services.console import charts, domain, views
 from services.console.calls import Reading, _fields
-from services.console.pages import SEGMENTS
+from services.console.pages import SEGMENTS, _adjusted_points
 from services.console.web import CATALOGUES, HERE
 from services.followups.domain import Kind, Status
 from services.orders.domain import search_terms
@@ -206,3 +206,12 @@ def test_the_search_box_reads_what_the_owner_types() -> None:
     assert full.full_name is not None
     assert "Jana" in full.full_name[0]
     assert "Nov" in full.full_name[1]
+
+
+@pytest.mark.parametrize(
+    ("typed", "points"),
+    [("250", 250), ("-40", -40), (" +5 ", 5), ("1 000", 1000), ("1000000", 1_000_000), ("-1000000", -1_000_000)]
+    + [(bad, None) for bad in ("", "0", "-0", "a lot", "1.5", "--3", "1000001", "-1000001", "\u0663")],
+)
+def test_an_adjustment_form_reads_whole_points_with_a_minus_to_take_them(typed: str, points: int | None) -> None:
+    assert _adjusted_points(typed) == points

@@ -10,6 +10,9 @@ import pytest
 from services.loyalty.domain import (
     DEFAULT_TIERS,
     Activity,
+    Adjusted,
+    Adjustment,
+    AdjustmentRequest,
     Campaign,
     Cancellation,
     Facts,
@@ -17,6 +20,7 @@ from services.loyalty.domain import (
     IdempotencyKeyReused,
     Line,
     Member,
+    NoAdjustment,
     NotEnoughPoints,
     Purchase,
     Redeemed,
@@ -25,6 +29,9 @@ from services.loyalty.domain import (
     Refund,
     Reward,
     Rules,
+    adjust,
+    adjustment_again,
+    adjustment_of,
     answer_again,
     continue_replay,
     decide,
@@ -414,10 +421,12 @@ def test_a_late_refund_undoes_the_expiry_of_the_points_it_takes_back() -> None:
     assert sum(recorded.values()) + sum(e.points for e in fixes) == 0
 
 
-def _random_facts(rng: random.Random, count: int) -> list[Purchase | Refund | Cancellation | Activity | Redemption]:
+def _random_facts(
+    rng: random.Random, count: int
+) -> list[Purchase | Refund | Cancellation | Activity | Redemption | Adjustment]:
     """A member's history over two years: orders, partial refunds (some before their order), cancellations (some
-    before their order or its refunds), reviews, spending."""
-    facts: list[Purchase | Refund | Cancellation | Activity | Redemption] = []
+    before their order or its refunds), reviews, spending, the owner's adjustments either way."""
+    facts: list[Purchase | Refund | Cancellation | Activity | Redemption | Adjustment] = []
     cancelled: set[str] = set()
     for n in range(count):
         at = T0 + timedelta(days=rng.randint(0, 730), minutes=rng.randint(0, 1440))
@@ -429,8 +438,10 @@ def _random_facts(rng: random.Random, count: int) -> list[Purchase | Refund | Ca
         elif kind < 0.7 and (order_id := f"o{rng.randrange(count)}") not in cancelled:
             cancelled.add(order_id)  # an order is cancelled once
             facts.append(Cancellation(order_id, at))
-        elif kind < 0.85:
+        elif kind < 0.8:
             facts.append(Activity(f"review:{n}", "review", 50, at, rng.choice([30, 365])))
+        elif kind < 0.88:
+            facts.append(Adjustment(f"adj{n}", rng.choice([-1, 1]) * rng.randint(1, 300), "goodwill", at, 365))
         else:
             facts.append(Redemption(f"rd{n}", "mug", rng.randint(10, 200), at))
     return facts
@@ -659,3 +670,77 @@ def test_the_member_page_shows_what_expires_in_the_next_30_days() -> None:
     assert [(lot.key, lot.remaining) for lot in now.expiring_soon] == [("bonus:o1:x2", 480)]
     assert now.points_expiring_soon == 480
     assert standing(bought.member, DEFAULT_TIERS, T0 + timedelta(days=340)).points_expiring_soon == 480  # o1's base
+
+
+def test_an_adjustment_gives_points_that_expire_like_earned_ones_and_count_towards_no_tier() -> None:
+    bought = decide(Member("c1"), [purchase("o1", "100", T0)], None, DEFAULT_TIERS, T0, ids())
+    assert bought is not None
+    given = adjustment_of("adj1", 900, "Parcel lost in the post", T0 + timedelta(days=1), RULES)
+    decision, adjusted = adjust(bought.member, given, None, DEFAULT_TIERS, ids())
+    assert adjusted == Adjusted("adj1", "c1", 900, "Parcel lost in the post", 1000)
+    assert decision.facts == (given,)
+    (entry,) = decision.entries
+    assert (entry.key, entry.kind, entry.reason, entry.points) == ("adjust:adj1", "earn", "adjustment", 900)
+    assert entry.expires_at == given.at + timedelta(days=365)
+    (event,) = decision.events  # 1000 points, but only the 100 bought count: still bronze, no TierChanged
+    assert isinstance(event, PointsAwarded)
+    assert (event.reason, event.points, event.balance, event.tier) == ("adjustment", 900, 1000, "bronze")
+    assert decision.member.qualifying_points == 100
+    later = review(decision.member, DEFAULT_TIERS, given.at + timedelta(days=366), ids())
+    assert later.member.balance == 0  # the purchase's points and the given ones both expired
+
+
+def test_an_adjustment_takes_points_soonest_expiring_first_and_may_go_below_zero() -> None:
+    bought = decide(Member("c1"), [purchase("o1", "100", T0)], None, DEFAULT_TIERS, T0, ids())
+    assert bought is not None
+    taken = adjustment_of("adj1", -30, "Counted twice by mistake", T0 + timedelta(days=1), RULES)
+    decision, adjusted = adjust(bought.member, taken, None, DEFAULT_TIERS, ids())
+    assert adjusted.balance == 70
+    (entry,) = decision.entries
+    assert (entry.kind, entry.reason, entry.points, entry.expires_at) == ("adjust", "adjustment", -30, None)
+    (event,) = decision.events
+    assert isinstance(event, PointsReversed)
+    assert (event.reason, event.points, event.balance, event.order_id) == ("adjustment", 30, 70, None)
+    assert standing(decision.member, DEFAULT_TIERS, taken.at).expiring_soon == ()
+    more = adjustment_of("adj2", -500, "Staff discount misuse", T0 + timedelta(days=2), RULES)
+    below, _ = adjust(decision.member, more, None, DEFAULT_TIERS, ids())
+    assert below.member.balance == -430
+    expired = review(below.member, DEFAULT_TIERS, T0 + timedelta(days=400), ids())
+    assert expired.member.balance == -430  # nothing was left to expire: the 100 were all taken
+
+
+def test_an_adjustment_is_a_fact_so_an_order_before_it_arriving_late_ends_in_the_in_order_ledger() -> None:
+    given = adjustment_of("adj1", 40, "Birthday", T0 + timedelta(days=2), RULES)
+    late_order = purchase("o1", "100", T0)
+    member = decide(Member("c1"), [purchase("o0", "10", T0 - timedelta(days=1))], None, DEFAULT_TIERS, T0, ids())
+    assert member is not None
+    adjusted, _ = adjust(member.member, given, None, DEFAULT_TIERS, ids())
+    assert needs_history(adjusted.member, [late_order])
+    known = Facts().adding(purchase("o0", "10", T0 - timedelta(days=1)), given)
+    assert known is not None
+    late = decide(adjusted.member, [late_order], History(known), DEFAULT_TIERS, T0 + timedelta(days=3), ids())
+    assert late is not None
+    in_order = replay(known.adding(late_order) or known, T0 + timedelta(days=3))
+    assert late.member.balance == in_order.balance == 150
+    assert decide(late.member, [given], None, DEFAULT_TIERS, T0 + timedelta(days=3), ids()) is None  # known
+
+
+@pytest.mark.parametrize(
+    ("points", "note", "field"),
+    [(0, "why", "points"), (1_000_001, "why", "points"), (-1_000_001, "why", "points"), (5, "  ", "reason")],
+)
+def test_an_adjustment_needs_points_within_bounds_and_the_owners_reason(points: int, note: str, field: str) -> None:
+    with pytest.raises(NoAdjustment) as refused:
+        adjustment_of("adj1", points, note, T0, RULES)
+    assert refused.value.field == field
+
+
+def test_the_same_idempotency_key_gets_the_first_adjustment_and_only_for_the_same_request() -> None:
+    first = AdjustmentRequest(50, "Sorry", Adjusted("adj1", "c1", 50, "Sorry", 50))
+    assert adjustment_again(first, 50, "Sorry") == first.outcome
+    with pytest.raises(IdempotencyKeyReused):
+        adjustment_again(first, 60, "Sorry")
+    with pytest.raises(IdempotencyKeyReused):
+        answer_again(first, "rw_mug")  # a key used for an adjustment is no redemption's
+    with pytest.raises(IdempotencyKeyReused):
+        adjustment_again(RedemptionRequest("rw_mug", NotEnoughPoints(0, 100, "Mug")), 50, "Sorry")
