@@ -716,15 +716,28 @@ async def reports(request: Request, seen: Signed) -> Response:
     calls = seen.console.calls
     # Retention reads every customer's history (seconds at 100,000 customers): it gets longer than a page's wait.
     slow = seen.console.settings.service_timeout_seconds * 5
-    (nps, referral_stats, tiers), retention = await asyncio.gather(
+    (nps, referral_stats, tiers, segments, points), retention = await asyncio.gather(
         calls.read_all(
-            ("followups", "/reports/nps", None), ("referrals", "/stats", None), ("loyalty", "/reports/tiers", None)
+            ("followups", "/reports/nps", None),
+            ("referrals", "/stats", None),
+            ("loyalty", "/reports/tiers", None),
+            ("orders", "/reports/segments", None),
+            ("loyalty", "/reports/points", None),
         ),
         calls.read("orders", "/reports/retention", timeout=slow),
     )
     words = CATALOGUES.words(seen.language)
     months = nps.data["months"][-12:] if nps.ok else []
     k_months = referral_stats.data["months"][-12:] if referral_stats.ok else []
+    sizes = segments.data["segments"].items() if segments.ok else []
+    segment_sizes = [(words(f"segment.{name}"), count) for name, count in sizes]
+    if segments.ok and segments.data["unscored"]:
+        segment_sizes.append((words("reports.unscored"), segments.data["unscored"]))
+    points_months = points.data["months"][-12:] if points.ok else []
+    points_series = [
+        (words(f"reports.{figure}"), [month[figure] for month in points_months])
+        for figure in ("issued", "redeemed", "expired", "outstanding")
+    ]
     return render(
         request,
         "reports.html",
@@ -751,6 +764,16 @@ async def reports(request: Request, seen: Signed) -> Response:
                     for name, count in (tiers.data["tiers"].items() if tiers.ok else [])
                 ],
                 words("reports.tier_sizes"),
+            ),
+            "segments": segments,
+            "segment_sizes": segment_sizes,
+            "segment_chart": charts.bars(
+                [(label, float(count)) for label, count in segment_sizes], words("reports.segments")
+            ),
+            "points": points,
+            "points_months": points_months,
+            "points_chart": charts.grouped_bars(
+                [month["month"] for month in points_months], points_series, words("reports.points")
             ),
             "heat": charts.heat,
         },

@@ -12,12 +12,14 @@ from services.loyalty.domain import (
     Activity,
     Campaign,
     Cancellation,
+    EntryKind,
     Facts,
     History,
     IdempotencyKeyReused,
     Line,
     Member,
     NotEnoughPoints,
+    PointsMonth,
     Purchase,
     Redeemed,
     Redemption,
@@ -33,6 +35,7 @@ from services.loyalty.domain import (
     needs_history,
     new_facts,
     next_tier,
+    points_by_month,
     purchase_points,
     redeem,
     redemption_of,
@@ -659,3 +662,18 @@ def test_the_member_page_shows_what_expires_in_the_next_30_days() -> None:
     assert [(lot.key, lot.remaining) for lot in now.expiring_soon] == [("bonus:o1:x2", 480)]
     assert now.points_expiring_soon == 480
     assert standing(bought.member, DEFAULT_TIERS, T0 + timedelta(days=340)).points_expiring_soon == 480  # o1's base
+
+
+def test_points_by_month_turns_signed_sums_into_figures_and_runs_the_outstanding_over_gaps() -> None:
+    sums = {
+        ("2026-01", EntryKind.EARN): 300,
+        ("2026-01", EntryKind.REDEEM): -100,
+        ("2026-03", EntryKind.REVERSE): -40,
+        ("2026-03", EntryKind.ADJUST): -10,
+        ("2026-03", EntryKind.EXPIRE): -60,
+        ("2026-03", EntryKind.EARN): 20,
+    }
+    assert points_by_month(sums) == [
+        PointsMonth("2026-01", issued=300, taken_back=0, corrected=0, redeemed=100, expired=0, outstanding=200),
+        PointsMonth("2026-03", issued=20, taken_back=40, corrected=-10, redeemed=0, expired=60, outstanding=110),
+    ]
