@@ -53,9 +53,9 @@ def grouped_bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[int
         f'<line x1="0" y1="{16 + plot}" x2="{WIDTH}" y2="{16 + plot}" class="axis"/>',
     ]
     for number, (name, _) in enumerate(series):
-        x = GAP + number * 150
-        parts.append(f'<rect x="{x}" y="2" width="10" height="10" class="bar s{number}"/>')
-        parts.append(f'<text x="{x + 14}" y="11" class="label">{escape(name)}</text>')
+        key = GAP + number * 150
+        parts.append(f'<rect x="{key}" y="2" width="10" height="10" class="bar s{number}"/>')
+        parts.append(f'<text x="{key + 14}" y="11" class="label">{escape(name)}</text>')
     for index, label in enumerate(labels):
         x = GAP + index * (group + GAP)
         for number, (name, values) in enumerate(series):
