@@ -41,6 +41,38 @@ def bars(
     return Markup("".join(parts))  # noqa: S704 - every label and value above is escaped
 
 
+def grouped_bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[int]]], title: str) -> Markup:
+    """Bars side by side per label, one per series (up to four, told apart by colour and by a legend), from 0."""
+    top = max([1, *(value for _, values in series for value in values)])
+    plot = HEIGHT - AXIS - 16  # and a line for the legend
+    group = (WIDTH - GAP * (len(labels) + 1)) / max(len(labels), 1)
+    width = min(20.0, group / max(len(series), 1))
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+        f'<line x1="0" y1="{16 + plot}" x2="{WIDTH}" y2="{16 + plot}" class="axis"/>',
+    ]
+    for number, (name, _) in enumerate(series):
+        key = GAP + number * 150
+        parts.append(f'<rect x="{key}" y="2" width="10" height="10" class="bar s{number}"/>')
+        parts.append(f'<text x="{key + 14}" y="11" class="label">{escape(name)}</text>')
+    for index, label in enumerate(labels):
+        x = GAP + index * (group + GAP)
+        for number, (name, values) in enumerate(series):
+            size = max(values[index], 0) / top * plot
+            parts.append(
+                f'<rect x="{x + number * width:.1f}" y="{16 + plot - size:.1f}" width="{width:.1f}" '
+                f'height="{max(size, 1):.1f}" class="bar s{number}"><title>{escape(label)} · {escape(name)}: '
+                f"{values[index]}</title></rect>"
+            )
+        parts.append(
+            f'<text x="{x + width * len(series) / 2:.1f}" y="{HEIGHT - 8}" class="label" text-anchor="middle">'
+            f"{escape(label)}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every label and value above is escaped
+
+
 def heat(share: float | None) -> str:
     """The class of a retention heat-map cell: six steps from none to all of the cohort."""
     if share is None:

@@ -14,7 +14,8 @@ Role = Literal["owner", "staff"]
 ROLES: tuple[Role, ...] = ("owner", "staff")
 
 # What only an owner may do; staff see and do everything else (DESIGN.md §1, docs/console.md).
-OWNER_ONLY = frozenset({"settings", "people", "erasure", "export", "keys", "replay"})
+# "rules": loyalty's points rules, tiers and bonus campaigns (Programs).
+OWNER_ONLY = frozenset({"settings", "people", "erasure", "export", "keys", "replay", "rules"})
 
 MIN_PASSWORD_LENGTH = 10
 # Sign-in throttling: failed attempts within the window, per e-mail address and per address the request came from.

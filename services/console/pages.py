@@ -667,9 +667,78 @@ async def enrol_affiliate(request: Request, seen: Signed) -> Response:
     return back_to("/programs", "said.affiliate_added")
 
 
+@pages.post("/programs/rules")
+async def change_rules(request: Request, seen: Signed) -> Response:
+    """Points per currency and the tiers' thresholds and multipliers; the rest of the rules stay as they are."""
+    seen.require("rules")
+    form = await form_of(request)
+    current = await seen.console.calls.read("loyalty", "/rules")
+    if not current.ok:
+        return await _programs(request, seen, {"rules-tiers": "error.unavailable"}, form)
+    rules = dict(current.data)
+    rules["rates"] = {currency: form.get(f"rates-{currency}", rate) for currency, rate in rules["rates"].items()}
+    rules["tiers"] = [
+        tier
+        | {
+            "threshold": _whole(form.get(f"tiers-{index}-threshold", str(tier["threshold"]))),
+            "multiplier": form.get(f"tiers-{index}-multiplier", tier["multiplier"]),
+        }
+        for index, tier in enumerate(rules["tiers"])
+    ]
+    change = await seen.console.calls.change("loyalty", "PUT", "/rules", seen.person.actor, rules)
+    if not change.ok:
+        problem = "programs.error.tiers" if change.status == 409 else _problem(change.status)
+        named = (_named(change.fields, "rules-") if change.status == 422 else {}) or {"rules-tiers": problem}
+        return await _programs(request, seen, named, form)
+    return back_to("/programs", "said.rules_changed")
+
+
+@pages.post("/programs/campaigns")
+async def start_campaign(request: Request, seen: Signed) -> Response:
+    """A bonus campaign from one day to another (midnight UTC), its multiplier and what it covers."""
+    seen.require("rules")
+    form = await form_of(request)
+    body = {
+        "name": form.get("name", ""),
+        "starts_at": _midnight(form.get("starts_at", "")),
+        "ends_at": _midnight(form.get("ends_at", "")),
+        "multiplier": form.get("multiplier", ""),
+        "categories": _listed(form.get("categories", "")),
+        "skus": _listed(form.get("skus", "")),
+    }
+    change = await seen.console.calls.change("loyalty", "POST", "/campaigns", seen.person.actor, body)
+    if not change.ok:
+        named = _named(change.fields, "campaign-") or {"campaign-name": _problem(change.status)}
+        if change.status == 409:
+            named = {"campaign-ends_at": "programs.error.window"}
+        return await _programs(request, seen, named, form)
+    return back_to("/programs", "said.campaign_started")
+
+
+@pages.post("/programs/campaigns/{campaign_id}/end")
+async def end_campaign(request: Request, campaign_id: str, seen: Signed) -> Response:
+    seen.require("rules")
+    await seen.console.calls.change("loyalty", "DELETE", f"/campaigns/{campaign_id}", seen.person.actor)
+    return back_to("/programs", "said.campaign_ended")
+
+
 def _named(fields: dict[str, str], form: str) -> dict[str, str]:
-    """The service's refusal, next to the fields it names."""
-    return {f"{form}{name}": "error.invalid" for name in fields}
+    """The service's refusal, next to the fields it names (`tiers.0.threshold` is the field `tiers-0-threshold`)."""
+    return {f"{form}{name.replace('.', '-')}": "error.invalid" for name in fields}
+
+
+def _whole(text: str) -> int | str:
+    """A whole number as typed, as a number; anything else as typed, for the service to refuse by name."""
+    return int(text) if text.isdigit() else text
+
+
+def _midnight(day: str) -> str:
+    """A date from the form (2026-12-24) as the start of that day in UTC; anything else as typed."""
+    return f"{day}T00:00:00Z" if len(day) == 10 and day[4] == day[7] == "-" else day
+
+
+def _listed(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _is_rate(text: str) -> bool:
@@ -687,15 +756,28 @@ async def reports(request: Request, seen: Signed) -> Response:
     calls = seen.console.calls
     # Retention reads every customer's history (seconds at 100,000 customers): it gets longer than a page's wait.
     slow = seen.console.settings.service_timeout_seconds * 5
-    (nps, referral_stats, tiers), retention = await asyncio.gather(
+    (nps, referral_stats, tiers, segments, points), retention = await asyncio.gather(
         calls.read_all(
-            ("followups", "/reports/nps", None), ("referrals", "/stats", None), ("loyalty", "/reports/tiers", None)
+            ("followups", "/reports/nps", None),
+            ("referrals", "/stats", None),
+            ("loyalty", "/reports/tiers", None),
+            ("orders", "/reports/segments", None),
+            ("loyalty", "/reports/points", None),
         ),
         calls.read("orders", "/reports/retention", timeout=slow),
     )
     words = CATALOGUES.words(seen.language)
     months = nps.data["months"][-12:] if nps.ok else []
     k_months = referral_stats.data["months"][-12:] if referral_stats.ok else []
+    sizes = segments.data["segments"].items() if segments.ok else []
+    segment_sizes = [(words(f"segment.{name}"), count) for name, count in sizes]
+    if segments.ok and segments.data["unscored"]:
+        segment_sizes.append((words("reports.unscored"), segments.data["unscored"]))
+    points_months = points.data["months"][-12:] if points.ok else []
+    points_series = [
+        (words(f"reports.{figure}"), [month[figure] for month in points_months])
+        for figure in ("issued", "redeemed", "expired", "outstanding")
+    ]
     return render(
         request,
         "reports.html",
@@ -722,6 +804,16 @@ async def reports(request: Request, seen: Signed) -> Response:
                     for name, count in (tiers.data["tiers"].items() if tiers.ok else [])
                 ],
                 words("reports.tier_sizes"),
+            ),
+            "segments": segments,
+            "segment_sizes": segment_sizes,
+            "segment_chart": charts.bars(
+                [(label, float(count)) for label, count in segment_sizes], words("reports.segments")
+            ),
+            "points": points,
+            "points_months": points_months,
+            "points_chart": charts.grouped_bars(
+                [month["month"] for month in points_months], points_series, words("reports.points")
             ),
             "heat": charts.heat,
         },

@@ -32,6 +32,7 @@ from services.loyalty.domain import (
     UnknownCampaign,
     UnknownMember,
     UnknownReward,
+    points_by_month,
 )
 from services.loyalty.settings import LoyaltyUnit
 from services.loyalty.store import MemberRecords
@@ -159,6 +160,27 @@ class TierSizes(BaseModel):
 async def tier_report(rt: Rt) -> TierSizes:
     """How many members hold each tier."""
     return TierSizes(tiers=await store.tier_sizes(rt))
+
+
+class PointsMonthOut(BaseModel):
+    month: str = Field(examples=["2026-03"])
+    issued: int = Field(description="Points earned in the month (purchases, reviews, surveys, referrals).")
+    taken_back: int = Field(description="Points taken back for refunds and cancellations.")
+    corrected: int = Field(description="Corrections of earlier entries, with their sign.")
+    redeemed: int = Field(description="Points spent on rewards.")
+    expired: int = Field(description="Points that reached the end of their lifetime unspent.")
+    outstanding: int = Field(description="Points held by members at the end of the month.")
+
+
+class PointsReport(BaseModel):
+    months: list[PointsMonthOut] = Field(description="Every month with a ledger entry, oldest first.")
+
+
+@api.get("/reports/points")
+async def points_report(rt: Rt) -> PointsReport:
+    """Points issued, taken back, redeemed and expired per month, and outstanding at each month's end."""
+    months = points_by_month(await store.points_sums(rt))
+    return PointsReport(months=[PointsMonthOut(**vars(month)) for month in months])
 
 
 @api.get("/members/{customer_id}", responses={404: NO_MEMBER})

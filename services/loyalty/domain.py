@@ -1178,6 +1178,44 @@ def standing(member: Member, tiers: Sequence[Tier], at: datetime) -> Standing:
     )
 
 
+# --- the points report ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointsMonth:
+    """A month of the ledger: points issued, taken back for refunds, corrected, redeemed and expired (each as a
+    positive figure but `corrected`, which has a sign), and the points outstanding at its end."""
+
+    month: str  # 2026-03
+    issued: int
+    taken_back: int
+    corrected: int
+    redeemed: int
+    expired: int
+    outstanding: int
+
+
+def points_by_month(sums: Mapping[tuple[str, EntryKind], int]) -> list[PointsMonth]:
+    """The ledger's signed sums per (month, kind) as months, oldest first; outstanding runs over every entry."""
+    months: list[PointsMonth] = []
+    outstanding = 0
+    for month in sorted({month for month, _ in sums}):
+        signed = {kind: sums.get((month, kind), 0) for kind in EntryKind}
+        outstanding += sum(signed.values())
+        months.append(
+            PointsMonth(
+                month=month,
+                issued=signed[EntryKind.EARN],
+                taken_back=-signed[EntryKind.REVERSE],
+                corrected=signed[EntryKind.ADJUST],
+                redeemed=-signed[EntryKind.REDEEM],
+                expired=-signed[EntryKind.EXPIRE],
+                outstanding=outstanding,
+            )
+        )
+    return months
+
+
 def _ledger(
     member: Member, fresh: Sequence[Fact], history: History | None, tiers: Sequence[Tier], at: datetime
 ) -> Ledger:

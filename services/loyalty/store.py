@@ -256,6 +256,15 @@ async def tier_sizes(rt: Runtime) -> dict[str, int]:
     return {doc["_id"]: int(doc["members"]) async for doc in counted}
 
 
+async def points_sums(rt: Runtime) -> dict[tuple[str, EntryKind], int]:
+    """The ledger's points summed per month (UTC) of the entry and kind, signed as stored."""
+    month = {"$dateToString": {"format": "%Y-%m", "date": "$at"}}
+    summed = await rt.db[LEDGER].aggregate(
+        [{"$group": {"_id": {"month": month, "kind": "$kind"}, "points": {"$sum": "$points"}}}]
+    )
+    return {(doc["_id"]["month"], EntryKind(doc["_id"]["kind"])): int(doc["points"]) async for doc in summed}
+
+
 def save_decision(unit: LoyaltyUnit, decision: Decision, *, cause: Envelope[Any] | None, at: datetime) -> None:
     """Append the decision's ledger entries, store the member and add the new facts to their history."""
     member = decision.member

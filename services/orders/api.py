@@ -189,6 +189,21 @@ async def retention_report(rt: Rt) -> RetentionOut:
     return RetentionOut(**asdict(report) | {"lifetime_value": lifetime_value})
 
 
+class SegmentSizes(BaseModel):
+    segments: dict[str, int] = Field(
+        description="Customers per RFM segment of the last scoring round; every segment is named, 0 when empty.",
+        json_schema_extra={"propertyNames": {"enum": list(SEGMENTS)}},
+    )
+    unscored: int = Field(description="Customers who have ordered but are not scored yet (the next round scores them).")
+
+
+@api.get("/reports/segments")
+async def segment_report(rt: Rt) -> SegmentSizes:
+    """How many customers each RFM segment holds."""
+    sizes, unscored = await store.segment_sizes(rt)
+    return SegmentSizes(segments=sizes, unscored=unscored)
+
+
 class Scored(BaseModel):
     scored: int
 

@@ -46,7 +46,7 @@ from services.orders.domain import (
     refunded_of,
     stats_of,
 )
-from services.orders.insight import RENAMED_SEGMENTS, History, Rfm, segment_named
+from services.orders.insight import RENAMED_SEGMENTS, SEGMENTS, History, Rfm, segment_named
 from services.orders.platforms import KnownOrder, RefundNews
 from services.orders.settings import OrdersSettings, OrdersUnit
 from shared.aliases import ALIAS_PREFIX
@@ -551,6 +551,25 @@ async def release_job(rt: Runtime, job: str, owner: str) -> None:
 async def histories(rt: Runtime) -> list[History]:
     """Every customer as the insight rules see them, read in one pass."""
     return [history_of(doc["_id"], _lines_of(doc)) async for doc in rt.db[CUSTOMERS].find({}, {"orders": 1})]
+
+
+async def segment_sizes(rt: Runtime) -> tuple[dict[str, int], int]:
+    """Customers per segment of the last scoring round (every segment named, 0 when empty), and those not scored yet.
+
+    An erased customer still counts, under their anonymous alias, as the shop's other totals do.
+    """
+    counted = await rt.db[CUSTOMERS].aggregate(
+        [{"$match": {"orders.0": {"$exists": True}}}, {"$group": {"_id": "$segment", "customers": {"$sum": 1}}}]
+    )
+    sizes = dict.fromkeys(SEGMENTS, 0)
+    unscored = 0
+    async for doc in counted:
+        if doc["_id"] is None:
+            unscored += int(doc["customers"])
+        else:
+            name = segment_named(doc["_id"])
+            sizes[name] = sizes.get(name, 0) + int(doc["customers"])
+    return sizes, unscored
 
 
 async def histories_and_scores(rt: Runtime) -> tuple[list[History], dict[str, Rfm | None]]:

@@ -161,7 +161,7 @@ async def test_the_sign_in_form_needs_its_own_token(console: Running) -> None:
     assert "rapport_session" not in answer.headers.get("set-cookie", "")
 
 
-async def test_staff_cannot_reach_settings_erasure_or_people(console: Running) -> None:
+async def test_staff_cannot_reach_settings_erasure_people_or_loyalty_rules(console: Running) -> None:
     http = console.http
     csrf = await sign_in(http, *STAFF)
     assert (await http.get("/today")).status_code == 200
@@ -174,6 +174,9 @@ async def test_staff_cannot_reach_settings_erasure_or_people(console: Running) -
         ("/customers/cus_1/export", {}),
         ("/settings/people", {"name": "X", "email": "x@shop.example", "password": "0123456789", "role": "owner"}),
         (f"/settings/people/{OWNER[0]}/remove", {}),
+        ("/programs/rules", {"rates-EUR": "5"}),
+        ("/programs/campaigns", {"name": "Double", "starts_at": "2026-12-01", "ends_at": "2026-12-24"}),
+        ("/programs/campaigns/cmp_1/end", {}),
     ]:
         answer = await http.post(action, data={"csrf": csrf, **data})
         assert answer.status_code == 403, action

@@ -529,6 +529,36 @@ async def test_rules_and_campaigns_configure_earning(
     assert page["expiring_in_30_days"] == 20  # the bonus lives 10 days
 
 
+async def test_the_points_report_sums_the_ledger_per_month_and_runs_the_outstanding(
+    loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = loyalty_service
+    assert (await http.get("/reports/points", headers=ADMIN)).json() == {"months": []}
+    # This month: cus-p earns 200 (1 a euro), spends 150 on a reward, and 50 is taken back for a refund;
+    # cus-q earns 80, which expires unspent 400 days on.
+    await earn(tap, order("cus-p", "ord-p1", "200", NOW - timedelta(days=3)))
+    spent = await http.post(
+        "/members/cus-p/redemptions",
+        json={"reward_id": await _reward(http, 150)},
+        headers={**ADMIN, "Idempotency-Key": "p"},
+    )
+    assert spent.status_code == 201
+    await tap.publish(refund("cus-p", "ord-p1", "50", NOW - timedelta(days=1)))
+    await tap.wait_for(lambda e: e["type"] == "PointsReversed" and e["data"]["customer_id"] == "cus-p")
+    await earn(tap, order("cus-q", "ord-q1", "80", NOW - timedelta(days=2)))
+    this_month = datetime.now(UTC).strftime("%Y-%m")
+    later = NOW + timedelta(days=400)
+    assert await review_due_members(rt, at=later) >= 1
+    await tap.wait_for(lambda e: e["type"] == "PointsExpired" and e["data"]["customer_id"] == "cus-q")
+
+    report = (await http.get("/reports/points", headers=ADMIN)).json()
+    nothing = {"issued": 0, "taken_back": 0, "corrected": 0, "redeemed": 0, "expired": 0}
+    assert report["months"] == [
+        nothing | {"month": this_month, "issued": 280, "taken_back": 50, "redeemed": 150, "outstanding": 80},
+        nothing | {"month": later.strftime("%Y-%m"), "expired": 80, "outstanding": 0},
+    ]
+
+
 async def test_expiry_runs_once_even_with_two_replicas_reviewing_together(
     loyalty_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
 ) -> None:

@@ -192,6 +192,28 @@ async def test_bad_listing_parameters_get_a_422_naming_them(
     assert field in got.text
 
 
+async def test_segment_report_counts_the_last_round_and_who_is_not_scored_yet(
+    orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap
+) -> None:
+    rt, http = orders_service
+    stream = [placed("loyal", f"l{n}", "80.00", f"2026-0{n}-15") for n in range(1, 6)]
+    stream += [placed("once", "o1", "10.00", "2026-05-20"), placed("gone", "g1", "20.00", "2025-01-02")]
+    await deliver(rt, tap, *stream)
+    before = (await http.get("/reports/segments", headers=ADMIN)).json()
+    assert before["unscored"] == 3
+    assert set(before["segments"].values()) == {0}
+    assert (await http.post("/segments/refresh", headers=ADMIN)).json() == {"scored": 3}
+
+    # After the round (the same three as the listing test above) one newcomer orders and one customer is erased:
+    # the newcomer waits for the next round, the erased one still counts under their alias.
+    await deliver(rt, tap, placed("fresh", "f1", "15.00", "2026-05-25"))
+    assert (await http.post("/customers/gone/erase", headers=ADMIN)).status_code == 202
+    report = (await http.get("/reports/segments", headers=ADMIN)).json()
+    assert report["unscored"] == 1
+    assert {name: n for name, n in report["segments"].items() if n} == {"promising": 1, "at_risk": 1, "hibernating": 1}
+    assert len(report["segments"]) == 10  # every segment named, the empty ones with 0
+
+
 async def test_retention_report_over_the_api(orders_service: tuple[Runtime, httpx.AsyncClient], tap: EventTap) -> None:
     rt, http = orders_service
     await deliver(

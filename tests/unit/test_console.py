@@ -186,6 +186,20 @@ def test_a_bar_chart_is_inline_svg_with_its_labels_escaped() -> None:
     assert charts.heat(1.0) == "heat-5"
 
 
+def test_grouped_bars_draw_each_series_per_month_with_a_legend() -> None:
+    svg = charts.grouped_bars(["2026-10", "<i>"], [("Issued", [300, 20]), ("Redeemed & more", [100, 0])], "Points")
+    assert svg.startswith("<svg")
+    assert svg.count('class="bar s0"') == 3  # two months and the legend
+    assert svg.count('class="bar s1"') == 3
+    assert "<i>" not in svg
+    assert "Redeemed &amp; more" in svg
+    assert "2026-10 · Issued: 300" in svg
+    # The tallest bar (300) fills the plot; 100 a third of it.
+    heights = [float(part.split('"')[0]) for part in svg.split('height="')[1:]]
+    assert heights[2] == 176.0
+    assert heights[3] == round(176 / 3, 1)
+
+
 def test_a_refusal_names_its_fields() -> None:
     assert _fields({"detail": [{"loc": ["body", "points_price"], "msg": "too small"}]}) == {"points_price": "too small"}
     assert _fields({"detail": "reward_id: no active reward 'mug'"}) == {"reward_id": "no active reward 'mug'"}

@@ -15,6 +15,7 @@ from services.loyalty.domain import (
     AdjustmentRequest,
     Campaign,
     Cancellation,
+    EntryKind,
     Facts,
     History,
     IdempotencyKeyReused,
@@ -22,6 +23,7 @@ from services.loyalty.domain import (
     Member,
     NoAdjustment,
     NotEnoughPoints,
+    PointsMonth,
     Purchase,
     Redeemed,
     Redemption,
@@ -40,6 +42,7 @@ from services.loyalty.domain import (
     needs_history,
     new_facts,
     next_tier,
+    points_by_month,
     purchase_points,
     redeem,
     redemption_of,
@@ -744,3 +747,18 @@ def test_the_same_idempotency_key_gets_the_first_adjustment_and_only_for_the_sam
         answer_again(first, "rw_mug")  # a key used for an adjustment is no redemption's
     with pytest.raises(IdempotencyKeyReused):
         adjustment_again(RedemptionRequest("rw_mug", NotEnoughPoints(0, 100, "Mug")), 50, "Sorry")
+
+
+def test_points_by_month_turns_signed_sums_into_figures_and_runs_the_outstanding_over_gaps() -> None:
+    sums = {
+        ("2026-01", EntryKind.EARN): 300,
+        ("2026-01", EntryKind.REDEEM): -100,
+        ("2026-03", EntryKind.REVERSE): -40,
+        ("2026-03", EntryKind.ADJUST): -10,
+        ("2026-03", EntryKind.EXPIRE): -60,
+        ("2026-03", EntryKind.EARN): 20,
+    }
+    assert points_by_month(sums) == [
+        PointsMonth("2026-01", issued=300, taken_back=0, corrected=0, redeemed=100, expired=0, outstanding=200),
+        PointsMonth("2026-03", issued=20, taken_back=40, corrected=-10, redeemed=0, expired=60, outstanding=110),
+    ]
