@@ -134,5 +134,9 @@ Rating = Annotated[int, Field(ge=1, le=5, strict=True)]
 Nps = Annotated[int, Field(ge=0, le=10, strict=True)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 Email = Annotated[str, AfterValidator(_email), WithJsonSchema({"type": "string", "format": "email"})]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+# Surrounding spaces are stripped, so an id must hold something else; the pattern says so in the schema too
+# (a character that is a space neither to JSON Schema's ECMAScript regex nor to Python's str.strip).
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=r"[^\s\x1c-\x1f\x85]")
+]
 ShortText = Annotated[str, StringConstraints(max_length=200)]

@@ -58,14 +58,21 @@ PRODUCTS = (
     ("POT-CLAY", "Clay plant pot", "garden", "17.90"),
     ("BOOK-TEA", "The tea book", "books", "24.00"),
 )
-CONSUMERS = {  # DESIGN.md §2: which services take each event
+CONSUMERS = {  # DESIGN.md §2: which services take each event (followups keeps the brief from the others' news)
     "OrderPlaced": ("orders", "followups", "loyalty", "referrals"),
     "OrderFulfilled": ("orders", "followups"),
     "OrderRefunded": ("orders", "followups", "loyalty", "referrals"),
+    "OrderCancelled": ("orders", "followups", "loyalty", "referrals"),
     "FeedbackReceived": ("loyalty", "referrals"),
-    "ReferralConverted": ("loyalty",),
+    "ReferralConverted": ("followups", "loyalty"),
     "ReferralInvited": ("followups",),
     "CustomerErased": ("followups", "loyalty", "referrals"),
+    "CustomerSegmentChanged": ("followups",),
+    "PointsAwarded": ("followups",),
+    "PointsReversed": ("followups",),
+    "PointsRedeemed": ("followups",),
+    "PointsExpired": ("followups",),
+    "TierChanged": ("followups",),
 }
 REVIEWS = ("Lovely tea, and it came beautifully packed.", "Fine.", "The pot arrived chipped, which was sad.")
 

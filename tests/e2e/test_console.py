@@ -264,6 +264,36 @@ async def test_a_staff_member_cannot_reach_settings(page: Page, shop: ServicePro
     await expect(page.get_by_role("heading", level=1)).to_have_text("Only an owner can do this.")
 
 
+async def test_staff_adjusts_points_with_a_reason_and_a_bad_value_names_the_field(
+    page: Page, shop: ServiceProcess, stack: ServiceStack
+) -> None:
+    await signed_in(page, shop, STAFF)
+    await page.goto(f"{shop.url}/customers/{HAPPY}")
+    points = page.locator("section", has=page.get_by_role("heading", name="Points and rewards"))
+    balance = points.locator("dt:text-is('Balance') + dd")
+    before = int((await balance.inner_text()).replace(",", ""))
+    form = points.locator("form", has=page.get_by_role("button", name="Adjust the points"))
+    await form.get_by_label("Points (a minus takes them away)").fill("a lot")
+    await form.get_by_label("Why, in your words").fill("Parcel lost in the post")
+    await form.get_by_role("button", name="Adjust the points").click()
+    field = page.get_by_label("Points (a minus takes them away)")
+    await expect(field).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#adjust-points-error")).to_have_text(
+        "Points: a whole number from -1,000,000 to 1,000,000, not 0."
+    )
+    await expect(page.get_by_label("Why, in your words")).to_have_value("Parcel lost in the post")  # kept
+    await accessible(page)
+    await field.fill("100")
+    await form.get_by_role("button", name="Adjust the points").click()
+    await expect(page.get_by_role("status")).to_have_text("The points are adjusted.")
+    await expect(balance).to_have_text(f"{before + 100:,}")
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10) as http:
+        audit = (await http.get(f"{stack['loyalty'].url}/audit")).json()
+    made = [r for r in audit if r["action"] == "POST /members/{customer_id}/adjustments"]
+    assert [r["target"] for r in made] == [{"customer_id": HAPPY}]
+    assert made[0]["actor"].endswith(STAFF[0])  # in the staff member's name
+
+
 async def test_persian_is_right_to_left(page: Page, shop: ServiceProcess) -> None:
     await signed_in(page, shop, STAFF)
     await page.get_by_label("Language").select_option("fa")
@@ -292,6 +322,83 @@ async def test_a_form_error_names_the_field(page: Page, shop: ServiceProcess) ->
     await expect(page.locator("#reward-points_price-error")).to_have_text("Price in points: a whole number, 1 or more.")
     await expect(page.locator("#reward-name-error")).to_have_text("Name: write a name.")
     await expect(price).to_have_value("a lot")  # what was typed is kept
+    await accessible(page)
+
+
+async def test_an_owner_changes_a_rule_and_a_bad_value_names_its_field(page: Page, shop: ServiceProcess) -> None:
+    await signed_in(page, shop)
+    await page.goto(f"{shop.url}/programs")
+    silver = page.get_by_label("Multiplier for Silver")
+    await silver.fill("eleven")
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(silver).to_have_attribute("aria-invalid", "true")  # loyalty's 422 names tiers.1.multiplier
+    await expect(page.locator("#rules-tiers-1-multiplier-error")).to_have_text("This value is not accepted.")
+    await expect(silver).to_have_value("eleven")  # what was typed is kept
+    await expect(page.get_by_label("Points per EUR")).not_to_have_attribute("aria-invalid", "true")
+    await accessible(page)
+
+    await silver.fill("1.5")
+    await page.get_by_label("Points per EUR").fill("2")
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(page.get_by_text("The rules are saved")).to_be_visible()
+    await expect(page.get_by_label("Points per EUR")).to_have_value("2")
+    await expect(page.get_by_label("Multiplier for Silver")).to_have_value("1.5")
+
+    # A campaign whose end is not after its start is refused at that field; then one runs and is ended.
+    campaign = page.locator("form", has=page.get_by_role("button", name="Start the campaign"))
+    await campaign.get_by_label("Name").fill("Christmas double")
+    await campaign.get_by_label("Starts on").fill("2026-12-24")
+    await campaign.get_by_label("Ends on").fill("2026-12-01")
+    await campaign.get_by_label("Multiplier").fill("2")
+    await campaign.get_by_role("button", name="Start the campaign").click()
+    await expect(page.locator("#campaign-ends_at-error")).to_have_text("Ends on: a day after the start.")
+    await expect(page.get_by_label("Starts on")).to_have_value("2026-12-24")
+    await page.get_by_label("Ends on").fill("2026-12-31")
+    await page.get_by_role("button", name="Start the campaign").click()
+    await expect(page.get_by_text("The campaign is added.")).to_be_visible()
+    await expect(page.locator("li", has_text="Christmas double")).to_contain_text("×2")
+    await page.locator("li", has_text="Christmas double").get_by_role("button", name="End it now").click()
+    await expect(page.get_by_text("The campaign is ended")).to_be_visible()
+
+    await page.get_by_label("Points per EUR").fill("1")  # back to the shop's rate for the other tests
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(page.get_by_label("Points per EUR")).to_have_value("1")
+
+
+async def test_a_staff_member_sees_the_rules_but_cannot_change_them(page: Page, shop: ServiceProcess) -> None:
+    await signed_in(page, shop, STAFF)
+    await page.goto(f"{shop.url}/programs")
+    await expect(page.get_by_role("button", name="Save the rules")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Start the campaign")).to_have_count(0)
+    await expect(page.locator("section", has_text="Points rules")).to_contain_text("Points per EUR")
+    csrf = await page.locator('input[name="csrf"]').first.get_attribute("value")
+    assert csrf
+    refused = await page.request.post(f"{shop.url}/programs/rules", form={"csrf": csrf, "rates-EUR": "9"})
+    assert refused.status == 403
+
+
+async def test_reports_chart_customers_per_segment_and_the_points(
+    page: Page, shop: ServiceProcess, stack: ServiceStack
+) -> None:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10) as http:
+        balances = [
+            (await http.get(f"{stack['loyalty'].url}/members/{c}")).json()["balance"] for c in (CALLED, UNHAPPY, HAPPY)
+        ]
+    await signed_in(page, shop)
+    await page.goto(f"{shop.url}/reports")
+    segments = page.locator("section", has=page.get_by_role("heading", name="Customers per segment"))
+    await expect(segments.locator('svg[role="img"]')).to_have_attribute("aria-label", "Customers per segment")
+    await segments.get_by_text("The numbers").click()
+    counts = await segments.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert sum(int(count) for count in counts) == 3  # Jana, Peter and Eva, scored or waiting for the round
+
+    points = page.locator(
+        "section", has=page.get_by_role("heading", name="Points issued, redeemed, expired and outstanding")
+    )
+    await expect(points.locator('svg[role="img"]')).to_be_visible()
+    await points.get_by_text("The numbers").click()
+    month = points.locator("tbody tr", has_text=NOW.strftime("%Y-%m"))
+    await expect(month.locator("td").nth(5)).to_have_text(str(sum(balances)))  # outstanding: what the three hold
     await accessible(page)
 
 
