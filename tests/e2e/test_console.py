@@ -291,7 +291,7 @@ async def test_staff_adjusts_points_with_a_reason_and_a_bad_value_names_the_fiel
         audit = (await http.get(f"{stack['loyalty'].url}/audit")).json()
     made = [r for r in audit if r["action"] == "POST /members/{customer_id}/adjustments"]
     assert [r["target"] for r in made] == [{"customer_id": HAPPY}]
-    assert made[0]["actor"].endswith(STAFF[0])  # in the staff member's name
+    assert made[0]["actor"].endswith(f"<{STAFF[0]}>")  # in the staff member's name: admin/Staff <e-mail>
 
 
 async def test_persian_is_right_to_left(page: Page, shop: ServiceProcess) -> None:
