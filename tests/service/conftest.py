@@ -10,7 +10,7 @@ import pytest
 from shared.events import OrderPlacedEvent, parse_event
 from shared.settings import ServiceSettings
 from shared.topology import Topology
-from tests.support.infra import Infrastructure
+from tests.support.infra import Infrastructure, delete_queues
 from tests.support.tap import EventTap
 
 _numbers = itertools.count(1)
@@ -18,11 +18,12 @@ SAMPLES = Path(__file__).parents[1] / "fixtures" / "events"
 
 
 @pytest.fixture
-def service_name(used_services: list[str]) -> str:
-    """A fresh service name per test, so queues and databases never mix between tests."""
+async def service_name(used_services: list[str], infra: Infrastructure, topology: Topology) -> AsyncIterator[str]:
+    """A fresh service name per test, so queues and databases never mix between tests; its queues go with it."""
     name = f"probe{next(_numbers)}"
     used_services.append(name)
-    return name
+    yield name
+    await delete_queues(infra, topology, name)
 
 
 @pytest.fixture

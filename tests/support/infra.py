@@ -99,6 +99,19 @@ def _mongodb(use_docker: bool, workdir: Path, on_exit: Callable[..., object]) ->
     return mongod.url, f"mongod from the wheel on {mongod.port}"
 
 
+async def delete_queues(infra: Infrastructure, topology: Topology, service: str) -> None:
+    """Delete one service's queue and dead-letter queue (a probe's, when its test ends).
+
+    Service tests delete their probe's queues as each ends, not all at the end: the RabbitMQ here (3.10.8)
+    stopped answering once some 300 quorum queues were alive at once (docs/operations.md).
+    """
+    connection = await aio_pika.connect(infra.rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in (topology.queue_name(service), f"{topology.queue_name(service)}.dlq"):
+            await channel.queue_delete(name)
+
+
 async def remove_declared(infra: Infrastructure, topology: Topology, services: Iterable[str]) -> None:
     """Delete what services ran under `topology` left: their queues, the exchanges and every `<prefix>_*` database."""
     connection = await aio_pika.connect(infra.rabbitmq_url)
