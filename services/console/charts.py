@@ -20,7 +20,7 @@ def bars(
     zero = plot * top / span if bottom < 0 else plot
     width = min(56.0, (WIDTH - GAP * (len(points) + 1)) / max(len(points), 1))
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'<svg class="chart" direction="ltr" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
         f'<line x1="0" y1="{zero:.1f}" x2="{WIDTH}" y2="{zero:.1f}" class="axis"/>',
     ]
@@ -48,7 +48,7 @@ def grouped_bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[int
     group = (WIDTH - GAP * (len(labels) + 1)) / max(len(labels), 1)
     width = min(20.0, group / max(len(series), 1))
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'<svg class="chart" direction="ltr" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
         f'<line x1="0" y1="{16 + plot}" x2="{WIDTH}" y2="{16 + plot}" class="axis"/>',
     ]
