@@ -16,7 +16,8 @@ Collections:
 - webhook_deliveries: the facts platform webhooks told, by what they say (the topic and Shopify's event id,
   or a digest of the body), kept 30 days: the same fact again is answered as a duplicate at once.
 - platform_orders: per platform order, what the webhooks have told the others about it (`KnownOrder`:
-  placed, fulfilled, refunds, cancelled) and what waits for it to count, and the shop it came from.
+  placed, fulfilled, refunds, cancelled) and what waits for it to count, the shop it came from, and how much
+  of the refunds an imported history told webhook refunds were matched against.
 - data_requests: Shopify customers/data_request webhooks, to be fulfilled by the shop owner with the export.
 - jobs: one lease document per scheduled job.
 """
@@ -48,6 +49,7 @@ from services.orders.domain import (
 )
 from services.orders.insight import RENAMED_SEGMENTS, SEGMENTS, History, Rfm, segment_named
 from services.orders.platforms import KnownOrder, RefundNews
+from services.orders.platforms.common import history_refund_id
 from services.orders.settings import OrdersSettings, OrdersUnit
 from shared.aliases import ALIAS_PREFIX
 from shared.erasure import (
@@ -207,6 +209,14 @@ def save_order(unit: OrdersUnit, order: Order) -> None:
             else {"at": order.cancelled.cancelled_at, "reason": order.cancelled.reason},
         },
     )
+
+
+async def history_refunded(unit: OrdersUnit, order_id: str) -> Decimal:
+    """What a shop's imported history told as refunded for the order (one sum; 0 when it told none)."""
+    told = history_refund_id(order_id)
+    found = await unit.find_one(ORDERS, {"_id": order_id}, projection={"refunds": 1})
+    refunds = found.get("refunds", []) if found is not None else []
+    return sum((Decimal(r["amount"]) for r in refunds if r["refund_id"] == told), Decimal(0))
 
 
 def _order_of(doc: Mapping[str, Any]) -> Order:
@@ -651,6 +661,7 @@ async def get_known_order(unit: OrdersUnit, key: str, order_id: str) -> KnownOrd
             for r in found.get("waiting_refunds", [])
         ),
         refunds={refund_id: moment for refund_id, at in found.get("refunds", {}).items() if (moment := _moment(at))},
+        matched_with_history=Decimal(found.get("matched_with_history", "0")),
     )
 
 
@@ -683,6 +694,7 @@ def save_known_order(unit: OrdersUnit, known: KnownOrder) -> None:
                 for refund in known.waiting_refunds
             ],
             "refunds": {refund_id: _iso(at) for refund_id, at in known.refunds.items()},
+            "matched_with_history": str(known.matched_with_history),
         },
     )
 

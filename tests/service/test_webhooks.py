@@ -10,6 +10,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,14 @@ import httpx
 import pytest
 
 from services.orders.app import SPEC
+from services.orders.importer.history import SOURCE as HISTORY_SOURCE
+from services.orders.platforms import OrderNews
+from services.orders.platforms import woocommerce as woocommerce_platform
+from services.orders.platforms.common import history_refund_id
 from services.orders.settings import OrdersSettings
 from services.orders.store import ORDERS
 from services.orders.webhooks import METRICS
-from shared.events import is_no_email
+from shared.events import OrderPlacedEvent, OrderRefunded, OrderRefundedEvent, is_no_email
 from shared.service import Runtime
 from shared.settings import ServiceSettings
 from tests.support.running import running_service
@@ -346,6 +351,53 @@ async def test_a_refund_in_the_presentment_currency_reduces_the_shop_currency_to
     assert (refund["data"]["amount"], refund["data"]["currency"]) == ("11.25", "EUR")  # 12.24 USD × 36.31 / 39.50
     profile = await eventually(lambda: _customer(http, "207119551", refunded=True))
     assert profile["total_spent"] == {"EUR": "25.06"}
+
+
+async def test_refunds_an_imported_history_told_are_not_told_again_by_a_later_webhook(
+    orders_service: Service, tap: EventTap
+) -> None:
+    """Order 727 came in with the shop's history: placed, and 38.75 refunded in one sum (an export names no refund).
+    A later order.updated lists its refunds one by one (38.75 and 77.49): only what goes beyond is told."""
+    rt, http = orders_service
+    news = woocommerce_platform.read("order.created", fixture("woocommerce/order_created"))
+    assert isinstance(news, OrderNews)
+    assert news.order is not None
+    placed, customer_id = news.order, news.order.customer.customer_id
+    refund = OrderRefunded(
+        refund_id=history_refund_id("727"),
+        order_id="727",
+        customer_id=customer_id,
+        amount=Decimal("38.75"),
+        currency="EUR",
+        refunded_at=placed.placed_at,
+    )
+    for event, kind in ((OrderPlacedEvent, "placed"), (OrderRefundedEvent, "refunded")):
+        data = placed if kind == "placed" else refund
+        told = event(  # as the importer tells it (importer/history.py)
+            id=f"woocommerce:order:727:{kind}",
+            source=HISTORY_SOURCE,
+            time=placed.placed_at,
+            subject=customer_id,
+            imported=True,
+            data=data,  # type: ignore[arg-type]
+        )
+        await tap.publish(told)
+    await eventually(lambda: _customer(http, customer_id, refunded=True))
+
+    later = ok(await woocommerce(http, "order.updated", fixture("woocommerce/order_updated_refunded")))
+    told_now = [e["data"] for e in await outbox(rt, "OrderRefunded")]
+    assert sum(Decimal(r["amount"]) for r in told_now) == Decimal("77.49"), later
+    ok(await woocommerce(http, "order.updated", fixture("woocommerce/order_updated_refunded") | {"note": "again"}))
+    assert len(await outbox(rt, "OrderRefunded")) == len(told_now)
+
+    async def every_refund_heard() -> dict[str, Any] | None:
+        profile = await _customer(http, customer_id)
+        refunds = profile["orders"][0]["refunds"] if profile else []
+        return profile if len(refunds) == 1 + len(told_now) else None
+
+    profile = await eventually(every_refund_heard)
+    refunded = sum(Decimal(r["amount"]) for r in profile["orders"][0]["refunds"])
+    assert refunded == Decimal("116.24"), "the order's whole total, refunded once"
 
 
 async def test_a_refund_before_its_order_waits_for_it(orders_service: Service) -> None:

@@ -779,3 +779,44 @@ def test_a_signature_of_the_previous_secret_is_valid_during_a_rotation() -> None
 def test_signature_with_an_unset_secret_is_never_valid() -> None:
     body = b'{"id": 727}'
     assert not signature_valid(body, sign(body, ""), "")
+
+
+# --- an order the imported history told ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("history", "told_amounts"),
+    [
+        ("0", ["77.49", "38.75"]),  # no history: both refunds as they are
+        ("38.75", ["38.74", "38.75"]),  # the history told one of them (the export names neither): the rest is told
+        ("116.24", []),  # the history told them all
+        ("200.00", []),
+    ],
+)
+def test_refunds_of_an_imported_order_are_told_only_beyond_what_its_history_told(
+    history: str, told_amounts: list[str]
+) -> None:
+    """An export gives an order's refunds as one sum under no refund id; a webhook about that order later lists
+    them one by one. Both are one set of refunds: what the history told is matched first, the rest is told."""
+    imported = replace(WOO_PLACED, fulfilled=True, told_by_history=Decimal(history))
+    later = news(woocommerce, "order.updated", webhook("woocommerce/order_updated_refunded"))
+    decision = decide(imported, later, at=AT)
+    amounts = [str(t.data.amount) for t in decision.events if hasattr(t.data, "amount")]
+    assert amounts == told_amounts
+    assert sum(map(Decimal, amounts), Decimal(0)) == max(Decimal("116.24") - Decimal(history), Decimal(0))
+    assert decision.known.matched_with_history == min(Decimal(history), Decimal("116.24"))
+    again = replace(decision.known, told_by_history=Decimal(history))  # as the next webhook reads it
+    assert decide(again, later, at=AT).events == ()
+
+
+def test_a_refund_after_the_history_is_told_in_full() -> None:
+    imported = replace(WOO_PLACED, fulfilled=True, told_by_history=Decimal("38.75"))
+    first = webhook("woocommerce/order_updated_completed")
+    first["refunds"] = [{"id": 731, "reason": "Scarf arrived with a pulled thread", "total": "-38.75"}]
+    matched = decide(imported, news(woocommerce, "order.updated", first), at=AT)
+    assert matched.events == ()  # the refund the history told
+    later = news(woocommerce, "order.updated", webhook("woocommerce/order_updated_refunded"))
+    told_later = decide(replace(matched.known, told_by_history=Decimal("38.75")), later, at=AT)
+    assert [(t.event_id, str(t.data.amount)) for t in told_later.events if hasattr(t.data, "amount")] == [
+        ("woocommerce:refund:735", "77.49")
+    ]

@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from services.orders.importer.exports import HistoricAddress, HistoricLine, HistoricOrder
-from services.orders.platforms.common import anonymous_guest_id, guest_id, stand_in_sku
+from services.orders.platforms.common import anonymous_guest_id, guest_id, history_refund_id, stand_in_sku
 from shared.events import (
     Customer,
     Envelope,
@@ -157,7 +157,7 @@ def translate(order: HistoricOrder, customer_ids: Mapping[str, str] | None = Non
     elif order.refunded > 0:
         refunded_at = refund_date(order)
         refund = OrderRefunded(
-            refund_id=f"{order.order_id}:history",
+            refund_id=history_refund_id(order.order_id),
             order_id=order.order_id,
             customer_id=customer_id,
             amount=min(order.refunded, order.total),

@@ -31,6 +31,12 @@ class UntranslatableWebhook(ValueError):
         self.field = field
 
 
+def history_refund_id(order_id: str) -> str:
+    """The one refund a shop's imported history tells for an order: the export's refunded total, under no
+    refund id of the platform's (neither export names one)."""
+    return f"{order_id}:history"
+
+
 @dataclass(frozen=True)
 class Translation:
     """One canonical event a webhook stands for; `event_id` is the same however often the webhook arrives."""

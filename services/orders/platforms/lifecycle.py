@@ -10,7 +10,10 @@ twice, late, or before the one it follows. `decide` keeps, per platform order, w
 - **fulfilled** once, after it was placed; a fulfilment heard of before the order counts waits for it;
 - **refunded** once per refund id, after it was placed, in the order's own currency (a refund paid back in
   the customer's presentment currency is converted at the order's own rate, its two totals); a refund
-  heard of before the order counts waits for it, with the date it was first seen when it has none;
+  heard of before the order counts waits for it, with the date it was first seen when it has none. A shop's
+  imported history told the refunds of an old order in one sum, under no refund id (an export names none,
+  importer/history.py): the first refunds a webhook later tells about that order are matched against that
+  sum, oldest first, and only what goes beyond it is told, so a refund is not counted twice;
 - **cancelled** once, when an order that was placed is cancelled, fails or is deleted; after that nothing
   more is told about the order (a restored order stays cancelled here: the contract has no way back, and
   every service has already reversed it). A cancellation of an order that never counted is no event; when
@@ -46,6 +49,10 @@ class KnownOrder:
     waiting_fulfilment: datetime | None = None
     waiting_refunds: tuple[RefundNews, ...] = ()  # each with the date it was first seen
     refunds: Mapping[str, datetime] = field(default_factory=dict)  # refund id → the date it was told with
+    # The imported history's refunds of this order, in one sum (read from orders' own records for each webhook),
+    # and how much of it webhook refunds have been matched against so far (kept).
+    told_by_history: Decimal = Decimal(0)
+    matched_with_history: Decimal = Decimal(0)
 
 
 def known_order_key(platform: str, order_id: str) -> str:
@@ -109,8 +116,17 @@ def _refunding(known: KnownOrder, news: OrderNews, at: datetime) -> Step:
     if not known.placed:
         return replace(known, waiting_refunds=tuple(heard.values())), []
     told = dict(known.refunds) | {refund.refund_id: refund.refunded_at or first_seen for refund in heard.values()}
-    events = [_refunded(known, refund) for refund in heard.values() if refund.amount > 0]
-    return replace(known, refunds=told, waiting_refunds=()), events
+    events: list[Translation] = []
+    matched = known.matched_with_history
+    for refund in sorted(heard.values(), key=lambda refund: refund.refunded_at or first_seen):
+        amount, currency = in_order_currency(known, refund)
+        # What the history told already, when it was told in this currency (an export has one per order).
+        left = max(known.told_by_history - matched, Decimal(0)) if currency == known.currency else Decimal(0)
+        covered = min(amount, left)
+        matched += covered
+        if amount - covered > 0:
+            events.append(_refunded(known, refund, amount - covered, currency))
+    return replace(known, refunds=told, waiting_refunds=(), matched_with_history=matched), events
 
 
 def _cancelling(known: KnownOrder, news: OrderNews, at: datetime) -> Step:
@@ -138,8 +154,8 @@ def _fulfilled(known: KnownOrder, fulfilled_at: datetime) -> Translation:
     return Translation(f"{known.key}:fulfilled", data)
 
 
-def _refunded(known: KnownOrder, refund: RefundNews) -> Translation:
-    amount, currency = in_order_currency(known, refund)
+def _refunded(known: KnownOrder, refund: RefundNews, amount: Decimal, currency: str) -> Translation:
+    """The refund as told: `amount` in the order's currency, less what the imported history told already."""
     data = OrderRefunded(
         refund_id=refund.refund_id,
         order_id=known.order_id,
