@@ -49,7 +49,7 @@ from pydantic import Field
 
 from shared.amqp import connect
 from shared.cloudevents import read_event
-from shared.events import Envelope, InvalidEvent
+from shared.events import ANNOUNCED, Envelope, InvalidEvent
 from shared.groupcommit import EventHandler, GroupCommit
 from shared.logs import bind_message
 from shared.metrics import ServiceMetrics
@@ -349,8 +349,8 @@ async def _redeliver_after(message: AbstractIncomingMessage, seconds: float) -> 
 
 
 async def declare_topology(rabbitmq_url: str, consumer: Consumer) -> None:
-    """The events exchange with its alternate exchange and queue for unrouted events, the service's queue bound
-    to its routing keys, and its dead-letter queue (DESIGN.md §4)."""
+    """The events exchange with its alternate exchange and queue for unrouted events, the announcements exchange
+    bound to it, the service's queue bound to its routing keys, and its dead-letter queue (DESIGN.md §4)."""
     topology = consumer.topology
     connection = await aio_pika.connect(rabbitmq_url)
     async with connection:
@@ -370,6 +370,9 @@ async def declare_topology(rabbitmq_url: str, consumer: Consumer) -> None:
             )
             channel = await connection.channel()
             events = await channel.get_exchange(topology.events.name, ensure=True)
+        announcements = await _declare_exchange(channel, topology.announcements)
+        for announced in ANNOUNCED:
+            await announcements.bind(events, routing_key=announced.routing_key)
         queue = await _declare_queue(channel, topology.queue(consumer.service))
         for routing_key in consumer.routing_keys:
             await queue.bind(events, routing_key=routing_key)

@@ -421,6 +421,11 @@ class CustomerErasedEvent(Envelope[CustomerErased]):
     type: Literal["CustomerErased"] = "CustomerErased"
 
 
+# The catalogue's events no Rapport service consumes: announced for the shop's own systems (a helpdesk that
+# binds feedback.escalated, a CRM export that binds followup.sent). The events exchange routes them to the
+# announcements exchange, where they end when nobody listens, instead of piling up as unrouted (DESIGN.md §4).
+ANNOUNCED: tuple[type[Envelope[Any]], ...] = (FeedbackEscalatedEvent, FollowUpSentEvent)
+
 CATALOGUE: dict[str, type[Envelope[Any]]] = {
     event.model_fields["type"].default: event
     for event in (

@@ -35,6 +35,13 @@ class Topology:
         return RabbitQueue(f"{self.prefix}.unrouted", durable=True, queue_type=QueueType.QUORUM)
 
     @property
+    def announcements(self) -> RabbitExchange:
+        """Bound to the events exchange under each announced event's key (shared/events.py `ANNOUNCED`), with no
+        queue of its own: an announcement that no outside system listens to is routed here and ends, instead of
+        being kept as unrouted; a system that binds the key on the events exchange gets each one as before."""
+        return RabbitExchange(f"{self.prefix}.announcements", type=ExchangeType.FANOUT, durable=True)
+
+    @property
     def dead_letters(self) -> RabbitExchange:
         return RabbitExchange(f"{self.prefix}.dlx", type=ExchangeType.TOPIC, durable=True)
 
