@@ -102,7 +102,7 @@ def describe(message: AbstractIncomingMessage, headers: dict[str, Any] | None = 
 
 async def list_dead_letters(rabbitmq_url: str, topology: Topology, service: str, limit: int | None) -> list[DeadLetter]:
     """The next `limit` (or all) dead letters of `service`; they go to the back of its dead-letter queue."""
-    dlq_name = _dlq_name(topology, service)
+    dlq_name = dead_letter_queue_name(topology, service)
     async with await _connect(rabbitmq_url) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         dlq = await _existing_queue(channel, dlq_name)
@@ -131,7 +131,7 @@ async def replay_dead_letters(
     ids: Sequence[str] = (),
 ) -> Replayed:
     """Move `service`'s dead letters (the first `limit`, or those with the given message ids) back to its queue."""
-    dlq_name, queue_name = _dlq_name(topology, service), topology.queue_name(service)
+    dlq_name, queue_name = dead_letter_queue_name(topology, service), topology.queue_name(service)
     async with await _connect(rabbitmq_url) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         dlq = await _existing_queue(channel, dlq_name)
@@ -222,12 +222,17 @@ def _budget(queue: AbstractQueue, limit: int | None) -> int:
     return waiting if limit is None else min(waiting, limit)
 
 
-def _dlq_name(topology: Topology, service: str) -> str:
+def dead_letter_queue_name(topology: Topology, service: str) -> str:
     if service == UNROUTED:
         return topology.unrouted_queue.name
     if not _SERVICE_NAME.match(service):
         raise DeadLetterError(f"{service!r} is not a service name")
     return topology.dead_letter_queue(service).name
+
+
+def replayed_to(topology: Topology, service: str) -> str:
+    """Where a replay sends `service`'s dead letters: its own queue, or the events exchange for unrouted ones."""
+    return topology.events.name if service == UNROUTED else topology.queue_name(service)
 
 
 def _reason(headers: dict[str, Any]) -> str:
@@ -288,15 +293,14 @@ async def _run(args: argparse.Namespace) -> int:
     topology = settings.topology
     if args.command == "list":
         letters = await list_dead_letters(settings.rabbitmq_url, topology, args.service, args.limit)
-        _print_letters(_dlq_name(topology, args.service), letters, args.json)
+        _print_letters(dead_letter_queue_name(topology, args.service), letters, args.json)
         return 0
     result = await replay_dead_letters(settings.rabbitmq_url, topology, args.service, limit=args.limit, ids=args.ids)
     for message_id in result.replayed:
         print(f"replayed {message_id}")
     print(
-        f"{len(result.replayed)} dead letter(s) moved back to "
-        f"{topology.events.name if args.service == UNROUTED else topology.queue_name(args.service)}; "
-        f"{result.left} left in {_dlq_name(topology, args.service)}"
+        f"{len(result.replayed)} dead letter(s) moved back to {replayed_to(topology, args.service)}; "
+        f"{result.left} left in {dead_letter_queue_name(topology, args.service)}"
     )
     return 0
 

@@ -19,13 +19,14 @@ from typing import Annotated, Any, TypeVar
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo import AsyncMongoClient
 from yarl import URL
 
+from shared import deadletters
 from shared.audit import AUDIT
 from shared.consumer import Consumer, Handlers, QueueConsumer, declare_topology, describe_subscriber
 from shared.events import Envelope
@@ -37,6 +38,7 @@ from shared.http import (
     ApiGuard,
     BodyLimit,
     answer_405_with_every_method,
+    error,
     health_routes,
 )
 from shared.logs import configure_logging
@@ -44,6 +46,7 @@ from shared.metrics import ServiceMetrics
 from shared.mongo import Database, database, end_orphaned_transactions, ensure_plumbing_indexes, open_client, ping
 from shared.outbox import EventPublisher, OutboxRelay
 from shared.settings import ServiceSettings
+from shared.types import Id
 from shared.unit import Clock, Transactions, Unit, system_clock
 
 T = TypeVar("T")
@@ -218,7 +221,7 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings, *, clock: Clock = sy
         if router is not None:
             answer_405_with_every_method(router)
     public = list(app.router.routes)  # the OpenAPI document and its pages
-    protected = [audit_routes(), *([spec.api] if spec.api is not None else [])]
+    protected = [audit_routes(), dead_letter_routes(), *([spec.api] if spec.api is not None else [])]
     app.include_router(health := health_routes(rt.readiness, rt.render_metrics))
     public += health.routes
     if spec.public_api is not None:
@@ -271,6 +274,93 @@ def audit_routes() -> APIRouter:
         ]
 
     return router
+
+
+class DeadLetterOut(BaseModel):
+    """One dead letter: its ids, type and why it was dead-lettered; never its body (it carries personal data)."""
+
+    message_id: str | None
+    event_type: str | None
+    correlation_id: str | None
+    reason: str = Field(description="x-rapport-error, or the broker's own reason (`broker: expired in …`)")
+    field: str | None = Field(description="The field the reason names, when it names one.")
+    deliveries: int | None = Field(description="Deliveries tried before it was dead-lettered.")
+    replays: int = Field(description="How often it was replayed already.")
+
+
+class DeadLettersOut(BaseModel):
+    queue: str
+    dead_letters: list[DeadLetterOut] = Field(description="The next ones; a listing moves them to the back.")
+
+
+class ReplayIn(BaseModel):
+    """Which dead letters to move back: those with these message ids, else the first `limit`, else all."""
+
+    model_config = ConfigDict(extra="forbid")
+    message_ids: list[Id] = Field(default_factory=list, max_length=1000)
+    limit: int | None = Field(None, ge=1, le=100_000)
+
+
+class ReplayOut(BaseModel):
+    queue: str = Field(description="Where they went: the service's queue, or the events exchange (unrouted).")
+    replayed: list[str] = Field(description="Message ids moved back.")
+    left: int = Field(description="Dead letters still waiting.")
+
+
+DeadLetterQueue = Annotated[
+    str,
+    Query(
+        pattern="^(own|unrouted)$",
+        description="`own`: this service's dead letters; `unrouted`: events no service binds (crm.unrouted).",
+    ),
+]
+
+
+def dead_letter_routes() -> APIRouter:
+    """`GET /dead-letters` and `POST /dead-letters/replay` (admin keys): shared/deadletters.py over HTTP."""
+    router = APIRouter(tags=["dead letters"])
+    broker_away: dict[int | str, dict[str, Any]] = {503: error("The broker did not answer or refused; nothing moved.")}
+
+    def which(rt: Runtime, queue: str) -> str:
+        return deadletters.UNROUTED if queue == "unrouted" else rt.spec.name
+
+    @router.get("/dead-letters", openapi_extra=ADMIN_ONLY, responses=broker_away)
+    async def list_dead_letters(
+        rt: Annotated[Runtime, Depends(runtime)],
+        queue: DeadLetterQueue = "own",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> DeadLettersOut:
+        """The next `limit` dead letters, with their reasons (what `make dead-letters` lists)."""
+        topology, service = rt.settings.topology, which(rt, queue)
+        try:
+            found = await deadletters.list_dead_letters(rt.settings.rabbitmq_url, topology, service, limit)
+        except (deadletters.DeadLetterError, OSError) as error:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {error}") from error
+        return DeadLettersOut(
+            queue=deadletters.dead_letter_queue_name(topology, service),
+            dead_letters=[DeadLetterOut.model_validate(letter, from_attributes=True) for letter in found],
+        )
+
+    @router.post("/dead-letters/replay", openapi_extra=ADMIN_ONLY, responses=broker_away)
+    async def replay_dead_letters(
+        body: ReplayIn, rt: Annotated[Runtime, Depends(runtime)], queue: DeadLetterQueue = "own"
+    ) -> ReplayOut:
+        """Move dead letters back to the service's queue after a fix (unrouted ones: to the events exchange)."""
+        topology, service = rt.settings.topology, which(rt, queue)
+        try:
+            done = await deadletters.replay_dead_letters(
+                rt.settings.rabbitmq_url, topology, service, limit=body.limit, ids=body.message_ids
+            )
+        except (deadletters.DeadLetterError, OSError) as error:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {error}") from error
+        await rt.transaction(_audited_only)  # the replay's audit record: who moved which letters back
+        return ReplayOut(queue=deadletters.replayed_to(topology, service), replayed=done.replayed, left=done.left)
+
+    return router
+
+
+async def _audited_only(unit: Unit[Any]) -> None:
+    """A unit that changes nothing in the database: it writes the call's audit record (shared/unit.py)."""
 
 
 def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:

@@ -1,6 +1,6 @@
 """Charts as inline SVG drawn on the server: no Node toolchain, no CDN, no script; each page shows the numbers too."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
@@ -36,6 +36,37 @@ def bars(
             )
         parts.append(
             f'<text x="{x + width / 2:.1f}" y="{HEIGHT - 8}" class="label" text-anchor="middle">{escape(label)}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every label and value above is escaped
+
+
+ROW, LABELS = 24, 210  # a row per label in a lying chart, and the room its labels have on the left
+
+
+def lying_bars(
+    points: Sequence[tuple[str, float]], title: str, *, figure: Callable[[float], str] = "{:g}".format
+) -> Markup:
+    """Bars lying down, one row per (label, value), the label before the bar and the value after it (written by
+    `figure`, in the reader's digits): for many labels or long ones (the ten RFM segments), which crowd each
+    other under standing bars."""
+    top = max([1.0, *(value for _, value in points)])
+    room = WIDTH - LABELS - 64  # and the value's figure after the longest bar
+    height = ROW * max(len(points), 1) + GAP
+    parts = [
+        f'<svg class="chart" direction="ltr" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+        f'<line x1="{LABELS}" y1="0" x2="{LABELS}" y2="{height}" class="axis"/>',
+    ]
+    for index, (label, value) in enumerate(points):
+        y = GAP + index * ROW
+        size = max(value, 0) / top * room
+        middle = y + (ROW - GAP) / 2 + 4
+        parts.append(
+            f'<text x="{LABELS - 8}" y="{middle:.1f}" class="label" text-anchor="end">{escape(label)}</text>'
+            f'<rect x="{LABELS}" y="{y}" width="{max(size, 1):.1f}" height="{ROW - GAP}" class="bar">'
+            f"<title>{escape(label)}: {escape(figure(value))}</title></rect>"
+            f'<text x="{LABELS + size + 6:.1f}" y="{middle:.1f}" class="label">{escape(figure(value))}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every label and value above is escaped

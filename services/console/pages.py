@@ -24,13 +24,27 @@ from services.console.web import (
     visit,
 )
 from shared.export import gather_export
-from shared.i18n import LANGUAGES, choose_language
+from shared.i18n import LANGUAGES, Formats, choose_language
 from shared.mongo import ping
 
 pages = APIRouter()
 Signed = Annotated[Visit, Depends(visit)]
 CALLS_ON_TODAY = 20  # calls listed on Today, soonest due first; the rest come up as these are done
 BRIEFS_ON_TODAY = 5  # the next calls, with followups' brief; the others with name, phone and town (and a link)
+REFUSALS_SHOWN = 20  # the latest refused referrals on Programs
+COMMISSIONS_SHOWN = 100  # an affiliate's latest commissions on their page
+# Loyalty's rules that are one whole number each, editable on Programs: (name, label, counted in days).
+RULE_NUMBERS = (
+    ("review_points", "programs.review_points", False),
+    ("review_min_chars", "programs.review_min_chars", False),
+    ("survey_points", "programs.survey_points", False),
+    ("referrer_points", "programs.referrer_points", False),
+    ("referee_points", "programs.referee_points", False),
+    ("points_lifetime_days", "programs.lifetime", True),
+    ("tier_window_days", "programs.tier_window", True),
+)
+# Messages set aside listed per service on Operations; a listing moves them to the back, so a reload shows the next.
+DEAD_LETTERS_SHOWN = 20
 
 
 # --- signing in and out -------------------------------------------------------------------------------------
@@ -592,12 +606,13 @@ async def programs(request: Request, seen: Signed) -> Response:
 async def _programs(
     request: Request, seen: Visit, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
 ) -> Response:
-    rules, campaigns, rewards, affiliates, stats = await seen.console.calls.read_all(
+    rules, campaigns, rewards, affiliates, stats, refusals = await seen.console.calls.read_all(
         ("loyalty", "/rules", None),
         ("loyalty", "/campaigns", None),
         ("loyalty", "/rewards", None),
         ("referrals", "/affiliates", None),
         ("referrals", "/stats", None),
+        ("referrals", "/refusals", {"limit": REFUSALS_SHOWN}),
     )
     return render(
         request,
@@ -611,6 +626,8 @@ async def _programs(
             "rewards": rewards,
             "affiliates": affiliates,
             "stats": stats,
+            "refusals": refusals,
+            "rule_numbers": RULE_NUMBERS,
             "errors": errors or {},
             "values": values or {},
             "parse_time": views.parse_time,
@@ -669,7 +686,8 @@ async def enrol_affiliate(request: Request, seen: Signed) -> Response:
 
 @pages.post("/programs/rules")
 async def change_rules(request: Request, seen: Signed) -> Response:
-    """Points per currency and the tiers' thresholds and multipliers; the rest of the rules stay as they are."""
+    """Points per currency, the tiers' thresholds and multipliers, and the points for reviews, surveys and
+    referrals; a rule the form does not carry stays as it is."""
     seen.require("rules")
     form = await form_of(request)
     current = await seen.console.calls.read("loyalty", "/rules")
@@ -685,6 +703,10 @@ async def change_rules(request: Request, seen: Signed) -> Response:
         }
         for index, tier in enumerate(rules["tiers"])
     ]
+    for name, _, _ in RULE_NUMBERS:
+        rules[name] = _whole(form.get(name, str(rules[name])))
+    if "two_sided_referrals" in form:
+        rules["two_sided_referrals"] = form["two_sided_referrals"] == "yes"
     change = await seen.console.calls.change("loyalty", "PUT", "/rules", seen.person.actor, rules)
     if not change.ok:
         problem = "programs.error.tiers" if change.status == 409 else _problem(change.status)
@@ -720,6 +742,63 @@ async def end_campaign(request: Request, campaign_id: str, seen: Signed) -> Resp
     seen.require("rules")
     await seen.console.calls.change("loyalty", "DELETE", f"/campaigns/{campaign_id}", seen.person.actor)
     return back_to("/programs", "said.campaign_ended")
+
+
+@pages.get("/programs/affiliates/{affiliate_id}", response_class=HTMLResponse)
+async def affiliate(request: Request, affiliate_id: str, seen: Signed) -> Response:
+    return await _affiliate(request, seen, affiliate_id)
+
+
+async def _affiliate(
+    request: Request,
+    seen: Visit,
+    affiliate_id: str,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    account, commissions = await seen.console.calls.read_all(
+        ("referrals", f"/affiliates/{affiliate_id}", None),
+        ("referrals", f"/affiliates/{affiliate_id}/commissions", {"limit": COMMISSIONS_SHOWN}),
+    )
+    if account.problem == "not_found":
+        gone = {"title": "programs.affiliate_not_found", "back": "/programs", "back_words": "programs.back"}
+        return render(request, "not_found.html", seen.language, gone, visit=seen, status_code=404)
+    return render(
+        request,
+        "affiliate.html",
+        seen.language,
+        {
+            "title": "programs.affiliate",
+            "csrf": seen.csrf,
+            "account": account,
+            "commissions": commissions,
+            "affiliate_id": affiliate_id,
+            "errors": errors or {},
+            "values": values or {},
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+        status_code=422 if errors else 200,
+    )
+
+
+@pages.post("/programs/affiliates/{affiliate_id}/limits")
+async def limit_code(request: Request, affiliate_id: str, seen: Signed) -> Response:
+    """Cap the conversions an affiliate's code earns and/or let it expire; an empty field lifts that limit."""
+    seen.require("rules")
+    form = await form_of(request)
+    account = await seen.console.calls.read("referrals", f"/affiliates/{affiliate_id}")
+    if not account.ok:
+        return await _affiliate(request, seen, affiliate_id, {"limits-max_conversions": "error.unavailable"}, form)
+    most = form.get("max_conversions", "").strip()
+    ends = form.get("expires_at", "").strip()
+    body = {"max_conversions": _whole(most) if most else None, "expires_at": _midnight(ends) if ends else None}
+    code = account.data["code"]["code"]
+    change = await seen.console.calls.change("referrals", "PATCH", f"/referrals/{code}", seen.person.actor, body)
+    if not change.ok:
+        named = _named(change.fields, "limits-") or {"limits-max_conversions": _problem(change.status)}
+        return await _affiliate(request, seen, affiliate_id, named, form)
+    return back_to(f"/programs/affiliates/{affiliate_id}", "said.limits_set")
 
 
 def _named(fields: dict[str, str], form: str) -> dict[str, str]:
@@ -807,8 +886,10 @@ async def reports(request: Request, seen: Signed) -> Response:
             ),
             "segments": segments,
             "segment_sizes": segment_sizes,
-            "segment_chart": charts.bars(
-                [(label, float(count)) for label, count in segment_sizes], words("reports.segments")
+            "segment_chart": charts.lying_bars(
+                [(label, float(count)) for label, count in segment_sizes],
+                words("reports.segments"),
+                figure=lambda count: Formats(seen.language).number(int(count)),
             ),
             "points": points,
             "points_months": points_months,
@@ -829,7 +910,12 @@ async def operations(request: Request, seen: Signed) -> Response:
     calls = seen.console.calls
     readiness = await calls.read_all(*((service, "/readyz", None) for service in SERVICES))
     metrics = await asyncio.gather(*(calls.metrics(service) for service in SERVICES))
-    sent, failed = await calls.read_all(
+    # Each service's own dead letters, and the events no service binds (any service lists those; orders does here).
+    set_aside = await calls.read_all(
+        *((service, "/dead-letters", {"limit": DEAD_LETTERS_SHOWN}) for service in SERVICES)
+    )
+    unrouted, sent, failed = await calls.read_all(
+        ("orders", "/dead-letters", {"queue": "unrouted", "limit": DEAD_LETTERS_SHOWN}),
         ("followups", "/followups", {"status": "sent", "order": "latest", "limit": 20}),
         ("followups", "/followups", {"status": "failed", "order": "latest", "limit": 20}),
     )
@@ -841,12 +927,29 @@ async def operations(request: Request, seen: Signed) -> Response:
             "title": "operations.title",
             "csrf": seen.csrf,
             "health": list(zip(SERVICES, readiness, metrics, strict=True)),
+            "set_aside": list(zip(SERVICES, set_aside, strict=True)),
+            "unrouted": unrouted,
             "sent": sent,
             "failed": failed,
             "parse_time": views.parse_time,
         },
         visit=seen,
     )
+
+
+@pages.post("/operations/dead-letters/{service}/replay")
+async def replay_dead_letters(request: Request, service: str, seen: Signed) -> Response:
+    """Send a service's messages set aside back to it (one, by its id, or all), after a fix (owners only)."""
+    seen.require("replay")
+    form = await form_of(request)
+    unrouted = service == "unrouted"
+    owner = "orders" if unrouted else next((known for known in SERVICES if known == service), None)
+    if owner is None:
+        return back_to("/operations", "said.replay_failed")
+    body = {"message_ids": [form["message_id"]]} if form.get("message_id") else {}
+    path = "/dead-letters/replay?queue=unrouted" if unrouted else "/dead-letters/replay"
+    change = await seen.console.calls.change(owner, "POST", path, seen.person.actor, body)
+    return back_to("/operations", "said.replayed" if change.ok else "said.replay_failed")
 
 
 @pages.get("/mail", response_class=HTMLResponse)

@@ -5,6 +5,7 @@ services' own APIs; then the owner (and a staff member) use the console as they 
 """
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 from playwright.async_api import Page, expect
@@ -103,12 +105,36 @@ async def shop(infra: Any, stack: ServiceStack, console: ServiceProcess) -> Serv
 
         await eventually(answered, timeout=60)
     await tap.close()
+    await set_aside_in_loyalty(infra.rabbitmq_url, stack)
     env = {**console.env, "CONSOLE_NEW_PASSWORD": STAFF[1]}
     command = ["-m", "services.console", "add-user", "--email", STAFF[0], "--name", "Staff", "--role", "staff"]
     added = await asyncio.create_subprocess_exec(sys.executable, *command, cwd=ROOT, env=env, stderr=PIPE)
     _, errors = await asyncio.wait_for(added.communicate(), timeout=60)
     assert added.returncode == 0, errors.decode()
     return console
+
+
+POISON = "evt_console_float_money"  # an OrderPlaced whose total is a float: loyalty sets it aside
+
+
+async def set_aside_in_loyalty(rabbitmq_url: str, stack: ServiceStack) -> None:
+    """A message loyalty cannot take (money as a float), straight to its queue: it is dead-lettered at once."""
+    body = json.loads(order_placed("cus_console_float", "ord_console_float", [mug()], at=NOW).model_dump_json())
+    body["id"], body["data"]["total"] = POISON, 12.5
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        message = aio_pika.Message(
+            json.dumps(body).encode(), content_type="application/json", message_id=POISON, type="OrderPlaced"
+        )
+        await channel.default_exchange.publish(message, routing_key=stack.topology.queue_name("loyalty"))
+        dlq = stack.topology.dead_letter_queue("loyalty").name
+
+        async def set_aside() -> bool:
+            declared = await channel.declare_queue(dlq, passive=True)
+            return (declared.declaration_result.message_count or 0) == 1
+
+        await eventually(set_aside, timeout=30)
 
 
 async def signed_in(page: Page, console: ServiceProcess, who: tuple[str, str] = CONSOLE_OWNER) -> Page:
@@ -360,9 +386,23 @@ async def test_an_owner_changes_a_rule_and_a_bad_value_names_its_field(page: Pag
     await page.locator("li", has_text="Christmas double").get_by_role("button", name="End it now").click()
     await expect(page.get_by_text("The campaign is ended")).to_be_visible()
 
-    await page.get_by_label("Points per EUR").fill("1")  # back to the shop's rate for the other tests
+    review = page.get_by_label("For a review")
+    await review.fill("lots")
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(review).to_have_attribute("aria-invalid", "true")  # loyalty's 422 names review_points
+    await review.fill("75")
+    await page.get_by_label("The referred friend earns too").select_option("no")
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(page.get_by_text("The rules are saved")).to_be_visible()
+    await expect(page.get_by_label("For a review")).to_have_value("75")
+    await expect(page.get_by_label("The referred friend earns too")).to_have_value("no")
+
+    await page.get_by_label("Points per EUR").fill("1")  # back to the shop's rules for the other tests
+    await page.get_by_label("For a review").fill("50")
+    await page.get_by_label("The referred friend earns too").select_option("yes")
     await page.get_by_role("button", name="Save the rules").click()
     await expect(page.get_by_label("Points per EUR")).to_have_value("1")
+    await expect(page.get_by_label("For a review")).to_have_value("50")
 
 
 async def test_a_staff_member_sees_the_rules_but_cannot_change_them(page: Page, shop: ServiceProcess) -> None:
@@ -400,6 +440,84 @@ async def test_reports_chart_customers_per_segment_and_the_points(
     month = points.locator("tbody tr", has_text=NOW.strftime("%Y-%m"))
     await expect(month.locator("td").nth(5)).to_have_text(str(sum(balances)))  # outstanding: what the three hold
     await accessible(page)
+
+
+async def test_an_affiliates_commissions_and_the_refused_codes_are_on_programs(
+    page: Page, shop: ServiceProcess, stack: ServiceStack, infra: Any
+) -> None:
+    await signed_in(page, shop)
+    await page.goto(f"{shop.url}/programs")
+    enrol = page.locator("form", has=page.get_by_role("button", name="Add the affiliate"))
+    await enrol.get_by_label("Name").fill("Tea Blog")
+    await enrol.get_by_label("E-mail", exact=True).fill("editor@teablog.example")
+    await enrol.get_by_label("Commission (0 to 1, optional)").fill("0.1")
+    await enrol.get_by_role("button", name="Add the affiliate").click()
+    await expect(page.get_by_role("status")).to_have_text("The affiliate is added.")
+    await page.get_by_role("link", name="Tea Blog").click()
+    code = await page.locator("dt:text-is('Code') + dd code").inner_text()
+
+    tap = await EventTap.open(infra.rabbitmq_url, stack.topology)
+    # A new customer brings 10 % of €25.00; Jana has ordered before, so her order with the code is refused.
+    await tap.publish(order_placed("cus_console_blog_reader", "ord_console_blog", [mug(2)], at=NOW, code=code))
+    await tap.publish(order_placed(CALLED, "ord_console_jana_again", [mug()], at=NOW, code=code))
+    await tap.close()
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10) as http:
+
+        async def decided() -> bool:
+            answer = await http.get(f"{stack['referrals'].url}/referrals/{code}")
+            return answer.status_code == 200 and len(answer.json()["referrals"]) == 2
+
+        await eventually(decided, timeout=60)
+    await page.reload()
+    commissions = page.locator("section", has=page.get_by_role("heading", name="Commissions, order by order"))
+    await expect(commissions.locator("tr", has_text="ord_console_blog")).to_contain_text("€2.50")
+    await expect(page.locator("dt:text-is('New customers brought') + dd")).to_have_text("1")
+    await accessible(page)
+
+    limits = page.locator("form", has=page.get_by_role("button", name="Save the limits"))
+    await limits.get_by_label("New customers it pays for at most").fill("-3")
+    await limits.get_by_role("button", name="Save the limits").click()
+    cap = page.get_by_label("New customers it pays for at most")
+    await expect(cap).to_have_attribute("aria-invalid", "true")  # referrals' 422 names max_conversions
+    await expect(cap).to_have_value("-3")
+    await cap.fill("5")
+    await page.get_by_role("button", name="Save the limits").click()
+    await expect(page.get_by_role("status")).to_have_text("The code's limits are saved.")
+    await expect(page.locator("dt:text-is('New customers brought') + dd")).to_have_text("1 / 5")
+    await screenshot(page, "console-affiliate-en")
+
+    await page.goto(f"{shop.url}/programs")
+    refused = page.locator("section", has=page.get_by_role("heading", name="Refused referrals"))
+    await expect(refused.locator("tr", has_text="ord_console_jana_again")).to_contain_text("not a new customer")
+    await accessible(page)
+
+
+async def test_an_owner_sees_why_a_message_was_set_aside_and_sends_it_back(page: Page, shop: ServiceProcess) -> None:
+    await signed_in(page, shop)
+    await page.goto(f"{shop.url}/operations")
+    section = page.locator("section", has=page.get_by_role("heading", name="Messages set aside"))
+    row = section.locator("tr", has_text=POISON)
+    await expect(row).to_contain_text("OrderPlaced")
+    await expect(row).to_contain_text("data.total: money must be a decimal string")
+    await expect(row).to_contain_text("sent back 0")
+    await expect(section.get_by_text("Nothing set aside.")).to_have_count(4)  # orders, followups, referrals, unrouted
+    await accessible(page)
+    await row.get_by_role("button", name=f"Send back {POISON}").click()
+    await expect(page.get_by_role("status")).to_have_text("Sent back to the service.")
+
+    async def set_aside_again() -> bool:  # the money is still a float: loyalty sets it aside once more
+        await page.goto(f"{shop.url}/operations")
+        return await section.locator("tr", has_text=POISON).filter(has_text="sent back 1").count() == 1
+
+    await eventually(set_aside_again, timeout=30)
+
+
+async def test_a_staff_member_sees_what_was_set_aside_but_cannot_send_it_back(page: Page, shop: ServiceProcess) -> None:
+    await signed_in(page, shop, STAFF)
+    await page.goto(f"{shop.url}/operations")
+    section = page.locator("section", has=page.get_by_role("heading", name="Messages set aside"))
+    await expect(section.locator("tr", has_text=POISON)).to_be_visible()
+    await expect(section.get_by_role("button")).to_have_count(0)
 
 
 async def test_the_thank_you_note_shows_in_the_mail_page(page: Page, shop: ServiceProcess) -> None:

@@ -14,6 +14,7 @@ from pymongo import UpdateOne
 from shared.consumer import DELIVERIES_HEADER, ERROR_FIELD_HEADER, ERROR_HEADER
 from shared.deadletters import REPLAYS_HEADER, DeadLetterError, list_dead_letters, replay_dead_letters
 from shared.events import OrderPlacedEvent
+from shared.keys import new_key
 from shared.service import ServiceSpec
 from shared.settings import ServiceSettings
 from shared.topology import MAX_DELIVERIES, Topology
@@ -218,3 +219,67 @@ async def test_a_dead_letter_stays_when_the_service_queue_refuses_the_copy(
     assert [
         letter.message_id for letter in await list_dead_letters(settings.rabbitmq_url, topology, service_name, None)
     ] == ["kept-1"]
+
+
+ADMIN = {"Authorization": "Bearer test-admin-key", "X-Rapport-Actor": "console/eva@shop.example"}
+
+
+async def test_the_api_lists_dead_letters_and_replays_one_in_an_admins_name(
+    service_name: str, settings: ServiceSettings, tap: EventTap, order_placed: NewOrder
+) -> None:
+    """`GET /dead-letters` and `POST /dead-letters/replay` (what the console's Operations page uses)."""
+    poison = order_placed("boom-http")
+    async with running_service(probe_spec(service_name), settings):
+        await tap.publish(poison)
+        await tap.publish(b"{not json", routing_key="order.placed", message_id="not-json")
+        await dead_lettered(settings, service_name, 2)
+
+    reader, reader_entry = new_key("dashboard", "write")
+    keyed = settings.model_copy(update={"api_keys": reader_entry})
+    async with running_service(fixed_spec(service_name), keyed) as (rt, http):
+        assert (await http.get("/dead-letters")).status_code == 401
+        assert (await http.get("/dead-letters", headers={"Authorization": f"Bearer {reader}"})).status_code == 403
+        listed = await http.get("/dead-letters", headers=ADMIN)
+        assert listed.status_code == 200
+        page = listed.json()
+        assert page["queue"] == settings.topology.dead_letter_queue(service_name).name
+        letters = {letter["message_id"]: letter for letter in page["dead_letters"]}
+        assert set(letters) == {poison.id, "not-json"}
+        assert letters[poison.id]["reason"].startswith(f"handler failed {MAX_DELIVERIES} times")
+        assert "not valid JSON" in letters["not-json"]["reason"], letters["not-json"]
+        assert poison.data.customer.email not in listed.text, "a listing shows no body (it carries personal data)"
+
+        wrong = await http.post("/dead-letters/replay", json={"message_ids": [" "]}, headers=ADMIN)
+        assert wrong.status_code == 422
+        assert "message_ids" in wrong.text
+        refused = await http.post("/dead-letters/replay", json={}, headers={"Authorization": f"Bearer {reader}"})
+        assert refused.status_code == 403
+
+        replayed = await http.post("/dead-letters/replay", json={"message_ids": [poison.id]}, headers=ADMIN)
+        assert replayed.status_code == 200, replayed.text
+        assert replayed.json() == {
+            "queue": settings.topology.queue_name(service_name),
+            "replayed": [poison.id],
+            "left": 1,
+        }
+        await eventually(lambda: applied_count(rt, "boom-http"))
+        assert await applied_count(rt, "boom-http") == 1
+
+        audit = (await http.get("/audit", headers=ADMIN)).json()
+        assert [(r["actor"], r["action"]) for r in audit] == [
+            ("admin/console/eva@shop.example", "POST /dead-letters/replay")
+        ]
+        left = (await http.get("/dead-letters", headers=ADMIN)).json()["dead_letters"]
+        assert [letter["message_id"] for letter in left] == ["not-json"]
+
+
+async def test_the_api_lists_unrouted_events_beside_the_services_own(
+    service_name: str, settings: ServiceSettings, tap: EventTap, order_placed: NewOrder
+) -> None:
+    async with running_service(probe_spec(service_name), settings) as (_, http):
+        shown = await http.get("/dead-letters", params={"queue": "unrouted"}, headers=ADMIN)
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["queue"] == settings.topology.unrouted_queue.name
+        wrong = await http.get("/dead-letters", params={"queue": "everything"}, headers=ADMIN)
+        assert wrong.status_code == 422
+        assert "queue" in wrong.text

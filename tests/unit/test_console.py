@@ -8,12 +8,13 @@ import pytest
 
 from services.console import charts, domain, views
 from services.console.calls import Reading, _fields
-from services.console.pages import SEGMENTS, _adjusted_points
+from services.console.pages import RULE_NUMBERS, SEGMENTS, _adjusted_points
 from services.console.web import CATALOGUES, HERE
 from services.followups.domain import Kind, Status
 from services.orders.domain import search_terms
 from services.orders.insight import SEGMENTS as ORDERS_SEGMENTS
-from shared.i18n import LANGUAGES, unknown_ids
+from services.referrals.domain import CodeStatus, ContestReason, RefusalReason
+from shared.i18n import LANGUAGES, Formats, unknown_ids
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -28,6 +29,8 @@ def test_every_name_the_services_give_has_its_text() -> None:
     assert SEGMENTS == ORDERS_SEGMENTS
     names = [f"segment.{s}" for s in SEGMENTS] + [f"kind.{k}" for k in get_args(Kind)]
     names += [f"status.{s}" for s in get_args(Status)] + [f"event.followup.{k}" for k in get_args(Kind)]
+    names += [f"refusal.{r}" for r in RefusalReason] + [f"contest.{r}" for r in ContestReason]
+    names += [f"code_status.{s}" for s in get_args(CodeStatus)] + [label for _, label, _ in RULE_NUMBERS]
     assert [name for name in names if name not in english] == []
 
 
@@ -198,6 +201,22 @@ def test_grouped_bars_draw_each_series_per_month_with_a_legend() -> None:
     heights = [float(part.split('"')[0]) for part in svg.split('height="')[1:]]
     assert heights[2] == 176.0
     assert heights[3] == round(176 / 3, 1)
+
+
+def test_lying_bars_give_each_label_its_own_row_before_its_bar() -> None:
+    segments = [(f"Segment <{n}> with a long name", float(n * 10)) for n in range(10)]
+    svg = charts.lying_bars(segments, "Customers per segment")
+    assert svg.count("<rect") == 10
+    assert "<0>" not in svg
+    rows = [float(part.split('"')[0]) for part in svg.split('<rect x="210" y="')[1:]]
+    assert rows == [6 + 24 * n for n in range(10)], "one row each, none over another"
+    assert f'viewBox="0 0 640 {24 * 10 + 6}"' in svg  # the chart grows with its rows
+    widths = [float(part.split('"')[0]) for part in svg.split('width="')[1:]]
+    assert widths[-1] == 640 - 210 - 64, "the largest value fills the room"
+    assert widths[0] == 1.0, "a zero still shows as a line"
+    assert svg.count('text-anchor="end"') == 10  # labels end at the bars in every writing direction
+    persian = charts.lying_bars([("x", 1200.0)], "t", figure=lambda value: Formats("fa").number(int(value)))
+    assert ">۱٬۲۰۰</text>" in persian, "the figures in the reader's digits"
 
 
 def test_a_refusal_names_its_fields() -> None:
