@@ -27,8 +27,6 @@ SHOWN_METRICS = frozenset(
         "rapport_messages_consumed_total",
         "rapport_messages_dead_lettered_total",
         "rapport_outbox_publish_failures_total",
-        "followups_sent_total",
-        "followups_failed_total",
     }
 )
 Problem = Literal["unavailable", "not_found", "refused"]

@@ -45,6 +45,7 @@ RULE_NUMBERS = (
 )
 # Messages set aside listed per service on Operations; a listing moves them to the back, so a reload shows the next.
 DEAD_LETTERS_SHOWN = 20
+MAIL_DAYS_SHOWN = 14  # e-mail sent and failed per day on Operations, from followups' own records
 
 
 # --- signing in and out -------------------------------------------------------------------------------------
@@ -695,14 +696,31 @@ async def change_rules(request: Request, seen: Signed) -> Response:
         return await _programs(request, seen, {"rules-tiers": "error.unavailable"}, form)
     rules = dict(current.data)
     rules["rates"] = {currency: form.get(f"rates-{currency}", rate) for currency, rate in rules["rates"].items()}
-    rules["tiers"] = [
-        tier
-        | {
-            "threshold": _whole(form.get(f"tiers-{index}-threshold", str(tier["threshold"]))),
-            "multiplier": form.get(f"tiers-{index}-multiplier", tier["multiplier"]),
-        }
+    # Each tier as the form changed it (those marked removed left out) and a new one when named, in the order of
+    # their thresholds; `fields` says which form field each tier sent stands for, to put a refusal next to it.
+    changed = [
+        (
+            f"tiers-{index}",
+            tier
+            | {
+                "threshold": _whole(form.get(f"tiers-{index}-threshold", str(tier["threshold"]))),
+                "multiplier": form.get(f"tiers-{index}-multiplier", tier["multiplier"]),
+            },
+        )
         for index, tier in enumerate(rules["tiers"])
+        if form.get(f"tiers-{index}-remove") != "yes"
     ]
+    if form.get("new_tier-name", "").strip():
+        new_tier = {
+            "name": form["new_tier-name"].strip(),
+            "threshold": _whole(form.get("new_tier-threshold", "").strip()),
+            "multiplier": form.get("new_tier-multiplier", "").strip() or "1",
+        }
+        changed.append(("new_tier", new_tier))
+    if all(isinstance(tier["threshold"], int) for _, tier in changed):
+        changed.sort(key=lambda named: int(named[1]["threshold"]))
+    rules["tiers"] = [tier for _, tier in changed]
+    fields = {f"tiers-{position}-": f"{field}-" for position, (field, _) in enumerate(changed)}
     for name, _, _ in RULE_NUMBERS:
         rules[name] = _whole(form.get(name, str(rules[name])))
     if "two_sided_referrals" in form:
@@ -711,8 +729,16 @@ async def change_rules(request: Request, seen: Signed) -> Response:
     if not change.ok:
         problem = "programs.error.tiers" if change.status == 409 else _problem(change.status)
         named = (_named(change.fields, "rules-") if change.status == 422 else {}) or {"rules-tiers": problem}
-        return await _programs(request, seen, named, form)
+        return await _programs(request, seen, {_tier_field(name, fields): why for name, why in named.items()}, form)
     return back_to("/programs", "said.rules_changed")
+
+
+def _tier_field(name: str, fields: dict[str, str]) -> str:
+    """A refusal of the n-th tier sent (`rules-tiers-1-multiplier`) at the field it came from (`rules-new_tier-…`)."""
+    for sent, field in fields.items():
+        if name.startswith(f"rules-{sent}"):
+            return f"rules-{field}{name.removeprefix(f'rules-{sent}')}"
+    return name
 
 
 @pages.post("/programs/campaigns")
@@ -907,15 +933,16 @@ async def reports(request: Request, seen: Signed) -> Response:
 
 @pages.get("/operations", response_class=HTMLResponse)
 async def operations(request: Request, seen: Signed) -> Response:
-    calls = seen.console.calls
+    calls, words = seen.console.calls, CATALOGUES.words(seen.language)
     readiness = await calls.read_all(*((service, "/readyz", None) for service in SERVICES))
     metrics = await asyncio.gather(*(calls.metrics(service) for service in SERVICES))
     # Each service's own dead letters, and the events no service binds (any service lists those; orders does here).
     set_aside = await calls.read_all(
         *((service, "/dead-letters", {"limit": DEAD_LETTERS_SHOWN}) for service in SERVICES)
     )
-    unrouted, sent, failed = await calls.read_all(
+    unrouted, mail_days, sent, failed = await calls.read_all(
         ("orders", "/dead-letters", {"queue": "unrouted", "limit": DEAD_LETTERS_SHOWN}),
+        ("followups", "/reports/mail", {"days": MAIL_DAYS_SHOWN}),
         ("followups", "/followups", {"status": "sent", "order": "latest", "limit": 20}),
         ("followups", "/followups", {"status": "failed", "order": "latest", "limit": 20}),
     )
@@ -929,6 +956,18 @@ async def operations(request: Request, seen: Signed) -> Response:
             "health": list(zip(SERVICES, readiness, metrics, strict=True)),
             "set_aside": list(zip(SERVICES, set_aside, strict=True)),
             "unrouted": unrouted,
+            "mail_days": mail_days,
+            "mail_chart": charts.grouped_bars(
+                [day["day"][5:] for day in mail_days.data["days"]] if mail_days.ok else [],
+                [
+                    (words("operations.mail_sent"), [day["sent"] for day in mail_days.data["days"]]),
+                    (words("operations.mail_failed"), [day["failed"] for day in mail_days.data["days"]]),
+                ]
+                if mail_days.ok
+                else [],
+                words("operations.mail_days", days=MAIL_DAYS_SHOWN),
+            ),
+            "mail_days_shown": MAIL_DAYS_SHOWN,
             "sent": sent,
             "failed": failed,
             "parse_time": views.parse_time,

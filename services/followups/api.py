@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -231,6 +231,34 @@ async def nps_report(rt: Rt) -> NpsReport:
     """NPS and CSAT overall and by month, promoters/passives/detractors, response rate of feedback requests."""
     report = domain.nps_report(await store.feedback_points(rt), await store.feedback_requests_sent(rt))
     return NpsReport.model_validate(asdict(report))
+
+
+class MailDayOut(BaseModel):
+    day: date
+    sent: int = Field(description="E-mails that went out that day (UTC).")
+    failed: int = Field(description="E-mails given up on that day, after their last attempt.")
+
+
+class MailReport(BaseModel):
+    days: list[MailDayOut] = Field(description="Oldest first, today last.")
+    sent: int
+    failed: int
+
+
+@api.get("/reports/mail")
+async def mail_report(
+    rt: Rt, days: Annotated[int, Query(ge=1, le=92, description="How many days, today included.")] = 14
+) -> MailReport:
+    """E-mails sent and failed per day (UTC): what the shop's customers were sent, from followups' own records."""
+    today = rt.now().astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    counted = domain.mail_by_day(await store.mail_counted(rt, since), first, days)
+    return MailReport(
+        days=[MailDayOut(day=d.day, sent=d.sent, failed=d.failed) for d in counted],
+        sent=sum(d.sent for d in counted),
+        failed=sum(d.failed for d in counted),
+    )
 
 
 # --- feedback -------------------------------------------------------------------------------------

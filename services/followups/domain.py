@@ -9,7 +9,7 @@ next, and how loyal customers say they are (NPS and CSAT).
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
@@ -433,6 +433,23 @@ class FailedSend:
     attempts: int
     gave_up: bool
     retry_at: datetime | None  # None once given up
+
+
+@dataclass(frozen=True)
+class MailDay:
+    """One day's e-mail: how many went out, and how many were given up on after their last attempt."""
+
+    day: date
+    sent: int
+    failed: int
+
+
+def mail_by_day(counted: Mapping[tuple[date, Status], int], first: date, days: int) -> list[MailDay]:
+    """Each of `days` days from `first` on, with its e-mails sent and failed (0 on a day with none)."""
+    return [
+        MailDay(day, counted.get((day, "sent"), 0), counted.get((day, "failed"), 0))
+        for day in (first + timedelta(days=n) for n in range(days))
+    ]
 
 
 def after_failed_send(attempts_before: int, max_attempts: int, first_backoff: timedelta, now: datetime) -> FailedSend:

@@ -28,7 +28,7 @@ Collections:
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -89,6 +89,9 @@ async def ensure_indexes(db: Database, settings: ServiceSettings) -> None:  # th
             IndexModel([("kind", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)]),
             IndexModel([("order_id", ASCENDING)]),
             IndexModel([("customer_id", ASCENDING)]),
+            # The e-mail report by day: only sent (and given-up) follow-ups have these, so pending ones cost nothing.
+            IndexModel([("sent_at", ASCENDING)], sparse=True),
+            IndexModel([("failed_at", ASCENDING)], sparse=True),
         ]
     )
     await db[FEEDBACK].create_indexes(
@@ -327,7 +330,7 @@ async def record_failed_send(rt: Runtime, followup: FollowUp, failure: FailedSen
     """Note the failed attempt: held back till its retry (the lease doubles as the back-off), or marked failed."""
     change: dict[str, Any] = {"attempts": failure.attempts, "last_error": error}
     if failure.gave_up:
-        change["status"] = "failed"
+        change |= {"status": "failed", "failed_at": rt.now()}
     else:
         change["lease_until"] = failure.retry_at
     held = {"_id": followup.followup_id, "lease_owner": followup.lease_owner}
@@ -341,6 +344,23 @@ async def mark_done(unit: FollowupsUnit, followup_id: str, at: datetime, note: s
         return False
     finish_task(unit, _followup_of(found), at, note)
     return True
+
+
+async def mail_counted(rt: Runtime, since: datetime) -> dict[tuple[date, Status], int]:
+    """E-mails sent, and given up on, from `since` on, counted per day (UTC) and status."""
+    moment = {"$ifNull": ["$sent_at", "$failed_at"]}
+    found = await rt.db[FOLLOWUPS].aggregate(
+        [
+            {"$match": {"channel": "email", "$or": [{"sent_at": {"$gte": since}}, {"failed_at": {"$gte": since}}]}},
+            {
+                "$group": {
+                    "_id": {"day": {"$dateToString": {"format": "%Y-%m-%d", "date": moment}}, "status": "$status"},
+                    "count": {"$sum": 1},
+                }
+            },
+        ]
+    )
+    return {(date.fromisoformat(doc["_id"]["day"]), doc["_id"]["status"]): doc["count"] async for doc in found}
 
 
 async def followups(

@@ -404,6 +404,23 @@ async def test_an_owner_changes_a_rule_and_a_bad_value_names_its_field(page: Pag
     await expect(page.get_by_label("Points per EUR")).to_have_value("1")
     await expect(page.get_by_label("For a review")).to_have_value("50")
 
+    # A tier is added (a bad threshold refused at its own field first), then removed again.
+    await page.get_by_label("Name of a new tier").fill("Platinum")
+    await page.get_by_label("Points in a year for the new tier").fill("lots")
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(page.get_by_label("Points in a year for the new tier")).to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_label("Name of a new tier")).to_have_value("Platinum")
+    await page.get_by_label("Points in a year for the new tier").fill("10000")  # above VIP (5,000)
+    await page.get_by_label("Multiplier for the new tier").fill("2")
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(page.get_by_text("The rules are saved")).to_be_visible()
+    await expect(page.get_by_label("Multiplier for Platinum")).to_have_value("2")
+    await page.get_by_label("Remove Platinum").check()
+    await page.get_by_role("button", name="Save the rules").click()
+    await expect(page.get_by_text("The rules are saved")).to_be_visible()
+    await expect(page.get_by_label("Multiplier for Platinum")).to_have_count(0)
+    await expect(page.get_by_label("Multiplier for Gold")).to_be_visible()
+
 
 async def test_a_staff_member_sees_the_rules_but_cannot_change_them(page: Page, shop: ServiceProcess) -> None:
     await signed_in(page, shop, STAFF)
@@ -501,6 +518,8 @@ async def test_an_owner_sees_why_a_message_was_set_aside_and_sends_it_back(page:
     await expect(row).to_contain_text("data.total: money must be a decimal string")
     await expect(row).to_contain_text("sent back 0")
     await expect(section.get_by_text("Nothing set aside.")).to_have_count(4)  # orders, followups, referrals, unrouted
+    mail = page.locator("section", has=page.get_by_role("heading", name="E-mail, the last 14 days"))
+    await expect(mail).to_contain_text(re.compile(r"[1-9][0-9]* sent, 0 failed"))  # the thank-you notes, at least
     await accessible(page)
     await row.get_by_role("button", name=f"Send back {POISON}").click()
     await expect(page.get_by_role("status")).to_have_text("Sent back to the service.")

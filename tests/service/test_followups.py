@@ -425,6 +425,33 @@ async def test_a_send_that_keeps_failing_is_retried_then_marked_failed_and_liste
     assert "Connect" in task["last_error"] or "connect" in task["last_error"]
 
 
+async def test_the_mail_report_counts_each_days_sent_and_failed_e_mail(
+    service_name: str, settings: ServiceSettings, tap: EventTap, smtp: tuple[SmtpInbox, int]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    _, port = smtp
+    async with running_service(replace(SPEC, name=service_name), own_settings(settings, port)) as (rt, http):
+        for n in range(3):
+            await deliver(rt, tap, placed(f"cus-mail{n}", f"o-mail{n}"))
+        assert await send_due(rt) == 3
+    failing = own_settings(settings, closed_port, send_attempts=1)
+    async with running_service(replace(SPEC, name=service_name), failing) as (rt, http):
+        await deliver(rt, tap, placed("cus-mail-fails", "o-mail-fails"))
+        assert await send_due(rt) == 1
+        answer = await http.get("/reports/mail", params={"days": 3}, headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+        report = answer.json()
+        wrong = await http.get("/reports/mail", params={"days": 0}, headers=ADMIN)
+    today = datetime.now(UTC).date()
+    assert [day["day"] for day in report["days"]] == [str(today - timedelta(days=n)) for n in (2, 1, 0)]
+    assert [(day["sent"], day["failed"]) for day in report["days"]] == [(0, 0), (0, 0), (3, 1)]
+    assert (report["sent"], report["failed"]) == (3, 1)
+    assert wrong.status_code == 422
+    assert "days" in wrong.text
+
+
 async def test_erasure_forgets_the_contact_and_cancels_pending_messages(
     followups: tuple[Runtime, httpx.AsyncClient, SmtpInbox], tap: EventTap
 ) -> None:

@@ -11,6 +11,7 @@ from services.console.calls import Reading, _fields
 from services.console.pages import RULE_NUMBERS, SEGMENTS, _adjusted_points
 from services.console.web import CATALOGUES, HERE
 from services.followups.domain import Kind, Status
+from services.loyalty.domain import DEFAULT_TIERS
 from services.orders.domain import search_terms
 from services.orders.insight import SEGMENTS as ORDERS_SEGMENTS
 from services.referrals.domain import CodeStatus, ContestReason, RefusalReason
@@ -31,6 +32,7 @@ def test_every_name_the_services_give_has_its_text() -> None:
     names += [f"status.{s}" for s in get_args(Status)] + [f"event.followup.{k}" for k in get_args(Kind)]
     names += [f"refusal.{r}" for r in RefusalReason] + [f"contest.{r}" for r in ContestReason]
     names += [f"code_status.{s}" for s in get_args(CodeStatus)] + [label for _, label, _ in RULE_NUMBERS]
+    names += [f"tier.{tier.name}" for tier in DEFAULT_TIERS]
     assert [name for name in names if name not in english] == []
 
 
