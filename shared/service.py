@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import structlog
 import uvicorn
+from aio_pika.exceptions import AMQPError
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
@@ -334,8 +335,8 @@ def dead_letter_routes() -> APIRouter:
         topology, service = rt.settings.topology, which(rt, queue)
         try:
             found = await deadletters.list_dead_letters(rt.settings.rabbitmq_url, topology, service, limit)
-        except (deadletters.DeadLetterError, OSError) as error:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {error}") from error
+        except (deadletters.DeadLetterError, AMQPError, OSError) as failure:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {failure}") from failure
         return DeadLettersOut(
             queue=deadletters.dead_letter_queue_name(topology, service),
             dead_letters=[DeadLetterOut.model_validate(letter, from_attributes=True) for letter in found],
@@ -351,8 +352,8 @@ def dead_letter_routes() -> APIRouter:
             done = await deadletters.replay_dead_letters(
                 rt.settings.rabbitmq_url, topology, service, limit=body.limit, ids=body.message_ids
             )
-        except (deadletters.DeadLetterError, OSError) as error:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {error}") from error
+        except (deadletters.DeadLetterError, AMQPError, OSError) as failure:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {failure}") from failure
         await rt.transaction(_audited_only)  # the replay's audit record: who moved which letters back
         return ReplayOut(queue=deadletters.replayed_to(topology, service), replayed=done.replayed, left=done.left)
 
