@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.orders.importer.__main__ import arguments, moment_given
 from services.orders.importer.exports import (
     HistoricLine,
     NotThisExport,
@@ -16,7 +17,7 @@ from services.orders.importer.exports import (
     read_customer_ids,
     read_orders,
 )
-from services.orders.importer.history import Tally, merged_lines, translate
+from services.orders.importer.history import TOLD_BY_WEBHOOKS, Tally, merged_lines, translate
 from services.orders.importer.run import Checkpoint, WrongCheckpoint
 from services.orders.platforms.common import stand_in_sku
 from shared.events import OrderCancelledEvent, OrderPlacedEvent, OrderRefundedEvent, parse_event
@@ -204,3 +205,31 @@ def test_two_orders_of_one_name_are_told_apart_by_their_id() -> None:
         ("#1014", "5600000001014", 2),
         ("#1014", "5600000001012", 1),
     ]
+
+
+def test_orders_placed_once_the_webhooks_were_connected_are_left_to_them() -> None:
+    """An export taken after connecting the webhooks holds orders they told already, with the refunds they told
+    one by one; imported again as one sum those refunds would count twice, so such orders are skipped."""
+    orders = [order for order, _ in shopify_orders()]
+    placed = sorted(order.placed_at for order in orders)
+    connected = placed[len(placed) // 2]
+    outcomes = [translate(order, placed_before=connected) for order in orders]
+    told_by_webhooks = [o for o in outcomes if o.skipped == TOLD_BY_WEBHOOKS]
+    assert {o.order.order_id for o in told_by_webhooks} == {o.order_id for o in orders if o.placed_at >= connected}
+    assert all(not o.events for o in told_by_webhooks)
+    before = [o for o in outcomes if o.order.placed_at < connected]
+    assert [o.skipped for o in before] == [translate(o.order).skipped for o in before]  # the rest as without it
+
+
+@pytest.mark.parametrize(
+    ("typed", "moment"),
+    [
+        ("2026-11-28", datetime(2026, 11, 28, tzinfo=ZoneInfo("Europe/Bratislava"))),
+        ("2026-11-28T10:00", datetime(2026, 11, 28, 10, tzinfo=ZoneInfo("Europe/Bratislava"))),
+        ("2026-11-28T10:00:00+00:00", datetime(2026, 11, 28, 10, tzinfo=UTC)),
+        ("last tuesday", None),
+    ],
+)
+def test_placed_before_is_read_in_the_shops_time_zone(typed: str, moment: datetime | None) -> None:
+    assert moment_given(typed, ZoneInfo("Europe/Bratislava")) == moment
+    assert arguments(["shopify", "export.csv", "--placed-before", typed]).placed_before == typed

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import sys
+from datetime import datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,6 +47,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="the shop's time zone, for times written without an offset (WooCommerce), e.g. Europe/Bratislava",
     )
     parser.add_argument(
+        "--placed-before",
+        metavar="WHEN",
+        help="when the shop's webhooks were connected, if before the export was taken (2026-11-28T10:00:00+01:00, "
+        "or a day, midnight in --timezone): orders placed since are left to the webhooks, which told them",
+    )
+    parser.add_argument(
         "--state", type=Path, help="the checkpoint file (default: next to the export, <export>.import-state.json)"
     )
     parser.add_argument("--restart", action="store_true", help="forget the checkpoint and publish everything again")
@@ -68,6 +75,15 @@ async def main(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         print(f"--timezone: {args.timezone!r} is not a time zone (e.g. Europe/Bratislava, UTC)", file=sys.stderr)
         return 2
+    placed_before = None
+    if args.placed_before is not None:
+        placed_before = moment_given(args.placed_before, zone)
+        if placed_before is None:
+            print(
+                f"--placed-before: {args.placed_before!r} is not a date or time such as 2026-11-28T10:00",
+                file=sys.stderr,
+            )
+            return 2
     if not args.export.is_file():
         print(f"{args.export}: no such file", file=sys.stderr)
         return 2
@@ -93,6 +109,7 @@ async def main(args: argparse.Namespace) -> int:
             checkpoint,
             shop_timezone=zone,
             customer_ids=customer_ids,
+            placed_before=placed_before,
             window_events=args.window,
             progress=Progress(args.export.stat().st_size),
         )
@@ -101,6 +118,15 @@ async def main(args: argparse.Namespace) -> int:
     print(report.summary())
     print(f"  checkpoint        {state}")
     return 0
+
+
+def moment_given(text: str, zone: tzinfo) -> datetime | None:
+    """An ISO 8601 date or time; one without an offset is in the shop's zone (a day: its midnight)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
 
 
 def run(argv: list[str] | None = None) -> int:

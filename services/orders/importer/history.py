@@ -23,6 +23,11 @@ cancellation takes back everything the order counted for. Neither export dates i
 is dated at the order's last dated fact (fulfilment, else payment, else placing) and so never before
 the order.
 
+An export taken after the shop's webhooks were connected holds orders they told already: `--placed-before`
+(the moment they were connected) leaves those to them. A refund of an older order that a webhook told in
+between waits for its order in the webhook intake and is matched there against the history's sum
+(platforms/lifecycle.py), so it is not counted twice either.
+
 Customers: WooCommerce's customer_id when the order has one (0 is a guest); Shopify's export names no
 customer, so the customer id is the one the optional customers export gives the order's e-mail, else
 "guest:" + the e-mail lower-cased — the id the webhook translation gives a guest checkout, so a
@@ -68,6 +73,7 @@ from shared.types import Country
 E = TypeVar("E", bound=Envelope[Any])
 
 SOURCE = "orders"
+TOLD_BY_WEBHOOKS = "placed once the webhooks were connected (--placed-before)"
 MAX_LINE_ITEMS = 500
 _ID_LENGTH = 128
 _COUNTRY: TypeAdapter[str] = TypeAdapter(Country)
@@ -120,8 +126,16 @@ class Tally:
         self.cancellations += kinds[OrderCancelledEvent]
 
 
-def translate(order: HistoricOrder, customer_ids: Mapping[str, str] | None = None) -> Outcome:
-    """The events a historic order stands for, marked `imported`, or the reason it is skipped."""
+def translate(
+    order: HistoricOrder, customer_ids: Mapping[str, str] | None = None, *, placed_before: datetime | None = None
+) -> Outcome:
+    """The events a historic order stands for, marked `imported`, or the reason it is skipped.
+
+    `placed_before`: when the shop's webhooks were connected before the export was taken. An order placed since
+    then was told by them, refunds one by one; its export row gives them as one sum, which would count twice.
+    """
+    if placed_before is not None and order.placed_at >= placed_before:
+        return Outcome(order, skipped=TOLD_BY_WEBHOOKS)
     reason = _why_skipped(order)
     if reason is not None:
         return Outcome(order, skipped=reason)

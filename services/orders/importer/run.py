@@ -192,6 +192,7 @@ async def import_history(
     *,
     shop_timezone: tzinfo = UTC,
     customer_ids: Mapping[str, str] | None = None,
+    placed_before: datetime | None = None,
     window_events: int = WINDOW_EVENTS,
     windows_in_flight: int = WINDOWS_IN_FLIGHT,
     progress: Progress | None = None,
@@ -218,7 +219,7 @@ async def import_history(
         with export.open(encoding="utf-8-sig", newline="") as file:
             lines: Iterable[str] = progress.count(file) if progress else file
             for order, rows in read_orders(platform, lines, shop_timezone=shop_timezone):
-                outcome = translate(order, customer_ids)
+                outcome = translate(order, customer_ids, placed_before=placed_before)
                 report.tally.add(outcome, rows)
                 done += 1
                 if done > checkpoint.orders_done:
