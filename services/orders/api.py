@@ -122,6 +122,16 @@ async def get_customer(customer_id: str, rt: Rt) -> CustomerProfile:
     )
 
 
+@api.get("/orders/{order_id}", responses={404: error("Nothing was heard of the order.")})
+async def get_order(order_id: str, rt: Rt) -> OrderOut:
+    """One order as told: items, fulfilment, each refund by its id, cancellation (the importer reads which
+    refunds the webhooks told of an order before publishing its history, docs/orders.md)."""
+    found = await store.order_record(rt, order_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"order_id: nothing was heard of order {order_id!r}")
+    return _order(found)
+
+
 @api.get("/customers")
 async def list_customers(
     rt: Rt,

@@ -441,6 +441,12 @@ def _figures_of(found: Mapping[str, Any]) -> CustomerFigures:
     )
 
 
+async def order_record(rt: Runtime, order_id: str) -> OrderRecord | None:
+    """One order as told (its items, fulfilment, refunds and cancellation); None when nothing was heard of it."""
+    found = await rt.db[ORDERS].find_one({"_id": order_id})
+    return None if found is None else _record_of(found)
+
+
 async def order_history(rt: Runtime, customer_id: str, limit: int = 100) -> list[OrderRecord]:
     """The customer's orders, latest first."""
     found = await rt.db[ORDERS].find({"customer_id": customer_id}, sort=[("placed.placed_at", -1)]).to_list(limit)

@@ -19,6 +19,7 @@ import pytest
 
 from services.orders.app import SPEC
 from services.orders.importer.history import SOURCE as HISTORY_SOURCE
+from services.orders.importer.run import Checkpoint, OrdersApi, fingerprint, import_history
 from services.orders.platforms import OrderNews
 from services.orders.platforms import woocommerce as woocommerce_platform
 from services.orders.platforms.common import history_refund_id
@@ -26,6 +27,7 @@ from services.orders.settings import OrdersSettings
 from services.orders.store import ORDERS
 from services.orders.webhooks import METRICS
 from shared.events import OrderPlacedEvent, OrderRefunded, OrderRefundedEvent, is_no_email
+from shared.outbox import EventPublisher
 from shared.service import Runtime
 from shared.settings import ServiceSettings
 from tests.support.running import running_service
@@ -36,6 +38,7 @@ SHOPIFY_SECRET = "shopify-test-secret"
 SHOPIFY_PREVIOUS = "shopify-old-secret"
 WOO_SECRET = "woo-test-secret"
 WEBHOOKS = Path(__file__).parents[1] / "fixtures" / "webhooks"
+WOO_HISTORY = Path(__file__).parents[1] / "fixtures" / "history" / "woocommerce_orders_export.csv"
 SHOP = "keramika-kosice.myshopify.com"
 
 Service = tuple[Runtime, httpx.AsyncClient]
@@ -398,6 +401,46 @@ async def test_refunds_an_imported_history_told_are_not_told_again_by_a_later_we
     profile = await eventually(every_refund_heard)
     refunded = sum(Decimal(r["amount"]) for r in profile["orders"][0]["refunds"])
     assert refunded == Decimal("116.24"), "the order's whole total, refunded once"
+
+
+async def test_the_importer_publishes_a_history_refund_less_what_the_webhooks_told(
+    orders_service: Service, settings: ServiceSettings, tap: EventTap, tmp_path: Path
+) -> None:
+    """Webhooks connected first: order 715 was refunded 12.00 by webhook (refund 990). Its export row says
+    12.00 refunded in one sum; asked through `--orders-url`, the importer publishes no second refund for it,
+    and order 725's 30.00, which no webhook told, as it is."""
+    _rt, http = orders_service
+    told = fixture("woocommerce/order_updated_refunded") | {
+        "id": 715,
+        "number": "715",
+        "customer_id": 12,
+        "status": "completed",
+        "total": "80.00",
+        "refunds": [{"id": 990, "reason": "", "total": "-12.00"}],
+    }
+    ok(await woocommerce(http, "order.updated", told))
+
+    async def recorded() -> bool:
+        got = await http.get("/orders/715", headers=ADMIN)
+        return got.status_code == 200 and bool(got.json()["refunds"])
+
+    await eventually(recorded)
+    async with httpx.AsyncClient(transport=http._transport, base_url=str(http.base_url), headers=ADMIN) as asking:
+        orders = OrdersApi(asking, "")
+        assert await orders.told("715") == {"EUR": Decimal("12.00")}
+        assert await orders.told("no-such-order") == {}
+        publisher = EventPublisher(settings.rabbitmq_url, settings.topology.events.name, name="test-importer")
+        await publisher.start()
+        try:
+            checkpoint = Checkpoint.load(tmp_path / "state.json", fingerprint(WOO_HISTORY))
+            report = await import_history(
+                "woocommerce", WOO_HISTORY, publisher.publish, checkpoint, told_refunds=orders.told
+            )
+        finally:
+            await publisher.stop()
+    imported = await tap.wait_for(lambda event: bool(event.get("imported")), count=report.published)
+    refunds = {(e["data"]["order_id"], e["data"]["amount"]) for e in imported if e["type"] == "OrderRefunded"}
+    assert refunds == {("725", "30.00")}
 
 
 async def test_a_refund_before_its_order_waits_for_it(orders_service: Service) -> None:

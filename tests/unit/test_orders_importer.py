@@ -17,7 +17,14 @@ from services.orders.importer.exports import (
     read_customer_ids,
     read_orders,
 )
-from services.orders.importer.history import TOLD_BY_WEBHOOKS, Tally, merged_lines, translate
+from services.orders.importer.history import (
+    TOLD_BY_WEBHOOKS,
+    Tally,
+    less_what_was_told,
+    merged_lines,
+    told_by_webhooks,
+    translate,
+)
 from services.orders.importer.run import Checkpoint, WrongCheckpoint
 from services.orders.platforms.common import stand_in_sku
 from shared.events import OrderCancelledEvent, OrderPlacedEvent, OrderRefundedEvent, parse_event
@@ -233,3 +240,27 @@ def test_orders_placed_once_the_webhooks_were_connected_are_left_to_them() -> No
 def test_placed_before_is_read_in_the_shops_time_zone(typed: str, moment: datetime | None) -> None:
     assert moment_given(typed, ZoneInfo("Europe/Bratislava")) == moment
     assert arguments(["shopify", "export.csv", "--placed-before", typed]).placed_before == typed
+
+
+def test_a_history_refund_is_published_less_what_the_webhooks_told_of_it() -> None:
+    [order] = [order for order, _ in shopify_orders() if order.refunded > 0 and order.cancelled_at is None][:1]
+    outcome = translate(order)
+    [refund] = [e for e in outcome.events if isinstance(e, OrderRefundedEvent)]
+    whole, currency = refund.data.amount, refund.data.currency
+    others = [e for e in outcome.events if not isinstance(e, OrderRefundedEvent)]
+
+    def refunded(told: dict[str, Decimal]) -> list[Decimal]:
+        kept = less_what_was_told(outcome, told)
+        assert [e for e in kept.events if not isinstance(e, OrderRefundedEvent)] == others
+        return [e.data.amount for e in kept.events if isinstance(e, OrderRefundedEvent)]
+
+    assert refunded({}) == [whole]
+    assert refunded({currency: Decimal("0.01")}) == [whole - Decimal("0.01")]
+    assert refunded({currency: whole}) == []
+    assert refunded({currency: whole * 2}) == []
+    assert refunded({"JPY": whole}) == [whole]  # told in another currency: not this refund
+    history = {"refund_id": f"{order.order_id}:history", "amount": "5.00", "currency": currency}
+    webhook = {"refund_id": "990", "amount": "2.50", "currency": currency}
+    assert told_by_webhooks(order.order_id, [history, webhook, webhook | {"refund_id": "991"}]) == {
+        currency: Decimal("5.00")
+    }

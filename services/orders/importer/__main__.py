@@ -2,11 +2,13 @@
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
 from aio_pika.exceptions import AMQPConnectionError
 
 from services.orders.importer.exports import NotThisExport, UnreadableOrder, read_customer_ids
@@ -14,6 +16,7 @@ from services.orders.importer.run import (
     Checkpoint,
     ImportStopped,
     MissingQueues,
+    OrdersApi,
     Progress,
     WrongCheckpoint,
     check_queues,
@@ -51,6 +54,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="WHEN",
         help="when the shop's webhooks were connected, if before the export was taken (2026-11-28T10:00:00+01:00, "
         "or a day, midnight in --timezone): orders placed since are left to the webhooks, which told them",
+    )
+    parser.add_argument(
+        "--orders-url",
+        metavar="URL",
+        help="the orders API (e.g. http://127.0.0.1:8001), when the webhooks were connected before the import: "
+        "each refunded order's history refund is published less what the webhooks told of it "
+        "(RAPPORT_API_KEY, else ADMIN_API_KEY: a key that may read)",
     )
     parser.add_argument(
         "--state", type=Path, help="the checkpoint file (default: next to the export, <export>.import-state.json)"
@@ -99,8 +109,16 @@ async def main(args: argparse.Namespace) -> int:
         state.unlink(missing_ok=True)
     checkpoint = Checkpoint.load(state, fingerprint(args.export))
     await check_queues(settings.rabbitmq_url, topology, [s for s in args.services.split(",") if s])
+    key = os.environ.get("RAPPORT_API_KEY") or (
+        settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+    )
+    if args.orders_url is not None and not key:
+        print("--orders-url: set RAPPORT_API_KEY (or ADMIN_API_KEY) to a key of the services", file=sys.stderr)
+        return 2
     publisher = EventPublisher(settings.rabbitmq_url, topology.events.name, name="rapport-importer")
     await publisher.start()
+    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30)
+    orders = OrdersApi(http, args.orders_url) if args.orders_url is not None else None
     try:
         report = await import_history(
             args.platform,
@@ -110,10 +128,12 @@ async def main(args: argparse.Namespace) -> int:
             shop_timezone=zone,
             customer_ids=customer_ids,
             placed_before=placed_before,
+            told_refunds=orders.told if orders is not None else None,
             window_events=args.window,
             progress=Progress(args.export.stat().st_size),
         )
     finally:
+        await http.aclose()
         await publisher.stop()
     print(report.summary())
     print(f"  checkpoint        {state}")

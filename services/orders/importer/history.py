@@ -42,8 +42,8 @@ stand-in; lines of one sku, name and price are merged; an order with no line (or
 
 import functools
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -180,6 +180,30 @@ def translate(
         )
         events.append(_imported(OrderRefundedEvent, refund, _id(order, "refunded"), refunded_at, placed_id))
     return Outcome(order, customer_id, tuple(events))
+
+
+def less_what_was_told(outcome: Outcome, told: Mapping[str, Decimal]) -> Outcome:
+    """The order's history refund less what the webhooks already told of its refunds (per currency, the refunds
+    orders recorded under the platform's refund ids); no refund event when they told all of it."""
+    events: list[Envelope[Any]] = []
+    for event in outcome.events:
+        if not isinstance(event, OrderRefundedEvent) or event.data.refund_id != history_refund_id(event.data.order_id):
+            events.append(event)
+            continue
+        left = event.data.amount - told.get(event.data.currency, Decimal(0))
+        if left > 0:
+            events.append(event.model_copy(update={"data": event.data.model_copy(update={"amount": left})}))
+    return replace(outcome, events=tuple(events))
+
+
+def told_by_webhooks(order_id: str, refunds: Iterable[Mapping[str, Any]]) -> dict[str, Decimal]:
+    """What orders recorded as refunded of an order under the platform's own refund ids, per currency (its
+    `GET /orders/{order_id}` refunds), leaving out what a history told (`history_refund_id`)."""
+    told: dict[str, Decimal] = {}
+    for refund in refunds:
+        if refund["refund_id"] != history_refund_id(order_id):
+            told[refund["currency"]] = told.get(refund["currency"], Decimal(0)) + Decimal(refund["amount"])
+    return told
 
 
 def _why_skipped(order: HistoricOrder) -> str | None:

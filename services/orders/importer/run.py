@@ -18,17 +18,21 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
 import aio_pika
+import httpx
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from services.orders.importer.exports import Platform, read_orders
-from services.orders.importer.history import Outcome, Tally, translate
+from services.orders.importer.history import Outcome, Tally, less_what_was_told, told_by_webhooks, translate
+from shared.events import OrderRefundedEvent
 from shared.outbox import Publish
 from shared.topology import Topology
 from shared.unit import OutboxEntry, outbox_entry
@@ -41,6 +45,28 @@ STATE_VERSION = 1
 
 class ImportStopped(RuntimeError):
     """The broker kept refusing the events; the checkpoint holds what was confirmed, run the command again."""
+
+
+# What the webhooks told of an order's refunds already, per currency (`OrdersApi.told`), or None: not asked.
+ToldRefunds = Callable[[str], Awaitable[Mapping[str, Decimal]]]
+
+
+class OrdersApi:
+    """The orders service's API, asked which refunds of an order the webhooks told already (`--orders-url`)."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+        self.http, self.url = http, url.rstrip("/")
+
+    async def told(self, order_id: str) -> Mapping[str, Decimal]:
+        try:
+            answer = await self.http.get(f"{self.url}/orders/{quote(order_id, safe='')}")
+        except httpx.HTTPError as error:
+            raise ImportStopped(f"orders at {self.url} did not answer ({error!r}); run the command again") from error
+        if answer.status_code == 404:
+            return {}
+        if not answer.is_success:
+            raise ImportStopped(f"orders at {self.url} answered {answer.status_code} for order {order_id!r}")
+        return told_by_webhooks(order_id, answer.json()["refunds"])
 
 
 class WrongCheckpoint(ValueError):
@@ -193,6 +219,7 @@ async def import_history(
     shop_timezone: tzinfo = UTC,
     customer_ids: Mapping[str, str] | None = None,
     placed_before: datetime | None = None,
+    told_refunds: ToldRefunds | None = None,
     window_events: int = WINDOW_EVENTS,
     windows_in_flight: int = WINDOWS_IN_FLIGHT,
     progress: Progress | None = None,
@@ -220,8 +247,10 @@ async def import_history(
             lines: Iterable[str] = progress.count(file) if progress else file
             for order, rows in read_orders(platform, lines, shop_timezone=shop_timezone):
                 outcome = translate(order, customer_ids, placed_before=placed_before)
-                report.tally.add(outcome, rows)
                 done += 1
+                if done > checkpoint.orders_done and told_refunds is not None and _refunded(outcome):
+                    outcome = less_what_was_told(outcome, await told_refunds(order.order_id))
+                report.tally.add(outcome, rows)
                 if done > checkpoint.orders_done:
                     pending.extend(_entries(outcome))
                     if len(pending) >= window_events:
@@ -246,6 +275,10 @@ async def import_history(
     if progress:
         progress.show(report.tally, report.published, final=True)
     return report
+
+
+def _refunded(outcome: Outcome) -> bool:
+    return any(isinstance(event, OrderRefundedEvent) for event in outcome.events)
 
 
 def _entries(outcome: Outcome) -> list[OutboxEntry]:
