@@ -772,16 +772,6 @@ async def end_campaign(request: Request, campaign_id: str, seen: Signed) -> Resp
 
 @pages.get("/programs/affiliates/{affiliate_id}", response_class=HTMLResponse)
 async def affiliate(request: Request, affiliate_id: str, seen: Signed) -> Response:
-    return await _affiliate(request, seen, affiliate_id)
-
-
-async def _affiliate(
-    request: Request,
-    seen: Visit,
-    affiliate_id: str,
-    errors: dict[str, str] | None = None,
-    values: dict[str, str] | None = None,
-) -> Response:
     account, commissions = await seen.console.calls.read_all(
         ("referrals", f"/affiliates/{affiliate_id}", None),
         ("referrals", f"/affiliates/{affiliate_id}/commissions", {"limit": COMMISSIONS_SHOWN}),
@@ -799,6 +789,33 @@ async def _affiliate(
             "account": account,
             "commissions": commissions,
             "affiliate_id": affiliate_id,
+            "parse_time": views.parse_time,
+        },
+        visit=seen,
+    )
+
+
+@pages.get("/programs/codes/{code}", response_class=HTMLResponse)
+async def referral_code_page(request: Request, code: str, seen: Signed) -> Response:
+    return await _code_page(request, seen, code)
+
+
+async def _code_page(
+    request: Request, seen: Visit, code: str, errors: dict[str, str] | None = None, values: dict[str, str] | None = None
+) -> Response:
+    found = await seen.console.calls.read("referrals", f"/referrals/{code}", {"limit": COMMISSIONS_SHOWN})
+    if found.problem == "not_found":
+        gone = {"title": "programs.code_not_found", "back": "/programs", "back_words": "programs.back"}
+        return render(request, "not_found.html", seen.language, gone, visit=seen, status_code=404)
+    return render(
+        request,
+        "code.html",
+        seen.language,
+        {
+            "title": "programs.code",
+            "csrf": seen.csrf,
+            "found": found,
+            "code": code,
             "errors": errors or {},
             "values": values or {},
             "parse_time": views.parse_time,
@@ -808,23 +825,19 @@ async def _affiliate(
     )
 
 
-@pages.post("/programs/affiliates/{affiliate_id}/limits")
-async def limit_code(request: Request, affiliate_id: str, seen: Signed) -> Response:
-    """Cap the conversions an affiliate's code earns and/or let it expire; an empty field lifts that limit."""
+@pages.post("/programs/codes/{code}/limits")
+async def limit_code(request: Request, code: str, seen: Signed) -> Response:
+    """Cap the new customers a referral code pays for and/or let it expire; an empty field lifts that limit."""
     seen.require("rules")
     form = await form_of(request)
-    account = await seen.console.calls.read("referrals", f"/affiliates/{affiliate_id}")
-    if not account.ok:
-        return await _affiliate(request, seen, affiliate_id, {"limits-max_conversions": "error.unavailable"}, form)
     most = form.get("max_conversions", "").strip()
     ends = form.get("expires_at", "").strip()
     body = {"max_conversions": _whole(most) if most else None, "expires_at": _midnight(ends) if ends else None}
-    code = account.data["code"]["code"]
     change = await seen.console.calls.change("referrals", "PATCH", f"/referrals/{code}", seen.person.actor, body)
     if not change.ok:
         named = _named(change.fields, "limits-") or {"limits-max_conversions": _problem(change.status)}
-        return await _affiliate(request, seen, affiliate_id, named, form)
-    return back_to(f"/programs/affiliates/{affiliate_id}", "said.limits_set")
+        return await _code_page(request, seen, code, named, form)
+    return back_to(f"/programs/codes/{code}", "said.limits_set")
 
 
 def _named(fields: dict[str, str], form: str) -> dict[str, str]:

@@ -491,6 +491,14 @@ async def test_an_affiliates_commissions_and_the_refused_codes_are_on_programs(
     await expect(page.locator("dt:text-is('New customers brought') + dd")).to_have_text("1")
     await accessible(page)
 
+    await screenshot(page, "console-affiliate-en")
+    await page.get_by_role("link", name="The code's orders and limits").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text(f"Referral code {code}")
+    orders = page.locator("section", has=page.get_by_role("heading", name="Orders that carried it"))
+    await expect(orders.locator("tr", has_text="ord_console_blog").locator("td").nth(3)).to_have_text("a new customer")
+    jana = orders.locator("tr", has_text="ord_console_jana_again").locator("td").nth(3)
+    await expect(jana).to_have_text("not a new customer")
+    await accessible(page)
     limits = page.locator("form", has=page.get_by_role("button", name="Save the limits"))
     await limits.get_by_label("New customers it pays for at most").fill("-3")
     await limits.get_by_role("button", name="Save the limits").click()
@@ -501,7 +509,7 @@ async def test_an_affiliates_commissions_and_the_refused_codes_are_on_programs(
     await page.get_by_role("button", name="Save the limits").click()
     await expect(page.get_by_role("status")).to_have_text("The code's limits are saved.")
     await expect(page.locator("dt:text-is('New customers brought') + dd")).to_have_text("1 / 5")
-    await screenshot(page, "console-affiliate-en")
+    await screenshot(page, "console-code-en")
 
     await page.goto(f"{shop.url}/programs")
     refused = page.locator("section", has=page.get_by_role("heading", name="Refused referrals"))

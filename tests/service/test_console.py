@@ -30,6 +30,7 @@ PAGES = [
     "/customers/cus_1",
     "/programs",
     "/programs/affiliates/aff_1",
+    "/programs/codes/K7Q-XM4-PA9",
     "/reports",
     "/operations",
     "/mail",
@@ -100,7 +101,7 @@ async def test_nothing_but_the_sign_in_page_without_a_session(console: Running) 
         "/customers/cus_1/facts",
         "/customers/cus_1/points",
         "/programs/rewards",
-        "/programs/affiliates/aff_1/limits",
+        "/programs/codes/K7Q-XM4-PA9/limits",
         "/operations/dead-letters/loyalty/replay",
         "/settings/people",
         "/logout",
@@ -181,7 +182,7 @@ async def test_staff_cannot_reach_settings_erasure_people_or_loyalty_rules(conso
         ("/programs/campaigns", {"name": "Double", "starts_at": "2026-12-01", "ends_at": "2026-12-24"}),
         ("/programs/campaigns/cmp_1/end", {}),
         ("/operations/dead-letters/loyalty/replay", {"message_id": "evt_1"}),
-        ("/programs/affiliates/aff_1/limits", {"max_conversions": "10"}),
+        ("/programs/codes/K7Q-XM4-PA9/limits", {"max_conversions": "10"}),
     ]:
         answer = await http.post(action, data={"csrf": csrf, **data})
         assert answer.status_code == 403, action
