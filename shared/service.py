@@ -291,6 +291,7 @@ class DeadLetterOut(BaseModel):
 
 class DeadLettersOut(BaseModel):
     queue: str
+    waiting: int = Field(description="Dead letters in the queue now, listed or not.")
     dead_letters: list[DeadLetterOut] = Field(description="The next ones; a listing moves them to the back.")
 
 
@@ -333,12 +334,15 @@ def dead_letter_routes() -> APIRouter:
     ) -> DeadLettersOut:
         """The next `limit` dead letters, with their reasons (what `make dead-letters` lists)."""
         topology, service = rt.settings.topology, which(rt, queue)
+        queue_name = deadletters.dead_letter_queue_name(topology, service)
         try:
             found = await deadletters.list_dead_letters(rt.settings.rabbitmq_url, topology, service, limit)
+            waiting = await rt.queue_consumer.waiting(queue_name)
         except (deadletters.DeadLetterError, AMQPError, OSError) as failure:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"broker: {failure}") from failure
         return DeadLettersOut(
-            queue=deadletters.dead_letter_queue_name(topology, service),
+            queue=queue_name,
+            waiting=waiting,
             dead_letters=[DeadLetterOut.model_validate(letter, from_attributes=True) for letter in found],
         )
 

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 
 from services.console import charts, domain, mail, store, views
-from services.console.calls import SERVICES
+from services.console.calls import SERVICES, Reading
 from services.console.web import (
     CATALOGUES,
     SESSION_COOKIE,
@@ -946,7 +947,7 @@ async def reports(request: Request, seen: Signed) -> Response:
 
 @pages.get("/operations", response_class=HTMLResponse)
 async def operations(request: Request, seen: Signed) -> Response:
-    calls, words = seen.console.calls, CATALOGUES.words(seen.language)
+    calls = seen.console.calls
     readiness = await calls.read_all(*((service, "/readyz", None) for service in SERVICES))
     metrics = await asyncio.gather(*(calls.metrics(service) for service in SERVICES))
     # Each service's own dead letters, and the events no service binds (any service lists those; orders does here).
@@ -966,26 +967,31 @@ async def operations(request: Request, seen: Signed) -> Response:
         {
             "title": "operations.title",
             "csrf": seen.csrf,
-            "health": list(zip(SERVICES, readiness, metrics, strict=True)),
+            "health": list(zip(SERVICES, readiness, metrics, set_aside, strict=True)),
             "set_aside": list(zip(SERVICES, set_aside, strict=True)),
             "unrouted": unrouted,
             "mail_days": mail_days,
-            "mail_chart": charts.grouped_bars(
-                [day["day"][5:] for day in mail_days.data["days"]] if mail_days.ok else [],
-                [
-                    (words("operations.mail_sent"), [day["sent"] for day in mail_days.data["days"]]),
-                    (words("operations.mail_failed"), [day["failed"] for day in mail_days.data["days"]]),
-                ]
-                if mail_days.ok
-                else [],
-                words("operations.mail_days", days=MAIL_DAYS_SHOWN),
-            ),
+            "mail_chart": _mail_chart(mail_days, seen.language),
             "mail_days_shown": MAIL_DAYS_SHOWN,
             "sent": sent,
             "failed": failed,
             "parse_time": views.parse_time,
         },
         visit=seen,
+    )
+
+
+def _mail_chart(mail_days: Reading, language: str) -> Markup:
+    """Each day's e-mail sent and failed, labelled by the day of the month in the reader's digits."""
+    words, formats = CATALOGUES.words(language), Formats(language)
+    days = mail_days.data["days"] if mail_days.ok else []
+    return charts.grouped_bars(
+        [formats.number(int(day["day"][8:])) for day in days],
+        [
+            (words("operations.mail_sent"), [day["sent"] for day in days]),
+            (words("operations.mail_failed"), [day["failed"] for day in days]),
+        ],
+        words("operations.mail_days", days=formats.number(MAIL_DAYS_SHOWN)),
     )
 
 

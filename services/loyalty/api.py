@@ -35,7 +35,7 @@ from services.loyalty.domain import (
     points_by_month,
 )
 from services.loyalty.settings import LoyaltyUnit
-from services.loyalty.store import MemberRecords
+from services.loyalty.store import MemberRecords, RecordedEntry
 from shared.http import ADMIN_ONLY, NOTHING_HELD, error, field_error, nothing_held
 from shared.service import Runtime, runtime
 from shared.types import Currency, Timestamp, WholeFloats
@@ -113,6 +113,20 @@ class EntryOut(BaseModel):
     at: datetime
     entry_id: str
     cause: str | None
+
+
+def _entry(entry: RecordedEntry) -> EntryOut:
+    return EntryOut(
+        kind=entry.kind,
+        reason=entry.reason,
+        points=entry.points,
+        balance_after=entry.balance_after,
+        order_id=entry.order_id,
+        expires_at=entry.expires_at,
+        at=entry.at,
+        entry_id=entry.entry_id,
+        cause=entry.cause_type,
+    )
 
 
 class MemberOut(BaseModel):
@@ -207,20 +221,7 @@ async def get_member(customer_id: str, rt: Rt) -> MemberOut:
             ExpiringPoints(points=lot.remaining, expires_at=lot.expires_at, key=lot.key)
             for lot in standing.expiring_soon
         ],
-        recent_entries=[
-            EntryOut(
-                kind=e.kind,
-                reason=e.reason,
-                points=e.points,
-                balance_after=e.balance_after,
-                order_id=e.order_id,
-                expires_at=e.expires_at,
-                at=e.at,
-                entry_id=e.entry_id,
-                cause=e.cause_type,
-            )
-            for e in page.recent_entries
-        ],
+        recent_entries=[_entry(entry) for entry in page.recent_entries],
     )
 
 
@@ -631,20 +632,7 @@ async def export_customer(customer_id: str, rt: Rt) -> LoyaltyExport:
         member=None
         if member is None
         else MemberStanding(balance=member.balance, tier=member.tier, tier_points=member.qualifying_points),
-        ledger=[
-            EntryOut(
-                kind=e.kind,
-                reason=e.reason,
-                points=e.points,
-                balance_after=e.balance_after,
-                order_id=e.order_id,
-                expires_at=e.expires_at,
-                at=e.at,
-                entry_id=e.entry_id,
-                cause=e.cause_type,
-            )
-            for e in records.ledger
-        ],
+        ledger=[_entry(entry) for entry in records.ledger],
         purchases=[
             PurchaseOut(order_id=p.order_id, placed_at=p.placed_at, currency=p.currency, total=str(p.total))
             for p in facts.purchases

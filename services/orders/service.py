@@ -8,6 +8,7 @@ the order's line, so duplicates and any arrival order converge (see domain.py).
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -156,9 +157,9 @@ async def erase_customer(unit: OrdersUnit, customer_id: str, requested_at: datet
 async def tell_order_news(unit: OrdersUnit, news: OrderNews, shop: str | None) -> str | None:
     """Tell the others what this webhook adds to the order's story (each fact once); why nothing, if nothing."""
     known = await store.get_known_order(unit, known_order_key(news.platform, news.order_id), news.order_id)
-    if news.refunds or known.waiting_refunds:  # matched against the refunds an imported history told
-        known = replace(known, told_by_history=await store.history_refunded(unit, news.order_id))
-    decision = decide(known, news, at=unit.now(), shop=shop)
+    # A refund is matched against the refunds an imported history told of the order (platforms/lifecycle.py).
+    history = await store.history_refunded(unit, news.order_id) if news.refunds or known.waiting_refunds else Decimal(0)
+    decision = decide(known, news, at=unit.now(), shop=shop, told_by_history=history)
     kept = decision.known
     if kept.customer_id is not None and kept.customer_id != known.customer_id:
         # A customer erased before this webhook is kept under their alias here too (a guest id is an e-mail).

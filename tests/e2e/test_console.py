@@ -472,6 +472,7 @@ async def test_an_affiliates_commissions_and_the_refused_codes_are_on_programs(
     await expect(page.get_by_role("status")).to_have_text("The affiliate is added.")
     await page.get_by_role("link", name="Tea Blog").click()
     code = await page.locator("dt:text-is('Code') + dd code").inner_text()
+    affiliate_page = page.url
 
     tap = await EventTap.open(infra.rabbitmq_url, stack.topology)
     # A new customer brings 10 % of €25.00; Jana has ordered before, so her order with the code is refused.
@@ -516,6 +517,14 @@ async def test_an_affiliates_commissions_and_the_refused_codes_are_on_programs(
     await expect(refused.locator("tr", has_text="ord_console_jana_again")).to_contain_text("not a new customer")
     await accessible(page)
 
+    await _choose(page, "fa")  # the two pages in Persian too
+    for name, url in (("affiliate", affiliate_page), ("code", f"{shop.url}/programs/codes/{code}")):
+        await page.goto(url)
+        await expect(page.locator("html")).to_have_attribute("dir", "rtl")
+        await screenshot(page, f"console-{name}-fa")
+        await accessible(page)
+    await _choose(page, "en")
+
 
 async def test_an_owner_sees_why_a_message_was_set_aside_and_sends_it_back(page: Page, shop: ServiceProcess) -> None:
     await signed_in(page, shop)
@@ -526,6 +535,8 @@ async def test_an_owner_sees_why_a_message_was_set_aside_and_sends_it_back(page:
     await expect(row).to_contain_text("data.total: money must be a decimal string")
     await expect(row).to_contain_text("sent back 0")
     await expect(section.get_by_text("Nothing set aside.")).to_have_count(4)  # orders, followups, referrals, unrouted
+    health = page.locator("section", has=page.get_by_role("heading", name="Health of each service"))
+    await expect(health.locator("tr", has_text="loyalty").locator("td").nth(2)).to_have_text("1")  # waiting now
     mail = page.locator("section", has=page.get_by_role("heading", name="E-mail, the last 14 days"))
     await expect(mail).to_contain_text(re.compile(r"[1-9][0-9]* sent, 0 failed"))  # the thank-you notes, at least
     await accessible(page)

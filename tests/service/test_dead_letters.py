@@ -243,6 +243,7 @@ async def test_the_api_lists_dead_letters_and_replays_one_in_an_admins_name(
         assert listed.status_code == 200
         page = listed.json()
         assert page["queue"] == settings.topology.dead_letter_queue(service_name).name
+        assert page["waiting"] == 2
         letters = {letter["message_id"]: letter for letter in page["dead_letters"]}
         assert set(letters) == {poison.id, "not-json"}
         assert letters[poison.id]["reason"].startswith(f"handler failed {MAX_DELIVERIES} times")

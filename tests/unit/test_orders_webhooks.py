@@ -798,25 +798,24 @@ def test_refunds_of_an_imported_order_are_told_only_beyond_what_its_history_told
 ) -> None:
     """An export gives an order's refunds as one sum under no refund id; a webhook about that order later lists
     them one by one. Both are one set of refunds: what the history told is matched first, the rest is told."""
-    imported = replace(WOO_PLACED, fulfilled=True, told_by_history=Decimal(history))
+    imported = replace(WOO_PLACED, fulfilled=True)
     later = news(woocommerce, "order.updated", webhook("woocommerce/order_updated_refunded"))
-    decision = decide(imported, later, at=AT)
+    decision = decide(imported, later, at=AT, told_by_history=Decimal(history))
     amounts = [str(t.data.amount) for t in decision.events if hasattr(t.data, "amount")]
     assert amounts == told_amounts
     assert sum(map(Decimal, amounts), Decimal(0)) == max(Decimal("116.24") - Decimal(history), Decimal(0))
     assert decision.known.matched_with_history == min(Decimal(history), Decimal("116.24"))
-    again = replace(decision.known, told_by_history=Decimal(history))  # as the next webhook reads it
-    assert decide(again, later, at=AT).events == ()
+    assert decide(decision.known, later, at=AT, told_by_history=Decimal(history)).events == ()  # the next one
 
 
 def test_a_refund_after_the_history_is_told_in_full() -> None:
-    imported = replace(WOO_PLACED, fulfilled=True, told_by_history=Decimal("38.75"))
+    imported, history = replace(WOO_PLACED, fulfilled=True), Decimal("38.75")
     first = webhook("woocommerce/order_updated_completed")
     first["refunds"] = [{"id": 731, "reason": "Scarf arrived with a pulled thread", "total": "-38.75"}]
-    matched = decide(imported, news(woocommerce, "order.updated", first), at=AT)
+    matched = decide(imported, news(woocommerce, "order.updated", first), at=AT, told_by_history=history)
     assert matched.events == ()  # the refund the history told
     later = news(woocommerce, "order.updated", webhook("woocommerce/order_updated_refunded"))
-    told_later = decide(replace(matched.known, told_by_history=Decimal("38.75")), later, at=AT)
+    told_later = decide(matched.known, later, at=AT, told_by_history=history)
     assert [(t.event_id, str(t.data.amount)) for t in told_later.events if hasattr(t.data, "amount")] == [
         ("woocommerce:refund:735", "77.49")
     ]

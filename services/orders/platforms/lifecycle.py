@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 
 from services.orders.platforms.common import OrderNews, RefundNews, Translation, in_minor_units
 from shared.events import OrderCancelled, OrderFulfilled, OrderRefunded
@@ -49,9 +50,7 @@ class KnownOrder:
     waiting_fulfilment: datetime | None = None
     waiting_refunds: tuple[RefundNews, ...] = ()  # each with the date it was first seen
     refunds: Mapping[str, datetime] = field(default_factory=dict)  # refund id → the date it was told with
-    # The imported history's refunds of this order, in one sum (read from orders' own records for each webhook),
-    # and how much of it webhook refunds have been matched against so far (kept).
-    told_by_history: Decimal = Decimal(0)
+    # How much of the imported history's refund sum webhook refunds have been matched against so far.
     matched_with_history: Decimal = Decimal(0)
 
 
@@ -66,8 +65,18 @@ class Decision:
     note: str | None = None  # why nothing was told, when nothing was
 
 
-def decide(known: KnownOrder, news: OrderNews, *, at: datetime, shop: str | None = None) -> Decision:
-    """What this webhook adds to the order's story: the order as now known, and the events to tell."""
+def decide(
+    known: KnownOrder,
+    news: OrderNews,
+    *,
+    at: datetime,
+    shop: str | None = None,
+    told_by_history: Decimal = Decimal(0),
+) -> Decision:
+    """What this webhook adds to the order's story: the order as now known, and the events to tell.
+
+    `told_by_history`: the refunds a shop's imported history told of this order, in one sum (orders' own record).
+    """
     if known.cancelled:
         return Decision(known, (), "the order was cancelled before: nothing more is told about it")
     if news.order is not None:
@@ -81,7 +90,7 @@ def decide(known: KnownOrder, news: OrderNews, *, at: datetime, shop: str | None
             presentment=news.presentment,
         )
     events: list[Translation] = []
-    for step in (_placing, _fulfilling, _refunding, _cancelling):
+    for step in (_placing, _fulfilling, partial(_refunding, told_by_history=told_by_history), _cancelling):
         known, told = step(known, news, at)
         events.extend(told)
     if events:
@@ -107,7 +116,7 @@ def _fulfilling(known: KnownOrder, news: OrderNews, at: datetime) -> Step:
     return replace(known, fulfilled=True, waiting_fulfilment=None), [_fulfilled(known, fulfilled_at)]
 
 
-def _refunding(known: KnownOrder, news: OrderNews, at: datetime) -> Step:
+def _refunding(known: KnownOrder, news: OrderNews, at: datetime, *, told_by_history: Decimal) -> Step:
     first_seen = news.changed_at or at
     heard = {refund.refund_id: refund for refund in known.waiting_refunds}
     for refund in news.refunds:
@@ -121,7 +130,7 @@ def _refunding(known: KnownOrder, news: OrderNews, at: datetime) -> Step:
     for refund in sorted(heard.values(), key=lambda refund: refund.refunded_at or first_seen):
         amount, currency = in_order_currency(known, refund)
         # What the history told already, when it was told in this currency (an export has one per order).
-        left = max(known.told_by_history - matched, Decimal(0)) if currency == known.currency else Decimal(0)
+        left = max(told_by_history - matched, Decimal(0)) if currency == known.currency else Decimal(0)
         covered = min(amount, left)
         matched += covered
         if amount - covered > 0:
